@@ -1,0 +1,134 @@
+//! Padding sequences into tensors, and length-bucketed batch order.
+
+use crate::tasks::mlm::MlmExample;
+use crate::text::tokenizer::PAD;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// Token ids padded to the longest sequence of the batch.
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    /// Ids, `[batch, seq]`.
+    pub ids: Tensor<2, Int>,
+    /// True at padding positions, `[batch, seq]`.
+    pub pad_mask: Tensor<2, Bool>,
+}
+
+impl TokenBatch {
+    /// Pads `seqs` with [PAD] to the longest one.
+    pub fn new(seqs: &[&[u32]], device: &Device) -> Self {
+        let b = seqs.len();
+        let l = seqs.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
+        let mut ids = vec![PAD as i64; b * l];
+        let mut mask = vec![true; b * l];
+        for (i, s) in seqs.iter().enumerate() {
+            for (j, &t) in s.iter().enumerate() {
+                ids[i * l + j] = t as i64;
+                mask[i * l + j] = false;
+            }
+        }
+        Self {
+            ids: Tensor::from_data(TensorData::new(ids, [b, l]), device),
+            pad_mask: Tensor::from_data(TensorData::new(mask, [b, l]), device),
+        }
+    }
+
+    /// `[batch, seq]`.
+    pub fn dims(&self) -> [usize; 2] {
+        self.ids.dims()
+    }
+}
+
+/// A masked-LM batch: the masked inputs and, flattened over the batch, the chosen positions.
+#[derive(Debug, Clone)]
+pub struct MlmBatch {
+    /// Masked inputs.
+    pub tokens: TokenBatch,
+    /// Index of each chosen position in the flattened `[batch * seq]` states, `[n]`.
+    pub positions: Tensor<1, Int>,
+    /// The original id at each chosen position, `[n]`.
+    pub targets: Tensor<1, Int>,
+}
+
+impl MlmBatch {
+    /// Stacks masked examples.
+    pub fn new(examples: &[MlmExample], device: &Device) -> Self {
+        let seqs: Vec<&[u32]> = examples.iter().map(|e| e.input_ids.as_slice()).collect();
+        let tokens = TokenBatch::new(&seqs, device);
+        let l = tokens.dims()[1];
+        let mut positions = Vec::new();
+        let mut targets = Vec::new();
+        for (i, e) in examples.iter().enumerate() {
+            for (&p, &t) in e.positions.iter().zip(&e.targets) {
+                positions.push((i * l + p) as i64);
+                targets.push(t as i64);
+            }
+        }
+        let n = positions.len();
+        Self {
+            tokens,
+            positions: Tensor::from_data(TensorData::new(positions, [n]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [n]), device),
+        }
+    }
+}
+
+/// Batches of indices into `lengths`, shuffled, with similar lengths grouped together to cut
+/// padding: the shuffled indices are sorted by length inside windows of 50 batches, cut into
+/// batches, and the batches shuffled again.
+pub fn bucketed_batches<R: Rng>(lengths: &[usize], batch_size: usize, rng: &mut R) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.shuffle(rng);
+    let window = batch_size * 50;
+    let mut batches = Vec::new();
+    for chunk in order.chunks_mut(window) {
+        chunk.sort_by_key(|&i| lengths[i]);
+        batches.extend(chunk.chunks(batch_size).map(|c| c.to_vec()));
+    }
+    batches.shuffle(rng);
+    batches
+}
+
+/// Batches in the original order, sorted by length inside each window to cut padding while
+/// staying easy to map back (the caller scatters results by index).
+pub fn eval_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    order.chunks(batch_size).map(|c| c.to_vec()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn padding_and_mask() {
+        let d = Device::flex();
+        let b = TokenBatch::new(&[&[2, 7, 3], &[2, 3]], &d);
+        assert_eq!(b.dims(), [2, 3]);
+        let ids: Vec<i64> = b.ids.into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
+        assert_eq!(ids, vec![2, 7, 3, 2, 3, 0]);
+        let m: Vec<bool> = b.pad_mask.into_data().try_into_vec::<bool>().unwrap();
+        assert_eq!(m, vec![false, false, false, false, false, true]);
+    }
+
+    #[test]
+    fn buckets_cover_everything_once() {
+        let lengths: Vec<usize> = (0..1000).map(|i| (i * 7919) % 300).collect();
+        let mut rng = StdRng::seed_from_u64(3);
+        let batches = bucketed_batches(&lengths, 32, &mut rng);
+        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+        // grouping by length cuts padding compared with a plain shuffle
+        let pad = |bs: &[Vec<usize>]| -> usize { bs.iter().map(|b| { let m = b.iter().map(|&i| lengths[i]).max().unwrap(); b.iter().map(|&i| m - lengths[i]).sum::<usize>() }).sum() };
+        let mut order: Vec<usize> = (0..1000).collect();
+        order.shuffle(&mut rng);
+        let plain: Vec<Vec<usize>> = order.chunks(32).map(|c| c.to_vec()).collect();
+        assert!(pad(&batches) * 5 < pad(&plain));
+    }
+}

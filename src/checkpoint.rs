@@ -1,0 +1,291 @@
+//! Model directories and how they are written: `config.toml`, `tokenizer.json`,
+//! `model.safetensors`, `model.json` (kind, problem, threshold, weight-file length) and, for
+//! classifiers, `labels.txt`. Every file is written to a temporary name and renamed; a run
+//! builds its whole output in a hidden `.NAME.partial` directory renamed into place at the end.
+
+use crate::config::Config;
+use crate::tasks::classify::{LabelSet, Problem};
+use crate::text::tokenizer::{WordPieceTokenizer, TOKENIZER_FILE};
+use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use burn::store::{ModuleSnapshot, PathFilter, SafetensorsStore};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Saved config.
+pub const CONFIG_FILE: &str = "config.toml";
+/// Saved weights.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Saved description of the model.
+pub const META_FILE: &str = "model.json";
+/// Saved label order of a classifier.
+pub const LABELS_FILE: &str = "labels.txt";
+/// Version of this layout; a different one is refused on load.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What a model directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Backbone + masked-LM head, from `pretrain`.
+    Pretrained,
+    /// Backbone + classification head, from `finetune`.
+    Classifier,
+}
+
+/// `model.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// Layout version.
+    pub format: u32,
+    /// Program version that wrote it.
+    pub bertlu_version: String,
+    /// Pre-trained or classifier.
+    pub kind: ModelKind,
+    /// The problem type of a classifier.
+    pub problem: Option<Problem>,
+    /// Decision threshold of a multi-label classifier.
+    pub threshold: f64,
+    /// Size of `model.safetensors` in bytes, checked on load to catch truncation.
+    pub weights_bytes: u64,
+    /// Free-form facts about the training run (epoch, scores).
+    #[serde(default)]
+    pub info: serde_json::Value,
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_name(path);
+    let res = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        bail!("{}: cannot write: {e}", path.display());
+    }
+    Ok(())
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Saves a module's weights as safetensors (atomically); returns the file length.
+pub fn save_weights<M: Module>(model: &M, path: &Path) -> Result<u64> {
+    let tmp = tmp_name(path);
+    let _ = fs::remove_file(&tmp);
+    let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
+    if let Err(e) = model.save_into(&mut store) {
+        let _ = fs::remove_file(&tmp);
+        bail!("{}: cannot write weights: {e}", path.display());
+    }
+    fs::rename(&tmp, path).with_context(|| format!("{}: cannot write weights", path.display()))?;
+    Ok(fs::metadata(path)?.len())
+}
+
+/// Loads every weight of `model` from a safetensors file; any missing, extra or mis-shaped
+/// tensor is an error.
+pub fn load_weights<M: Module>(model: M, path: &Path, expected_bytes: u64) -> Result<M> {
+    check_length(path, expected_bytes)?;
+    let mut model = model;
+    let mut store = SafetensorsStore::from_file(path);
+    let result = model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: cannot read weights: {e}", path.display()))?;
+    if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
+        bail!("{}: weights do not fit the model: {}", path.display(), summarize(&result));
+    }
+    Ok(model)
+}
+
+/// Loads exactly the tensors under `prefix` (e.g. `backbone.`) into `model` and returns their
+/// names. Fails unless every such tensor of the model was found with the same shape.
+pub fn load_prefix<M: Module>(model: M, path: &Path, expected_bytes: u64, prefix: &str) -> Result<(M, Vec<String>)> {
+    check_length(path, expected_bytes)?;
+    let mut model = model;
+    let pattern = format!("^{}", regex_escape(prefix));
+    let wanted: Vec<String> = model.collect(Some(PathFilter::new().with_regex(&pattern)), None, false).into_iter().map(|t| t.name.clone()).collect();
+    let mut store = SafetensorsStore::from_file(path).with_regex(&pattern).allow_partial(true);
+    let result = model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: cannot read weights: {e}", path.display()))?;
+    if !result.errors.is_empty() {
+        bail!("{}: pre-trained weights do not fit: {}", path.display(), summarize(&result));
+    }
+    let mut applied = result.applied.clone();
+    applied.sort();
+    let mut want = wanted.clone();
+    want.sort();
+    if applied != want {
+        let missing: Vec<&String> = want.iter().filter(|w| !applied.contains(w)).collect();
+        bail!("{}: pre-trained weights lack {} of the {} backbone tensors (first: {})", path.display(), missing.len(), want.len(), missing.first().map(|s| s.as_str()).unwrap_or("?"));
+    }
+    Ok((model, applied))
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars().map(|c| if c.is_alphanumeric() || c == '_' { c.to_string() } else { format!("\\{c}") }).collect()
+}
+
+fn summarize(r: &burn::store::ApplyResult) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = r.errors.first() {
+        parts.push(format!("{} error(s), first: {e:?}", r.errors.len()));
+    }
+    if let Some((m, _)) = r.missing.first() {
+        parts.push(format!("{} missing, first: {m}", r.missing.len()));
+    }
+    if let Some(u) = r.unused.first() {
+        parts.push(format!("{} unexpected, first: {u}", r.unused.len()));
+    }
+    parts.join("; ").replace('\n', " ")
+}
+
+fn check_length(path: &Path, expected: u64) -> Result<()> {
+    let len = fs::metadata(path).with_context(|| format!("{}: cannot open", path.display()))?.len();
+    if len != expected {
+        bail!("{}: truncated or altered checkpoint ({len} bytes, expected {expected})", path.display());
+    }
+    Ok(())
+}
+
+/// Everything of a model directory except the weights.
+pub struct ModelDir {
+    /// The directory.
+    pub path: PathBuf,
+    /// Its config.
+    pub config: Config,
+    /// Its tokenizer.
+    pub tokenizer: WordPieceTokenizer,
+    /// Its description.
+    pub meta: ModelMeta,
+    /// Its labels (classifiers only).
+    pub labels: Option<LabelSet>,
+}
+
+impl ModelDir {
+    /// Reads and cross-checks the small files of a model directory.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.is_dir() {
+            bail!("{}: not a model directory (missing or not a directory)", path.display());
+        }
+        let meta_path = path.join(META_FILE);
+        let meta_text = fs::read_to_string(&meta_path).with_context(|| format!("{}: cannot read (not a bertlu model directory?)", meta_path.display()))?;
+        let meta: ModelMeta = serde_json::from_str(&meta_text).with_context(|| format!("{}: invalid model description", meta_path.display()))?;
+        if meta.format != FORMAT_VERSION {
+            bail!("{}: model format {} is not supported (this bertlu reads format {FORMAT_VERSION})", meta_path.display(), meta.format);
+        }
+        let config = Config::load(&path.join(CONFIG_FILE))?;
+        let tokenizer = WordPieceTokenizer::load(&path.join(TOKENIZER_FILE))?;
+        if tokenizer.vocab_size() != config.model.vocab_size {
+            bail!("{}: tokenizer has {} entries but the config says vocab_size = {}", path.display(), tokenizer.vocab_size(), config.model.vocab_size);
+        }
+        let labels = if meta.kind == ModelKind::Classifier {
+            let p = path.join(LABELS_FILE);
+            let text = fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+            let names: Vec<String> = text.lines().filter(|l| !l.is_empty()).map(|l| l.to_owned()).collect();
+            if names.is_empty() {
+                bail!("{}: no labels", p.display());
+            }
+            Some(LabelSet::from_names(names))
+        } else {
+            None
+        };
+        Ok(Self { path: path.to_path_buf(), config, tokenizer, meta, labels })
+    }
+
+    /// Path of the weights file.
+    pub fn weights(&self) -> PathBuf {
+        self.path.join(WEIGHTS_FILE)
+    }
+
+    /// Writes a complete model directory's files into `dir` (which must exist).
+    pub fn write<M: Module>(dir: &Path, config: &Config, tokenizer: &WordPieceTokenizer, model: &M, mut meta: ModelMeta, labels: Option<&LabelSet>) -> Result<()> {
+        write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
+        let tok_tmp = dir.join(".tokenizer.json.tmp");
+        tokenizer.save(&tok_tmp)?;
+        fs::rename(&tok_tmp, dir.join(TOKENIZER_FILE))?;
+        if let Some(labels) = labels {
+            let mut text = labels.names().join("\n");
+            text.push('\n');
+            write_atomic(&dir.join(LABELS_FILE), text.as_bytes())?;
+        }
+        meta.weights_bytes = save_weights(model, &dir.join(WEIGHTS_FILE))?;
+        write_atomic(&dir.join(META_FILE), serde_json::to_string_pretty(&meta)?.as_bytes())?;
+        Ok(())
+    }
+}
+
+impl ModelMeta {
+    /// A description for a fresh save (the weight length is filled in by [`ModelDir::write`]).
+    pub fn new(kind: ModelKind, problem: Option<Problem>, threshold: f64, info: serde_json::Value) -> Self {
+        Self { format: FORMAT_VERSION, bertlu_version: env!("CARGO_PKG_VERSION").to_owned(), kind, problem, threshold, weights_bytes: 0, info }
+    }
+}
+
+/// An output directory built under a hidden temporary name and renamed into place only when
+/// the run succeeds; dropped without [`OutputDir::commit`], it is removed.
+pub struct OutputDir {
+    target: PathBuf,
+    work: PathBuf,
+    committed: bool,
+}
+
+impl OutputDir {
+    /// Prepares `target`. An existing non-empty `target` is an error unless `overwrite`.
+    pub fn create(target: &Path, overwrite: bool) -> Result<Self> {
+        if target.exists() {
+            let non_empty = fs::read_dir(target).map(|mut d| d.next().is_some()).unwrap_or(true);
+            if non_empty && !overwrite {
+                bail!("{}: output directory exists and is not empty (pass --overwrite to replace it)", target.display());
+            }
+        }
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).with_context(|| format!("{}: cannot create directory", parent.display()))?;
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let work = parent.join(format!(".{name}.partial"));
+        if work.exists() {
+            fs::remove_dir_all(&work).with_context(|| format!("{}: cannot remove stale partial output", work.display()))?;
+        }
+        fs::create_dir(&work).with_context(|| format!("{}: cannot create output directory", work.display()))?;
+        Ok(Self { target: target.to_path_buf(), work, committed: false })
+    }
+
+    /// Where files go while the run is under way.
+    pub fn path(&self) -> &Path {
+        &self.work
+    }
+
+    /// The final location.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Moves the finished output into place, replacing an old one only now.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        if self.target.exists() {
+            let old = self.work.with_extension("old");
+            let _ = fs::remove_dir_all(&old);
+            fs::rename(&self.target, &old).with_context(|| format!("{}: cannot replace", self.target.display()))?;
+            fs::rename(&self.work, &self.target).with_context(|| format!("{}: cannot move output into place", self.target.display()))?;
+            let _ = fs::remove_dir_all(&old);
+        } else {
+            fs::rename(&self.work, &self.target).with_context(|| format!("{}: cannot move output into place", self.target.display()))?;
+        }
+        self.committed = true;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.work);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! `bertlu eval`: scores of a classifier on a labelled file.
+
+use anyhow::Result;
+use bertlu::inference::{score, LoadedClassifier};
+use bertlu::text::labelled::read_examples;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Arguments of `eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Fine-tuned model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Labelled file (.txt or .txt.gz).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Multi-label decision threshold (default: the model's).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Add a per-label table (or a "labels" array in JSON).
+    #[arg(long)]
+    pub per_label: bool,
+    /// Examples a batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+}
+
+/// Runs `eval`.
+pub fn run(a: EvalArgs) -> Result<()> {
+    let clf = LoadedClassifier::open(&a.model)?;
+    let examples = read_examples(&a.data)?;
+    let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
+    let probs = clf.probabilities(&texts, a.batch_size);
+    let gold: Vec<Vec<usize>> = examples.iter().map(|e| e.labels.iter().filter_map(|l| clf.labels.get(l)).collect()).collect();
+    let threshold = a.threshold.unwrap_or(clf.dir.meta.threshold);
+    let ev = score(&probs, &examples, &gold, &clf.labels, clf.problem, threshold);
+    let s = &ev.scores;
+    let mut rows: Vec<(&String, &bertlu::metrics::LabelCounts)> = ev.accumulator.per_label().iter().collect();
+    rows.sort_by(|a, b| b.1.support().cmp(&a.1.support()).then(a.0.cmp(b.0)));
+    if a.json {
+        let mut v = serde_json::to_value(s)?;
+        v["loss"] = serde_json::json!(ev.loss);
+        v["threshold"] = serde_json::json!(threshold);
+        if a.per_label {
+            v["labels"] = rows.iter().map(|(n, c)| serde_json::json!({"label": n, "support": c.support(), "precision": c.precision(), "recall": c.recall(), "f1": c.f1()})).collect();
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    println!("examples     {}", s.examples);
+    println!("loss         {:.4}", ev.loss);
+    println!("micro        P {:.4}  R {:.4}  F1 {:.4}", s.micro_precision, s.micro_recall, s.micro_f1);
+    println!("macro        P {:.4}  R {:.4}  F1 {:.4}", s.macro_precision, s.macro_recall, s.macro_f1);
+    println!("exact match  {:.4}", s.exact_match);
+    if a.per_label {
+        println!("\n{:<40} {:>8} {:>8} {:>8} {:>8}", "label", "support", "P", "R", "F1");
+        for (n, c) in rows {
+            println!("{:<40} {:>8} {:>8.4} {:>8.4} {:>8.4}", n, c.support(), c.precision(), c.recall(), c.f1());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! `bertlu finetune`: train a classifier on labelled data.
+
+use super::{load_tokenizer, CommonTrain};
+use anyhow::{bail, Context, Result};
+use bertlu::checkpoint::{ModelDir, OutputDir};
+use bertlu::config::Config;
+use bertlu::tasks::classify::{check_problem, Problem};
+use bertlu::text::labelled::read_examples;
+use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
+use bertlu::train::finetune::{finetune, FinetuneReport, Init};
+use bertlu::train::RunOptions;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Arguments of `finetune`.
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    /// Labelled training file (.txt or .txt.gz): `text __label__a __label__b`.
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Labelled validation file, used for model selection and early stopping.
+    #[arg(long)]
+    pub valid: PathBuf,
+    /// Output model directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Pre-trained model directory: backbone, embeddings and vocabulary come from it.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Tokenizer for a from-scratch model (a tokenizer.json or a model directory); trained on
+    /// the training texts if absent. Use a pre-trained model's to compare like with like.
+    #[arg(long, conflicts_with = "init")]
+    pub vocab: Option<PathBuf>,
+    /// Vocabulary size when one is trained on the training texts.
+    #[arg(long, default_value_t = 8000)]
+    pub vocab_size: usize,
+    /// Force the problem type (default: inferred, multi-label if any line has several labels).
+    #[arg(long, value_enum)]
+    pub problem: Option<Problem>,
+    /// Passes over the training set.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Examples a batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Epochs without micro-F1 gain before stopping (0: never).
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Multi-label decision threshold stored with the model.
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Shared training settings.
+    #[command(flatten)]
+    pub common: CommonTrain,
+}
+
+fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
+    let mut cfg = a.common.config()?;
+    if let Some(dir) = base {
+        // The backbone's shape is the pre-trained one; a config that asks for another is refused.
+        let mut wanted = cfg.model.clone();
+        wanted.vocab_size = dir.config.model.vocab_size;
+        wanted.dropout = dir.config.model.dropout;
+        let user_set_model = a.common.config.is_some() && wanted != dir.config.model;
+        if user_set_model {
+            bail!("--config asks for a model shape that differs from the pre-trained one in {} (drop the [model] section)", dir.path.display());
+        }
+        cfg.model = dir.config.model.clone();
+    }
+    let f = &mut cfg.finetune;
+    if let Some(v) = a.epochs { f.epochs = v; }
+    if let Some(v) = a.lr { f.lr = v; }
+    if let Some(v) = a.batch_size { f.batch_size = v; }
+    if let Some(v) = a.patience { f.patience = v; }
+    if let Some(v) = a.threshold { f.threshold = v; }
+    if let Some(v) = a.common.seed { f.seed = v; }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Runs `finetune`.
+pub fn run(a: FinetuneArgs) -> Result<()> {
+    let base = a.init.as_deref().map(ModelDir::open).transpose().context("--init")?;
+    let mut cfg = configure(&a, base.as_ref())?;
+    let train = read_examples(&a.train)?;
+    let valid = read_examples(&a.valid)?;
+    let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
+    check_problem(problem, &train, &a.train.display().to_string())?;
+    let out = OutputDir::create(&a.out, a.common.overwrite)?;
+    let tokenizer = match (&base, &a.vocab) {
+        (Some(dir), _) => dir.tokenizer.clone(),
+        (None, Some(p)) => load_tokenizer(p)?,
+        (None, None) => WordPieceTokenizer::train(train.iter().map(|e| e.text.clone()), &VocabOptions { size: a.vocab_size, ..Default::default() })?,
+    };
+    cfg.model.vocab_size = tokenizer.vocab_size();
+    let init = match &base {
+        Some(dir) => Init::Pretrained(dir),
+        None => Init::Scratch,
+    };
+    let report = finetune(&cfg, init, &tokenizer, &train, &valid, problem, out.path(), &RunOptions { quiet: a.common.quiet })?;
+    let dir = out.commit()?;
+    print_summary(&report, &dir);
+    Ok(())
+}
+
+fn print_summary(r: &FinetuneReport, dir: &std::path::Path) {
+    if let Some(e) = r.epochs.iter().find(|e| e.epoch == r.best_epoch) {
+        println!(
+            "classifier written to {} (best epoch {}: valid micro-F1 {:.4}, macro-F1 {:.4}, loss {:.4})",
+            dir.display(), e.epoch, e.micro_f1, e.macro_f1, e.valid_loss
+        );
+    }
+}

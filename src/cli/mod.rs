@@ -1,0 +1,88 @@
+//! The command line: one file per subcommand, each thin (parse, call the library, print).
+
+pub mod demo;
+pub mod eval;
+pub mod finetune;
+pub mod predict;
+pub mod pretrain;
+pub mod vocab;
+
+use anyhow::{bail, Result};
+use bertlu::config::{Config, Preset};
+use bertlu::text::tokenizer::{WordPieceTokenizer, TOKENIZER_FILE};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+/// Pre-train a text encoder on raw text, fine-tune it into text classifiers.
+#[derive(Parser, Debug)]
+#[command(name = "bertlu", version, about)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a WordPiece vocabulary on a corpus.
+    Vocab(vocab::VocabArgs),
+    /// Masked-LM pre-training on a raw corpus.
+    Pretrain(pretrain::PretrainArgs),
+    /// Fine-tune a classifier (from a pre-trained model with --init, else from scratch).
+    Finetune(finetune::FinetuneArgs),
+    /// Score a classifier on a labelled file.
+    Eval(eval::EvalArgs),
+    /// Predict labels for text lines, in fastText's __label__ format.
+    Predict(predict::PredictArgs),
+    /// Pre-train and fine-tune a tiny model on the embedded Debtags slice; compare with scratch.
+    Demo(demo::DemoArgs),
+}
+
+/// Settings every training subcommand takes.
+#[derive(Args, Debug, Clone)]
+pub struct CommonTrain {
+    /// Model size preset.
+    #[arg(long, value_enum, default_value = "small")]
+    pub preset: Preset,
+    /// TOML file overriding preset values ([model], [pretrain], [finetune] sections).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Random seed (overrides the config's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Replace an existing output directory (only once the run has succeeded).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress bars or per-epoch lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl CommonTrain {
+    /// The preset with the TOML file applied.
+    pub fn config(&self) -> Result<Config> {
+        Config::from_preset_and_file(self.preset, self.config.as_deref())
+    }
+}
+
+/// Loads a tokenizer from a `tokenizer.json` or a directory that holds one.
+pub fn load_tokenizer(path: &Path) -> Result<WordPieceTokenizer> {
+    let file = if path.is_dir() { path.join(TOKENIZER_FILE) } else { path.to_path_buf() };
+    if !file.exists() {
+        bail!("{}: no tokenizer here (expected {TOKENIZER_FILE})", path.display());
+    }
+    WordPieceTokenizer::load(&file)
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Vocab(a) => vocab::run(a),
+        Command::Pretrain(a) => pretrain::run(a),
+        Command::Finetune(a) => finetune::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}

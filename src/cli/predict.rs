@@ -1,0 +1,73 @@
+//! `bertlu predict`: labels for text lines, one output line per input line.
+
+use anyhow::Result;
+use bertlu::inference::{decide, LoadedClassifier};
+use bertlu::text::labelled::LABEL_PREFIX;
+use bertlu::text::reader::Lines;
+use clap::Args;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+/// Arguments of `predict`.
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Fine-tuned model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input file (.txt or .txt.gz), or - for standard input. Label words on a line are ignored.
+    #[arg(default_value = "-")]
+    pub input: String,
+    /// At most K labels a line (single-label: the top K).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Multi-label decision threshold (default: the model's).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Print each label's probability after it.
+    #[arg(long)]
+    pub probs: bool,
+    /// Lines scored together.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+}
+
+/// Runs `predict`.
+pub fn run(a: PredictArgs) -> Result<()> {
+    let clf = LoadedClassifier::open(&a.model)?;
+    let threshold = a.threshold.unwrap_or(clf.dir.meta.threshold);
+    let lines = if a.input == "-" {
+        Lines::from_reader("<stdin>", Box::new(std::io::BufReader::new(std::io::stdin())))
+    } else {
+        Lines::open(std::path::Path::new(&a.input))?
+    };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut pending: Vec<String> = Vec::new();
+    let flush = |texts: &mut Vec<String>, out: &mut BufWriter<_>| -> Result<()> {
+        let probs = clf.probabilities(texts, a.batch_size);
+        for (text, p) in texts.iter().zip(probs) {
+            if text.is_empty() {
+                writeln!(out)?;
+                continue;
+            }
+            let chosen = decide(&p, clf.problem, threshold, a.k);
+            let words: Vec<String> = chosen
+                .into_iter()
+                .map(|(i, pr)| if a.probs { format!("{LABEL_PREFIX}{} {pr:.5}", clf.labels.name(i)) } else { format!("{LABEL_PREFIX}{}", clf.labels.name(i)) })
+                .collect();
+            writeln!(out, "{}", words.join(" "))?;
+        }
+        texts.clear();
+        out.flush()?;
+        Ok(())
+    };
+    for line in lines {
+        let line = line?;
+        let text: Vec<&str> = line.text.split_whitespace().filter(|w| !w.starts_with(LABEL_PREFIX)).collect();
+        pending.push(text.join(" "));
+        if pending.len() >= 1024 {
+            flush(&mut pending, &mut out)?;
+        }
+    }
+    flush(&mut pending, &mut out)?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! `bertlu pretrain`: masked-LM pre-training.
+
+use super::{load_tokenizer, CommonTrain};
+use anyhow::Result;
+use bertlu::checkpoint::OutputDir;
+use bertlu::config::Config;
+use bertlu::text::corpus::read_documents;
+use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
+use bertlu::train::pretrain::{pretrain, PretrainEpoch};
+use bertlu::train::RunOptions;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Arguments of `pretrain`.
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// Raw corpus (.txt or .txt.gz), one document a line or blank-line-separated documents.
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Output model directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tokenizer to use (a tokenizer.json or a directory with one); trained on the corpus if absent.
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+    /// Size of the vocabulary trained when --vocab is absent.
+    #[arg(long, default_value_t = 8000)]
+    pub vocab_size: usize,
+    /// Passes over the corpus.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Sequences a batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Shared training settings.
+    #[command(flatten)]
+    pub common: CommonTrain,
+}
+
+/// Applies the command-line overrides to a config.
+fn configure(a: &PretrainArgs) -> Result<Config> {
+    let mut cfg = a.common.config()?;
+    let p = &mut cfg.pretrain;
+    if let Some(v) = a.epochs { p.epochs = v; }
+    if let Some(v) = a.max_steps { p.max_steps = v; }
+    if let Some(v) = a.lr { p.lr = v; }
+    if let Some(v) = a.batch_size { p.batch_size = v; }
+    if let Some(v) = a.common.seed { p.seed = v; }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Runs `pretrain`.
+pub fn run(a: PretrainArgs) -> Result<()> {
+    let mut cfg = configure(&a)?;
+    let out = OutputDir::create(&a.out, a.common.overwrite)?;
+    let docs = read_documents(&a.corpus)?;
+    let tokenizer = match &a.vocab {
+        Some(p) => load_tokenizer(p)?,
+        None => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: a.vocab_size, ..Default::default() })?,
+    };
+    cfg.model.vocab_size = tokenizer.vocab_size();
+    let log = pretrain(&cfg, &docs, &tokenizer, out.path(), &RunOptions { quiet: a.common.quiet })?;
+    let dir = out.commit()?;
+    print_summary(&log, &dir);
+    Ok(())
+}
+
+fn print_summary(log: &[PretrainEpoch], dir: &std::path::Path) {
+    if let Some(e) = log.last() {
+        println!(
+            "pre-trained model written to {} ({} steps, valid loss {:.4}, masked-token accuracy {:.4}, {:.0}s)",
+            dir.display(), e.steps, e.valid_loss, e.valid_accuracy, e.seconds
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! One place where defaults live: model presets, training settings and their TOML form.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The backbone architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneKind {
+    /// BERT-style Transformer encoder.
+    Transformer,
+}
+
+/// Shape of the backbone. `vocab_size` is filled from the tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Which backbone.
+    pub backbone: BackboneKind,
+    /// Vocabulary size (set from the tokenizer; 0 until then).
+    #[serde(default)]
+    pub vocab_size: usize,
+    /// Longest sequence in tokens, [CLS] and [SEP] included; also the number of position embeddings.
+    pub max_len: usize,
+    /// Width of every hidden state.
+    pub d_model: usize,
+    /// Attention heads; `d_model / n_heads` is the per-head size d_k.
+    pub n_heads: usize,
+    /// Encoder layers.
+    pub n_layers: usize,
+    /// Width of the feed-forward block (4 × d_model in the presets).
+    pub d_ff: usize,
+    /// Dropout rate.
+    pub dropout: f64,
+}
+
+/// Masked-LM pre-training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Sequences a batch.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Share of the steps spent warming up linearly to the peak.
+    pub warmup_ratio: f64,
+    /// Decoupled weight decay of AdamW.
+    pub weight_decay: f64,
+    /// Gradient clipping by norm (per parameter tensor); 0 disables it.
+    pub grad_clip: f64,
+    /// Passes over the corpus.
+    pub epochs: usize,
+    /// Stop after this many optimiser steps (0: no limit).
+    pub max_steps: usize,
+    /// Share of the non-special positions chosen for prediction.
+    pub mask_prob: f64,
+    /// Most chosen positions a sequence.
+    pub max_predictions: usize,
+    /// Share of the documents held out for validation.
+    pub valid_fraction: f64,
+    /// Random seed (masking, data order, initial weights).
+    pub seed: u64,
+}
+
+/// Fine-tuning settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// Examples a batch.
+    pub batch_size: usize,
+    /// Peak learning rate (smaller than pre-training's).
+    pub lr: f64,
+    /// Share of the steps spent warming up.
+    pub warmup_ratio: f64,
+    /// Decoupled weight decay of AdamW.
+    pub weight_decay: f64,
+    /// Gradient clipping by norm; 0 disables it.
+    pub grad_clip: f64,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Stop when validation micro-F1 has not improved for this many epochs (0: never).
+    pub patience: usize,
+    /// Decision threshold on label probabilities for multi-label problems.
+    pub threshold: f64,
+    /// Random seed (data order, head initialisation, dropout).
+    pub seed: u64,
+}
+
+/// Everything a run needs; saved as `config.toml` beside every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Backbone shape.
+    pub model: ModelConfig,
+    /// Pre-training settings.
+    pub pretrain: PretrainConfig,
+    /// Fine-tuning settings.
+    pub finetune: FinetuneConfig,
+}
+
+/// Named model sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// d_model 64, 8 heads (d_k 8), 2 layers.
+    Tiny,
+    /// d_model 128, 8 heads (d_k 16), 4 layers.
+    Small,
+    /// d_model 512, 8 heads (d_k 64), 6 layers.
+    Big,
+}
+
+impl Config {
+    /// The defaults of a preset.
+    pub fn preset(preset: Preset) -> Self {
+        let (d_model, n_layers, lr) = match preset {
+            Preset::Tiny => (64, 2, 1e-3),
+            Preset::Small => (128, 4, 5e-4),
+            Preset::Big => (512, 6, 1e-4),
+        };
+        Config {
+            model: ModelConfig {
+                backbone: BackboneKind::Transformer,
+                vocab_size: 0,
+                max_len: 128,
+                d_model,
+                n_heads: 8,
+                n_layers,
+                d_ff: 4 * d_model,
+                dropout: 0.1,
+            },
+            pretrain: PretrainConfig {
+                batch_size: 32,
+                lr,
+                warmup_ratio: 0.06,
+                weight_decay: 0.01,
+                grad_clip: 1.0,
+                epochs: 1,
+                max_steps: 0,
+                mask_prob: 0.15,
+                max_predictions: 20,
+                valid_fraction: 0.01,
+                seed: 42,
+            },
+            finetune: FinetuneConfig {
+                batch_size: 32,
+                lr: lr / 2.0,
+                warmup_ratio: 0.06,
+                weight_decay: 0.01,
+                grad_clip: 1.0,
+                epochs: 5,
+                patience: 2,
+                threshold: 0.5,
+                seed: 42,
+            },
+        }
+    }
+
+    /// A preset with the overrides of a TOML file applied; unknown keys are errors.
+    pub fn from_preset_and_file(preset: Preset, file: Option<&Path>) -> Result<Self> {
+        let mut cfg = Self::preset(preset);
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
+            cfg = cfg.merged(&text).with_context(|| format!("{}", path.display()))?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies the keys present in a TOML text on top of `self`.
+    pub fn merged(&self, toml_text: &str) -> Result<Self> {
+        let overrides: toml::Table = toml::from_str(toml_text).map_err(|e| anyhow::anyhow!("invalid TOML: {}", one_line(&e.to_string())))?;
+        let mut base = toml::Table::try_from(self)?;
+        for (section, value) in overrides {
+            match (base.get_mut(&section), value) {
+                (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => {
+                    for (k, v) in src {
+                        if !dst.contains_key(&k) && k != "vocab_size" {
+                            bail!("unknown key '{k}' in [{section}]");
+                        }
+                        dst.insert(k, v);
+                    }
+                }
+                (Some(_), _) => bail!("'{section}' must be a table ([{section}])"),
+                (None, _) => bail!("unknown section '{section}' (expected model, pretrain, finetune)"),
+            }
+        }
+        let cfg: Config = toml::Value::Table(base).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{}", one_line(&e.to_string())))?;
+        Ok(cfg)
+    }
+
+    /// Rejects impossible sizes with a message that names the key.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        for (name, v) in [("model.d_model", m.d_model), ("model.n_heads", m.n_heads), ("model.n_layers", m.n_layers), ("model.d_ff", m.d_ff)] {
+            if v == 0 {
+                bail!("{name} must be positive");
+            }
+        }
+        if m.max_len < 8 {
+            bail!("model.max_len must be at least 8 (got {})", m.max_len);
+        }
+        if m.d_model % m.n_heads != 0 {
+            bail!("model.d_model ({}) must be divisible by model.n_heads ({})", m.d_model, m.n_heads);
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            bail!("model.dropout must be in [0, 1) (got {})", m.dropout);
+        }
+        let p = &self.pretrain;
+        if p.batch_size == 0 || self.finetune.batch_size == 0 {
+            bail!("batch_size must be positive");
+        }
+        if !(p.mask_prob > 0.0 && p.mask_prob < 1.0) {
+            bail!("pretrain.mask_prob must be in (0, 1) (got {})", p.mask_prob);
+        }
+        if p.max_predictions == 0 {
+            bail!("pretrain.max_predictions must be positive");
+        }
+        if !(0.0..0.5).contains(&p.valid_fraction) {
+            bail!("pretrain.valid_fraction must be in [0, 0.5) (got {})", p.valid_fraction);
+        }
+        for (name, lr) in [("pretrain.lr", p.lr), ("finetune.lr", self.finetune.lr)] {
+            if !(lr > 0.0 && lr.is_finite()) {
+                bail!("{name} must be positive (got {lr})");
+            }
+        }
+        if !(0.0..=1.0).contains(&self.finetune.threshold) {
+            bail!("finetune.threshold must be in [0, 1]");
+        }
+        Ok(())
+    }
+
+    /// Reads a saved `config.toml` exactly (no preset underneath).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        cfg.validate().with_context(|| format!("{}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// The TOML text of this config.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+/// Folds a multi-line parser message onto one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_follow_the_original_shapes() {
+        let big = Config::preset(Preset::Big).model;
+        assert_eq!((big.d_model, big.n_heads, big.d_model / big.n_heads, big.n_layers, big.d_ff), (512, 8, 64, 6, 2048));
+        let small = Config::preset(Preset::Small).model;
+        assert_eq!((small.d_model, small.d_model / small.n_heads), (128, 16));
+        let tiny = Config::preset(Preset::Tiny).model;
+        assert_eq!((tiny.d_model, tiny.d_model / tiny.n_heads, tiny.d_ff), (64, 8, 256));
+        let c = Config::preset(Preset::Small);
+        assert!(c.finetune.lr < c.pretrain.lr);
+    }
+
+    #[test]
+    fn toml_overrides_and_errors() {
+        let c = Config::preset(Preset::Tiny).merged("[model]\nn_layers = 3\n[pretrain]\nlr = 0.01\n").unwrap();
+        assert_eq!(c.model.n_layers, 3);
+        assert_eq!(c.pretrain.lr, 0.01);
+        assert_eq!(c.model.d_model, 64);
+        let e = Config::preset(Preset::Tiny).merged("[model]\nlayers = 3\n").unwrap_err();
+        assert!(e.to_string().contains("unknown key 'layers'"), "{e}");
+        let e = Config::preset(Preset::Tiny).merged("[optim]\nx = 1\n").unwrap_err();
+        assert!(e.to_string().contains("unknown section"), "{e}");
+        let c = Config::preset(Preset::Tiny).merged("[model]\nd_model = 60\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("divisible"));
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+}

@@ -1,0 +1,137 @@
+//! Classifier inference: probabilities in batches, decisions, and scoring against gold labels.
+
+use crate::batch::{eval_batches, TokenBatch};
+use crate::checkpoint::{load_weights, ModelDir, ModelKind};
+use crate::metrics::{F1Accumulator, Scores};
+use crate::model::Classifier;
+use crate::tasks::classify::{LabelSet, Problem};
+use crate::text::labelled::Example;
+use anyhow::{bail, Result};
+use burn::prelude::*;
+
+/// Label probabilities `[n][labels]` of already-wrapped sequences, in input order.
+pub fn probabilities(model: &Classifier, seqs: &[Vec<u32>], problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
+    let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+    let mut out = vec![Vec::new(); seqs.len()];
+    for idx in eval_batches(&lengths, batch_size) {
+        let batch: Vec<&[u32]> = idx.iter().map(|&i| seqs[i].as_slice()).collect();
+        let tokens = TokenBatch::new(&batch, device);
+        let probs = Classifier::probabilities(model.forward(&tokens), problem);
+        let [b, c] = probs.dims();
+        let flat: Vec<f32> = probs.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
+        for (k, &i) in idx.iter().enumerate().take(b) {
+            out[i] = flat[k * c..(k + 1) * c].to_vec();
+        }
+    }
+    out
+}
+
+/// Chosen labels with their probabilities, best first. Single-label: the arg-max. Multi-label:
+/// every label at or above `threshold`. `k` caps the count (and for single-label, `k > 1`
+/// returns the top k whatever the threshold, like fastText's `predict k`).
+pub fn decide(probs: &[f32], problem: Problem, threshold: f64, k: Option<usize>) -> Vec<(usize, f32)> {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let chosen: Vec<(usize, f32)> = match problem {
+        Problem::SingleLabel => order.into_iter().take(k.unwrap_or(1).max(1)).map(|i| (i, probs[i])).collect(),
+        Problem::MultiLabel => order.into_iter().filter(|&i| probs[i] as f64 >= threshold).map(|i| (i, probs[i])).collect(),
+    };
+    match k {
+        Some(k) => chosen.into_iter().take(k).collect(),
+        None => chosen,
+    }
+}
+
+/// Mean loss computed from probabilities, matching the training losses: cross-entropy of the
+/// gold label (single-label) or binary cross-entropy averaged over every label (multi-label).
+pub fn loss_from_probs(probs: &[Vec<f32>], gold: &[Vec<usize>], problem: Problem) -> f64 {
+    const EPS: f64 = 1e-7;
+    let mut total = 0.0;
+    let mut count = 0usize;
+    for (p, g) in probs.iter().zip(gold) {
+        match problem {
+            Problem::SingleLabel => {
+                if let Some(&t) = g.first() {
+                    total -= (p[t] as f64).max(EPS).ln();
+                    count += 1;
+                }
+            }
+            Problem::MultiLabel => {
+                for (j, &pj) in p.iter().enumerate() {
+                    let pj = (pj as f64).clamp(EPS, 1.0 - EPS);
+                    total -= if g.contains(&j) { pj.ln() } else { (1.0 - pj).ln() };
+                }
+                count += p.len();
+            }
+        }
+    }
+    if count == 0 {
+        0.0
+    } else {
+        total / count as f64
+    }
+}
+
+/// Scores of a set of examples.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Mean loss.
+    pub loss: f64,
+    /// Micro/macro scores.
+    pub scores: Scores,
+    /// Counts per label (for the per-label table).
+    pub accumulator: F1Accumulator,
+}
+
+/// Scores probabilities against the raw examples; gold labels the model does not know count as
+/// misses.
+pub fn score(probs: &[Vec<f32>], examples: &[Example], encoded_gold: &[Vec<usize>], labels: &LabelSet, problem: Problem, threshold: f64) -> Evaluation {
+    let mut acc = F1Accumulator::default();
+    for (p, ex) in probs.iter().zip(examples) {
+        let predicted: Vec<&str> = decide(p, problem, threshold, None).into_iter().map(|(i, _)| labels.name(i)).collect();
+        let gold: Vec<&str> = ex.labels.iter().map(|s| s.as_str()).collect();
+        acc.add(&predicted, &gold);
+    }
+    Evaluation { loss: loss_from_probs(probs, encoded_gold, problem), scores: acc.scores(), accumulator: acc }
+}
+
+/// A classifier loaded for inference.
+pub struct LoadedClassifier {
+    /// Its directory's small files.
+    pub dir: ModelDir,
+    /// The model on the plain device.
+    pub model: Classifier,
+    /// Its labels.
+    pub labels: LabelSet,
+    /// Its problem type.
+    pub problem: Problem,
+    /// The device it runs on.
+    pub device: Device,
+}
+
+impl LoadedClassifier {
+    /// Loads a fine-tuned model directory.
+    pub fn open(path: &std::path::Path) -> Result<Self> {
+        let dir = ModelDir::open(path)?;
+        if dir.meta.kind != ModelKind::Classifier {
+            bail!("{}: this is a pre-trained model, not a classifier (fine-tune it first with `bertlu finetune --init`)", path.display());
+        }
+        let labels = dir.labels.clone().expect("classifier has labels");
+        let problem = dir.meta.problem.unwrap_or(Problem::MultiLabel);
+        let device = crate::device::default_device();
+        let model = Classifier::init(&dir.config.model, labels.len(), &device);
+        let model = load_weights(model, &dir.weights(), dir.meta.weights_bytes)?;
+        Ok(Self { dir, model, labels, problem, device })
+    }
+
+    /// Wrapped word-piece ids of texts.
+    pub fn encode(&self, texts: &[String]) -> Vec<Vec<u32>> {
+        let max_len = self.dir.config.model.max_len;
+        self.dir.tokenizer.encode_batch(texts).iter().map(|ids| crate::tasks::classify::wrap(ids, max_len)).collect()
+    }
+
+    /// Probabilities of texts.
+    pub fn probabilities(&self, texts: &[String], batch_size: usize) -> Vec<Vec<f32>> {
+        probabilities(&self.model, &self.encode(texts), self.problem, batch_size, &self.device)
+    }
+}

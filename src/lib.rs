@@ -1,0 +1,14 @@
+//! bertlu: pre-train a text encoder on raw text (masked language model) and fine-tune it into
+//! single- or multi-label classifiers. Data flows text → tokens → task examples → batches →
+//! backbone → heads → losses/metrics → model directories.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod inference;
+pub mod metrics;
+pub mod model;
+pub mod tasks;
+pub mod text;
+pub mod train;

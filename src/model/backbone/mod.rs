@@ -1,0 +1,48 @@
+//! The backbone contract: token ids and padding mask in, per-position states and one pooled
+//! vector out. Pre-training objectives and classification heads use nothing else, so a new
+//! backbone is one file here plus one variant of [`Backbone`] and of `BackboneKind`.
+
+pub mod transformer;
+
+use crate::batch::TokenBatch;
+use crate::config::{BackboneKind, ModelConfig};
+use burn::prelude::*;
+
+/// What every backbone yields.
+#[derive(Debug, Clone)]
+pub struct BackboneOutput {
+    /// Contextual state of every position, `[batch, seq, d_model]`.
+    pub states: Tensor<3>,
+    /// One vector a sequence for classification, `[batch, d_model]`.
+    pub pooled: Tensor<2>,
+}
+
+/// Any backbone; dispatches to the variant.
+#[derive(Module, Debug)]
+pub enum Backbone {
+    /// BERT-style Transformer encoder.
+    Transformer(transformer::TransformerBackbone),
+}
+
+impl Backbone {
+    /// A freshly initialised backbone of the configured kind.
+    pub fn init(config: &ModelConfig, device: &Device) -> Self {
+        match config.backbone {
+            BackboneKind::Transformer => Backbone::Transformer(transformer::TransformerBackbone::init(config, device)),
+        }
+    }
+
+    /// Encodes a batch: states `[batch, seq, d]`, pooled `[batch, d]`.
+    pub fn forward(&self, tokens: &TokenBatch) -> BackboneOutput {
+        match self {
+            Backbone::Transformer(b) => b.forward(tokens),
+        }
+    }
+
+    /// The token embedding matrix `[vocab, d]`, shared with the masked-LM output projection.
+    pub fn token_embedding(&self) -> Tensor<2> {
+        match self {
+            Backbone::Transformer(b) => b.token_embedding.weight.val(),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Classification targets: the label set, the problem type and encoded examples.
+
+use crate::text::labelled::Example;
+use crate::text::tokenizer::{WordPieceTokenizer, CLS, SEP};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// How labels are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Problem {
+    /// Exactly one label an example: softmax cross-entropy, predict the arg-max.
+    SingleLabel,
+    /// Any number of labels: one sigmoid a label, binary cross-entropy, predict by threshold.
+    MultiLabel,
+}
+
+impl Problem {
+    /// Single-label when every example has one label, multi-label as soon as one has several.
+    pub fn infer(examples: &[Example]) -> Self {
+        if examples.iter().any(|e| e.labels.len() > 1) {
+            Problem::MultiLabel
+        } else {
+            Problem::SingleLabel
+        }
+    }
+}
+
+/// The labels a model knows, in a fixed order (the order of the output units).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelSet {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl LabelSet {
+    /// Labels sorted by decreasing training frequency, ties by name, so the order is stable.
+    pub fn from_examples(examples: &[Example]) -> Self {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for e in examples {
+            for l in &e.labels {
+                *counts.entry(l.as_str()).or_default() += 1;
+            }
+        }
+        let mut names: Vec<(&str, usize)> = counts.into_iter().collect();
+        names.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        Self::from_names(names.into_iter().map(|(n, _)| n.to_owned()).collect())
+    }
+
+    /// A label set in the given order.
+    pub fn from_names(names: Vec<String>) -> Self {
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        Self { names, index }
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when there are no labels.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Index of a label name.
+    pub fn get(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Name of a label index.
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    /// All names in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// A tokenized labelled example.
+#[derive(Debug, Clone)]
+pub struct EncodedExample {
+    /// [CLS] text [SEP], truncated to the model's length.
+    pub input_ids: Vec<u32>,
+    /// Indices of the gold labels the model knows.
+    pub labels: Vec<usize>,
+}
+
+/// Tokenizes examples for a model of length `max_len`; labels the set does not know are dropped
+/// from the targets (the metrics still count them, from the raw examples).
+pub fn encode_examples(examples: &[Example], tokenizer: &WordPieceTokenizer, labels: &LabelSet, max_len: usize) -> Vec<EncodedExample> {
+    let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
+    tokenizer
+        .encode_batch(&texts)
+        .into_iter()
+        .zip(examples)
+        .map(|(ids, ex)| EncodedExample {
+            input_ids: wrap(&ids, max_len),
+            labels: ex.labels.iter().filter_map(|l| labels.get(l)).collect(),
+        })
+        .collect()
+}
+
+/// [CLS] ids [SEP], with the ids truncated so the whole fits in `max_len`.
+pub fn wrap(ids: &[u32], max_len: usize) -> Vec<u32> {
+    let body = &ids[..ids.len().min(max_len - 2)];
+    let mut seq = Vec::with_capacity(body.len() + 2);
+    seq.push(CLS);
+    seq.extend_from_slice(body);
+    seq.push(SEP);
+    seq
+}
+
+/// Checks that a forced single-label problem really has one label an example.
+pub fn check_problem(problem: Problem, examples: &[Example], file: &str) -> Result<()> {
+    if problem == Problem::SingleLabel {
+        if let Some((i, _)) = examples.iter().enumerate().find(|(_, e)| e.labels.len() > 1) {
+            bail!("{file}: example {} has several labels but the problem is single-label", i + 1);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Token sequences turned into training examples, one file per objective.
+
+pub mod classify;
+pub mod mlm;

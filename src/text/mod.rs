@@ -1,0 +1,6 @@
+//! Text in: file reading, the labelled and corpus formats, and the tokenizer.
+
+pub mod corpus;
+pub mod labelled;
+pub mod reader;
+pub mod tokenizer;

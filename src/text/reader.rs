@@ -1,0 +1,110 @@
+//! Line readers for plain and gzip text files, with `file:line` in every error.
+
+use anyhow::{bail, Context, Result};
+use flate2::read::MultiGzDecoder;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Opens `path` for buffered reading, decompressing when it starts with the gzip magic bytes
+/// (so a `.gz` without the extension, or a plain file named `.gz`, still reads correctly).
+pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut magic = [0u8; 2];
+    let n = read_up_to(&mut file, &mut magic).with_context(|| format!("{}: cannot read", path.display()))?;
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(BufReader::with_capacity(1 << 16, MultiGzDecoder::new(file))))
+    } else {
+        Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+    }
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// One line of a text file: its 1-based number and its content without the line ending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// 1-based line number, for error messages.
+    pub number: usize,
+    /// The text, with `\n` or `\r\n` removed.
+    pub text: String,
+}
+
+/// Iterator over the lines of a file; yields an error naming `file:line` for invalid UTF-8,
+/// NUL bytes and read failures (including a truncated gzip stream).
+pub struct Lines {
+    path: PathBuf,
+    reader: Box<dyn BufRead + Send>,
+    number: usize,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl Lines {
+    /// Opens `path` (plain or gzip).
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self { path: path.to_path_buf(), reader: open(path)?, number: 0, buf: Vec::new(), done: false })
+    }
+
+    /// Reads lines from any reader; `name` is what errors call the source (e.g. `<stdin>`).
+    pub fn from_reader(name: &str, reader: Box<dyn BufRead + Send>) -> Self {
+        Self { path: PathBuf::from(name), reader, number: 0, buf: Vec::new(), done: false }
+    }
+
+    fn next_line(&mut self) -> Result<Option<Line>> {
+        self.buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .with_context(|| format!("{}:{}: read failed (truncated or corrupt file?)", self.path.display(), self.number + 1))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+        }
+        if self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        if self.buf.contains(&0) {
+            bail!("{}:{}: line contains a NUL byte (binary file?)", self.path.display(), self.number);
+        }
+        let text = match std::str::from_utf8(&self.buf) {
+            Ok(s) => s.to_owned(),
+            Err(e) => bail!("{}:{}: invalid UTF-8 at byte {}", self.path.display(), self.number, e.valid_up_to()),
+        };
+        Ok(Some(Line { number: self.number, text }))
+    }
+}
+
+impl Iterator for Lines {
+    type Item = Result<Line>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.next_line() {
+            Ok(Some(line)) => Some(Ok(line)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

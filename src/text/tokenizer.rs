@@ -1,0 +1,178 @@
+//! WordPiece tokenization through HuggingFace `tokenizers`: BERT normaliser (optional
+//! lower-casing, CJK characters split one by one), BERT pre-tokenizer, WordPiece model.
+
+use anyhow::{anyhow, Context, Result};
+use std::path::Path;
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::{AddedToken, Model, Tokenizer};
+
+/// Special tokens, in the order they get ids 0..5.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+/// Id of `[PAD]`.
+pub const PAD: u32 = 0;
+/// Id of `[UNK]`.
+pub const UNK: u32 = 1;
+/// Id of `[CLS]`.
+pub const CLS: u32 = 2;
+/// Id of `[SEP]`.
+pub const SEP: u32 = 3;
+/// Id of `[MASK]`.
+pub const MASK: u32 = 4;
+/// Number of special ids; every id at or above it is an ordinary word piece.
+pub const NUM_SPECIAL: u32 = 5;
+
+/// The file name of a saved tokenizer inside a model directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// A trained WordPiece tokenizer whose special tokens have the fixed ids above.
+#[derive(Clone)]
+pub struct WordPieceTokenizer {
+    inner: Tokenizer,
+}
+
+/// How to train a vocabulary.
+#[derive(Debug, Clone)]
+pub struct VocabOptions {
+    /// Target vocabulary size, special tokens included.
+    pub size: usize,
+    /// Lower-case (and strip accents) before splitting.
+    pub lowercase: bool,
+    /// A word must occur this often to be kept whole.
+    pub min_frequency: u64,
+}
+
+impl Default for VocabOptions {
+    fn default() -> Self {
+        Self { size: 8000, lowercase: true, min_frequency: 2 }
+    }
+}
+
+impl WordPieceTokenizer {
+    fn pipeline(lowercase: bool) -> Tokenizer {
+        let model = WordPiece::builder().unk_token("[UNK]".into()).build().expect("static WordPiece settings are valid");
+        let mut tok = Tokenizer::new(model);
+        tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)));
+        tok.with_pre_tokenizer(Some(BertPreTokenizer));
+        tok.with_decoder(Some(WordPieceDecoder::default()));
+        tok
+    }
+
+    /// Trains a vocabulary on the given texts.
+    pub fn train<I>(texts: I, options: &VocabOptions) -> Result<Self>
+    where
+        I: Iterator<Item = String> + Send,
+    {
+        if options.size <= SPECIAL_TOKENS.len() + 10 {
+            anyhow::bail!("vocabulary size {} is too small (minimum {})", options.size, SPECIAL_TOKENS.len() + 11);
+        }
+        let mut tok = Self::pipeline(options.lowercase);
+        let specials = SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect();
+        let trainer = WordPieceTrainer::builder()
+            .vocab_size(options.size)
+            .min_frequency(options.min_frequency)
+            .special_tokens(specials)
+            .show_progress(false)
+            .build();
+        let mut trainer = TrainerWrapper::from(trainer);
+        tok.train(&mut trainer, texts).map_err(|e| anyhow!("vocabulary training failed: {e}"))?;
+        let this = Self { inner: tok };
+        this.check_specials()?;
+        Ok(this)
+    }
+
+    fn check_specials(&self) -> Result<()> {
+        for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
+            if self.inner.token_to_id(s) != Some(i as u32) {
+                anyhow::bail!("tokenizer does not map {s} to id {i}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads `tokenizer.json` from a file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let inner = Tokenizer::from_file(path).map_err(|e| anyhow!("{}: not a valid tokenizer file: {e}", path.display()))?;
+        let this = Self { inner };
+        this.check_specials().with_context(|| format!("{}", path.display()))?;
+        Ok(this)
+    }
+
+    /// Saves as `tokenizer.json` (HuggingFace format, loadable by Python `tokenizers` too).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner.save(path, false).map_err(|e| anyhow!("{}: cannot write tokenizer: {e}", path.display()))
+    }
+
+    /// Number of ids, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Word-piece ids of one text, without special tokens.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        // The pipeline has no failing stage for valid UTF-8 input; an error would be a bug.
+        self.inner.encode(text, false).map(|e| e.get_ids().to_vec()).unwrap_or_default()
+    }
+
+    /// Word-piece ids of many texts, encoded in parallel.
+    pub fn encode_batch(&self, texts: &[String]) -> Vec<Vec<u32>> {
+        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        match self.inner.encode_batch(refs, false) {
+            Ok(encs) => encs.iter().map(|e| e.get_ids().to_vec()).collect(),
+            Err(_) => texts.iter().map(|t| self.encode(t)).collect(),
+        }
+    }
+
+    /// The word pieces of a text, as strings (for inspection and tests).
+    pub fn tokens(&self, text: &str) -> Vec<String> {
+        self.inner.encode(text, false).map(|e| e.get_tokens().to_vec()).unwrap_or_default()
+    }
+
+    /// The string of an id.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.get_model().id_to_token(id)
+    }
+
+    /// True for pieces that continue a word (`##…`): whole-word masking keeps them with their word.
+    pub fn is_continuation(&self, id: u32) -> bool {
+        self.id_to_token(id).is_some_and(|t| t.starts_with("##"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus() -> Vec<String> {
+        let mut v = Vec::new();
+        for i in 0..50 {
+            v.push(format!("The library provides parsing functions number {i}. Parsing is fast!"));
+            v.push("我爱北京天安门，北京是中国的首都。".to_string());
+            v.push("Unbelievable tokenization of unbelievably long words".to_string());
+        }
+        v
+    }
+
+    #[test]
+    fn english_and_chinese() {
+        let tok = WordPieceTokenizer::train(corpus().into_iter(), &VocabOptions { size: 200, lowercase: true, min_frequency: 1 }).unwrap();
+        assert_eq!(tok.id_to_token(MASK).as_deref(), Some("[MASK]"));
+        let t = tok.tokens("The LIBRARY provides parsing!");
+        assert_eq!(t, vec!["the", "library", "provides", "parsing", "!"]);
+        // CJK characters are split one by one, with no spaces in the input.
+        let t = tok.tokens("北京天安门");
+        assert_eq!(t, vec!["北", "京", "天", "安", "门"]);
+        // Unknown characters become [UNK], not an error.
+        let ids = tok.encode("ß∂ƒ");
+        assert!(ids.iter().all(|&i| i < tok.vocab_size() as u32));
+        // Save and load keep the same encoding.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tok.json");
+        tok.save(&p).unwrap();
+        let tok2 = WordPieceTokenizer::load(&p).unwrap();
+        assert_eq!(tok.encode("parsing unbelievable 北京"), tok2.encode("parsing unbelievable 北京"));
+    }
+}
