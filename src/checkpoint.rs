@@ -95,7 +95,7 @@ pub fn load_weights<M: Module>(model: M, path: &Path, expected_bytes: u64) -> Re
     check_length(path, expected_bytes)?;
     let mut model = model;
     let mut store = SafetensorsStore::from_file(path);
-    let result = model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: cannot read weights: {e}", path.display()))?;
+    let result = model.load_from(&mut store).map_err(|e| store_error(path, e))?;
     if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
         bail!("{}: weights do not fit the model: {}", path.display(), summarize(&result));
     }
@@ -110,7 +110,7 @@ pub fn load_prefix<M: Module>(model: M, path: &Path, expected_bytes: u64, prefix
     let pattern = format!("^{}", regex_escape(prefix));
     let wanted: Vec<String> = model.collect(Some(PathFilter::new().with_regex(&pattern)), None, false).into_iter().map(|t| t.name.clone()).collect();
     let mut store = SafetensorsStore::from_file(path).with_regex(&pattern).allow_partial(true);
-    let result = model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: cannot read weights: {e}", path.display()))?;
+    let result = model.load_from(&mut store).map_err(|e| store_error(path, e))?;
     if !result.errors.is_empty() {
         bail!("{}: pre-trained weights do not fit: {}", path.display(), summarize(&result));
     }
@@ -123,6 +123,18 @@ pub fn load_prefix<M: Module>(model: M, path: &Path, expected_bytes: u64, prefix
         bail!("{}: pre-trained weights lack {} of the {} backbone tensors (first: {})", path.display(), missing.len(), want.len(), missing.first().map(|s| s.as_str()).unwrap_or("?"));
     }
     Ok((model, applied))
+}
+
+/// A store failure as one readable line; validation failures (shape mismatches) say so first.
+fn store_error(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
+    let text = e.to_string().replace('\n', " ");
+    let short: String = text.chars().take(300).collect();
+    let more = if short.len() < text.len() { "…" } else { "" };
+    if text.contains("Mismatch") || text.contains("Validation") {
+        anyhow::anyhow!("{}: weights do not fit the model: {short}{more}", path.display())
+    } else {
+        anyhow::anyhow!("{}: cannot read weights: {short}{more}", path.display())
+    }
 }
 
 fn regex_escape(s: &str) -> String {

@@ -1,0 +1,184 @@
+//! The binary end to end: every subcommand on generated data, and every bad input.
+
+mod common;
+
+use common::{bertlu, fails, ok, write};
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Corpus, train (gz), valid (CRLF) and a tiny config in a temp dir.
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "corpus.txt.gz", common::corpus_lines(800, 1).as_bytes());
+    write(dir.path(), "train.txt.gz", common::labelled_lines(500, 2).as_bytes());
+    write(dir.path(), "valid.txt", common::labelled_lines(120, 3).replace('\n', "\r\n").as_bytes());
+    write(dir.path(), "tiny.toml", common::TINY_TOML.as_bytes());
+    dir
+}
+
+#[test]
+fn pretrain_finetune_eval_predict() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let out = ok(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("pre")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--epochs", "2", "--vocab-size", "150", "-q"]);
+    assert!(out.contains("pre-trained model written"), "{out}");
+    for f in ["config.toml", "tokenizer.json", "model.safetensors", "model.json"] {
+        assert!(p("pre").join(f).exists(), "{f} missing");
+    }
+    let saved = std::fs::read_to_string(p("pre").join("config.toml")).unwrap();
+    assert!(saved.contains("d_model = 32") && saved.contains("vocab_size = "), "{saved}");
+
+    ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "-q"]);
+    let json = ok(&["eval", "--model", s(&p("clf")), "--data", s(&p("valid.txt")), "--json", "--per-label"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["examples"], 120);
+    let micro = v["micro_f1"].as_f64().unwrap();
+    assert!(micro > 0.9, "a keyword rule is easy to learn: micro-F1 {micro}");
+    assert!(v["macro_f1"].as_f64().unwrap() > 0.85);
+    assert_eq!(v["labels"].as_array().unwrap().len(), 4);
+
+    let table = ok(&["eval", "--model", s(&p("clf")), "--data", s(&p("valid.txt")), "--per-label"]);
+    assert!(table.contains("micro") && table.contains("exact match") && table.contains("gfx"), "{table}");
+
+    // predict: one line out per line in, blank lines kept, labels in fastText form
+    write(d.path(), "input.txt", b"a network tool for python\n\nsound and graphics files __label__x\n");
+    let pred = ok(&["predict", "--model", s(&p("clf")), s(&p("input.txt"))]);
+    let lines: Vec<&str> = pred.lines().collect();
+    assert_eq!(lines.len(), 3, "{pred}");
+    assert_eq!(lines[1], "");
+    let first: std::collections::BTreeSet<&str> = lines[0].split(' ').collect();
+    assert_eq!(first, ["__label__net", "__label__py"].into_iter().collect());
+    let third: std::collections::BTreeSet<&str> = lines[2].split(' ').collect();
+    assert_eq!(third, ["__label__audio", "__label__gfx"].into_iter().collect());
+    let pred = ok(&["predict", "--model", s(&p("clf")), s(&p("input.txt")), "--k", "1", "--probs"]);
+    let words: Vec<&str> = pred.lines().next().unwrap().split(' ').collect();
+    assert_eq!(words.len(), 2);
+    assert!(words[0].starts_with("__label__"));
+    let prob: f64 = words[1].parse().unwrap();
+    assert!((0.5..=1.0).contains(&prob));
+}
+
+#[test]
+fn scratch_single_label_and_chinese() {
+    let d = tempfile::tempdir().unwrap();
+    // Chinese text without spaces; one label a line (single-label, inferred)
+    let items = [("网络", "net"), ("图形", "gfx"), ("声音", "audio")];
+    let fill = ["这个", "软件包", "提供", "简单", "快速", "的", "工具", "库", "数据", "文件"];
+    let mut train = String::new();
+    for i in 0..300usize {
+        let (kw, label) = items[i % 3];
+        let a = fill[i % fill.len()];
+        let b = fill[(i * 7 + 3) % fill.len()];
+        train.push_str(&format!("{a}{kw}{b}{}\t __label__{label}\n", fill[(i * 3) % fill.len()]));
+    }
+    write(d.path(), "train.txt", train.as_bytes());
+    write(d.path(), "valid.txt.gz", train.lines().take(60).collect::<Vec<_>>().join("\n").as_bytes());
+    write(d.path(), "tiny.toml", common::TINY_TOML.as_bytes());
+    let p = |n: &str| d.path().join(n);
+    ok(&["finetune", "--train", s(&p("train.txt")), "--valid", s(&p("valid.txt.gz")), "--out", s(&p("clf")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "60", "-q"]);
+    let meta = std::fs::read_to_string(p("clf").join("model.json")).unwrap();
+    assert!(meta.contains("single-label"), "{meta}");
+    let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("clf")), "--data", s(&p("valid.txt.gz")), "--json"]).trim()).unwrap();
+    assert!(v["micro_f1"].as_f64().unwrap() > 0.9, "{v}");
+    write(d.path(), "in.txt", "简单图形工具\n数据网络库\n".as_bytes());
+    let pred = ok(&["predict", "--model", s(&p("clf")), s(&p("in.txt"))]);
+    assert_eq!(pred, "__label__gfx\n__label__net\n");
+}
+
+#[test]
+fn bad_inputs_give_one_line_errors() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let train = s(&p("train.txt.gz")).to_owned();
+    let ft = |valid: &Path| -> String {
+        let out = p("out");
+        let e = fails(&["finetune", "--train", &train, "--valid", s(valid), "--out", s(&out), "--preset", "tiny", "--config", s(&p("tiny.toml")), "-q"]);
+        assert!(!out.exists(), "no output directory after a failure");
+        e
+    };
+    let e = ft(&p("missing.txt"));
+    assert!(e.contains("missing.txt") && e.contains("cannot open"), "{e}");
+    let e = ft(&write(d.path(), "empty.txt", b""));
+    assert!(e.contains("empty.txt") && e.contains("no labelled examples"), "{e}");
+    let e = ft(&write(d.path(), "nolabel.txt", b"good text __label__a\njust text\n"));
+    assert!(e.contains("nolabel.txt:2: no label"), "{e}");
+    let e = ft(&write(d.path(), "notext.txt", b"good text __label__a\n\n__label__b __label__c\n"));
+    assert!(e.contains("notext.txt:3: no text"), "{e}");
+    let e = ft(&write(d.path(), "utf8.txt", b"good __label__a\nbad \xff\xfe text __label__a\n"));
+    assert!(e.contains("utf8.txt:2: invalid UTF-8"), "{e}");
+    let e = ft(&write(d.path(), "nul.txt", b"good __label__a\nbad \0 text __label__a\n"));
+    assert!(e.contains("nul.txt:2:") && e.contains("NUL"), "{e}");
+    let e = ft(&write(d.path(), "emptylabel.txt", b"text __label__\n"));
+    assert!(e.contains("emptylabel.txt:1: empty label"), "{e}");
+    let mut gz = std::fs::read(p("train.txt.gz")).unwrap();
+    gz.truncate(gz.len() / 2);
+    std::fs::write(p("cut.txt.gz"), &gz).unwrap();
+    let e = ft(&p("cut.txt.gz"));
+    assert!(e.contains("cut.txt.gz") && e.contains("truncated"), "{e}");
+
+    // configs
+    let cfg = |name: &str, text: &str| -> String {
+        let c = write(d.path(), name, text.as_bytes());
+        fails(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("pre")), "--config", s(&c)])
+    };
+    let e = cfg("unknown.toml", "[model]\nlayers = 2\n");
+    assert!(e.contains("unknown.toml") && e.contains("unknown key 'layers'"), "{e}");
+    let e = cfg("heads.toml", "[model]\nd_model = 100\nn_heads = 8\n");
+    assert!(e.contains("divisible"), "{e}");
+    let e = cfg("zero.toml", "[model]\nn_layers = 0\n");
+    assert!(e.contains("n_layers must be positive"), "{e}");
+    let e = cfg("neg.toml", "[pretrain]\nbatch_size = -3\n");
+    assert!(e.contains("neg.toml"), "{e}");
+    assert!(!p("pre").exists());
+}
+
+#[test]
+fn bad_checkpoints_are_refused() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    ok(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("pre")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--max-steps", "3", "--vocab-size", "150", "-q"]);
+    let finetune_init = |init: &Path| -> String {
+        let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(init), "--preset", "tiny", "-q"]);
+        assert!(!p("clf").exists() && !p(".clf.partial").exists(), "no output left behind");
+        e
+    };
+    let copy = |name: &str| -> std::path::PathBuf {
+        let to = p(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(p("pre")).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+        to
+    };
+    // truncated weights
+    let cut = copy("cut");
+    let w = std::fs::read(cut.join("model.safetensors")).unwrap();
+    std::fs::write(cut.join("model.safetensors"), &w[..w.len() - 100]).unwrap();
+    let e = finetune_init(&cut);
+    assert!(e.contains("truncated"), "{e}");
+    // another backbone shape behind the same file names
+    let shape = copy("shape");
+    let c = std::fs::read_to_string(shape.join("config.toml")).unwrap().replace("d_ff = 64", "d_ff = 48");
+    std::fs::write(shape.join("config.toml"), c).unwrap();
+    let e = finetune_init(&shape);
+    assert!(e.contains("do not fit"), "{e}");
+    // another vocabulary than the weights were trained with
+    let vocab = copy("vocab");
+    ok(&["vocab", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("v2")), "--size", "100"]);
+    std::fs::copy(p("v2").join("tokenizer.json"), vocab.join("tokenizer.json")).unwrap();
+    let e = finetune_init(&vocab);
+    assert!(e.contains("tokenizer has 100 entries but the config says vocab_size"), "{e}");
+    // not a model directory
+    let e = finetune_init(&p("v2"));
+    assert!(e.contains("model.json"), "{e}");
+    // an existing output is kept unless --overwrite
+    std::fs::create_dir_all(p("taken")).unwrap();
+    std::fs::write(p("taken").join("keep.txt"), "x").unwrap();
+    let e = fails(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("taken")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--max-steps", "1", "-q"]);
+    assert!(e.contains("--overwrite"), "{e}");
+    assert!(p("taken").join("keep.txt").exists());
+}
