@@ -99,7 +99,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     let mut epochs = Vec::new();
     for epoch in 1..=f.epochs.max(1) {
         let batches = bucketed_batches(&lengths, f.batch_size, &mut rng);
-        let pb = progress::bar(batches.len() as u64, &format!("epoch {epoch}/{}", f.epochs), opts.quiet);
+        let mut pb = progress::Progress::new(batches.len() as u64, &format!("epoch {epoch}/{}", f.epochs), opts.quiet);
         let mut loss_sum = 0.0;
         for (i, idx) in batches.iter().enumerate() {
             let seqs: Vec<&[u32]> = idx.iter().map(|&k| enc_train[k].input_ids.as_slice()).collect();
@@ -114,12 +114,12 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             model = optim.step(schedule.lr(step), model, grads);
             step += 1;
             loss_sum += value as f64;
-            pb.inc(1);
+            pb.inc();
             if (i + 1) % 10 == 0 {
                 pb.set_message(format!("loss {:.4}", loss_sum / (i + 1) as f64));
             }
         }
-        pb.finish_and_clear();
+        pb.finish();
         let ev = evaluate(&model);
         let s = &ev.scores;
         let e = FinetuneEpoch {

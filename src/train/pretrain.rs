@@ -96,7 +96,7 @@ pub fn pretrain(cfg: &Config, docs: &[String], tokenizer: &WordPieceTokenizer, o
     for epoch in 1..=epochs {
         let batches = bucketed_batches(&lengths, p.batch_size, &mut rng);
         let n = batches.len().min(total - step);
-        let pb = progress::bar(n as u64, &format!("epoch {epoch}/{epochs}"), opts.quiet);
+        let mut pb = progress::Progress::new(n as u64, &format!("epoch {epoch}/{epochs}"), opts.quiet);
         let (mut loss_sum, mut correct, mut count, mut seen) = (0.0, 0usize, 0usize, 0usize);
         for idx in batches.into_iter().take(n) {
             let examples: Vec<MlmExample> = idx.iter().map(|&i| masking.apply(&train[i], &mut rng)).collect();
@@ -113,12 +113,12 @@ pub fn pretrain(cfg: &Config, docs: &[String], tokenizer: &WordPieceTokenizer, o
             step += 1;
             seen += 1;
             loss_sum += loss_value as f64;
-            pb.inc(1);
+            pb.inc();
             if seen % 10 == 0 || seen == n {
                 pb.set_message(format!("loss {:.3} acc {:.3}", loss_sum / seen as f64, correct as f64 / count.max(1) as f64));
             }
         }
-        pb.finish_and_clear();
+        pb.finish();
         let (valid_loss, valid_accuracy) = evaluate_mlm(&model.valid(), &valid, p.batch_size, &plain);
         let e = PretrainEpoch {
             epoch,
