@@ -135,3 +135,28 @@ impl LoadedClassifier {
         probabilities(&self.model, &self.encode(texts), self.problem, batch_size, &self.device)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions() {
+        let p = [0.2, 0.9, 0.55, 0.6];
+        assert_eq!(decide(&p, Problem::MultiLabel, 0.5, None), vec![(1, 0.9), (3, 0.6), (2, 0.55)]);
+        assert_eq!(decide(&p, Problem::MultiLabel, 0.5, Some(2)), vec![(1, 0.9), (3, 0.6)]);
+        assert!(decide(&p, Problem::MultiLabel, 0.95, None).is_empty());
+        assert_eq!(decide(&p, Problem::SingleLabel, 0.5, None), vec![(1, 0.9)]);
+        assert_eq!(decide(&p, Problem::SingleLabel, 0.99, Some(2)), vec![(1, 0.9), (3, 0.6)]);
+    }
+
+    #[test]
+    fn losses_match_hand_computation() {
+        let probs = vec![vec![0.8f32, 0.1], vec![0.3, 0.6]];
+        let gold = vec![vec![0], vec![1]];
+        let ce = -((0.8f64).ln() + (0.6f64).ln()) / 2.0;
+        assert!((loss_from_probs(&probs, &gold, Problem::SingleLabel) - ce).abs() < 1e-6);
+        let bce = -((0.8f64).ln() + (0.9f64).ln() + (0.7f64).ln() + (0.6f64).ln()) / 4.0;
+        assert!((loss_from_probs(&probs, &gold, Problem::MultiLabel) - bce).abs() < 1e-6);
+    }
+}

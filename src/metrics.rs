@@ -137,10 +137,12 @@ mod tests {
         // ex2: gold {b},   pred {b,c}  -> b tp, c fp
         // ex3: gold {c},   pred {c}    -> c tp (exact)
         // ex4: gold {a},   pred {}     -> a fn
+        // ex5: gold {c},   pred {c}    -> c tp (exact)
         acc.add(&["a"], &["a", "b"]);
         acc.add(&["b", "c"], &["b"]);
         acc.add(&["c"], &["c"]);
         acc.add::<&str>(&[], &["a"]);
+        acc.add(&["c"], &["c"]);
         let s = acc.scores();
         // pooled: tp 4, fp 1, fn 2 -> P 4/5, R 4/6, F1 8/11
         assert!((s.micro_precision - 0.8).abs() < 1e-12);
@@ -149,9 +151,9 @@ mod tests {
         // a: tp1 fn1 -> F1 2/3; b: tp1 fn1 -> 2/3; c: tp2 fp1 -> 4/5
         let macro_f1 = (2.0 / 3.0 + 2.0 / 3.0 + 0.8) / 3.0;
         assert!((s.macro_f1 - macro_f1).abs() < 1e-12);
-        assert!((s.exact_match - 0.25).abs() < 1e-12);
+        assert!((s.exact_match - 0.4).abs() < 1e-12);
         assert_eq!(acc.per_label()["c"], LabelCounts { tp: 2, fp: 1, fn_: 0 });
-        assert_eq!(s.examples, 4);
+        assert_eq!(s.examples, 5);
     }
 
     #[test]
