@@ -124,6 +124,16 @@ fn bad_inputs_give_one_line_errors() {
         let c = write(d.path(), name, text.as_bytes());
         fails(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("pre")), "--config", s(&c)])
     };
+    // corpora
+    let pre = |corpus: &Path| fails(&["pretrain", "--corpus", s(corpus), "--out", s(&p("pre")), "--preset", "tiny", "-q"]);
+    let e = pre(&p("nothing.txt"));
+    assert!(e.contains("nothing.txt") && e.contains("cannot open"), "{e}");
+    let e = pre(&write(d.path(), "blank.txt", b"\n  \n\n"));
+    assert!(e.contains("blank.txt") && e.contains("no text"), "{e}");
+    let e = pre(&write(d.path(), "bin.txt.gz", b"fine line\nsecond \xc3\x28 line\n"));
+    assert!(e.contains("bin.txt.gz:2: invalid UTF-8"), "{e}");
+    let e = fails(&["vocab", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("v")), "--size", "3"]);
+    assert!(e.contains("too small"), "{e}");
     let e = cfg("unknown.toml", "[model]\nlayers = 2\n");
     assert!(e.contains("unknown.toml") && e.contains("unknown key 'layers'"), "{e}");
     let e = cfg("heads.toml", "[model]\nd_model = 100\nn_heads = 8\n");

@@ -26,6 +26,9 @@ pub struct PretrainArgs {
     /// Size of the vocabulary trained when --vocab is absent.
     #[arg(long, default_value_t = 8000)]
     pub vocab_size: usize,
+    /// Keep case when training the vocabulary (default: lower-case).
+    #[arg(long)]
+    pub cased: bool,
     /// Passes over the corpus.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -63,7 +66,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let docs = read_documents(&a.corpus)?;
     let tokenizer = match &a.vocab {
         Some(p) => load_tokenizer(p)?,
-        None => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: a.vocab_size, ..Default::default() })?,
+        None => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: a.vocab_size, lowercase: !a.cased, ..Default::default() })?,
     };
     cfg.model.vocab_size = tokenizer.vocab_size();
     let log = pretrain(&cfg, &docs, &tokenizer, out.path(), &RunOptions { quiet: a.common.quiet })?;
