@@ -12,6 +12,17 @@ pub enum BackboneKind {
     Transformer,
 }
 
+/// How a backbone turns per-position states into one vector a sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The state of the first position ([CLS]), as in BERT.
+    #[default]
+    Cls,
+    /// The mean of the states of the non-padding positions.
+    Mean,
+}
+
 /// Shape of the backbone. `vocab_size` is filled from the tokenizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +44,9 @@ pub struct ModelConfig {
     pub d_ff: usize,
     /// Dropout rate.
     pub dropout: f64,
+    /// Pooled vector: `cls` or `mean`.
+    #[serde(default)]
+    pub pooling: Pooling,
 }
 
 /// Masked-LM pre-training settings.
@@ -128,6 +142,7 @@ impl Config {
                 n_layers,
                 d_ff: 4 * d_model,
                 dropout: 0.1,
+                pooling: Pooling::Cls,
             },
             pretrain: PretrainConfig {
                 batch_size: 32,

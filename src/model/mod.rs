@@ -65,6 +65,27 @@ impl Classifier {
         Self { backbone: Backbone::init(config, device), head: ClassificationHead::init(config.d_model, num_labels, config.dropout, device) }
     }
 
+    /// Sets the output bias to the labels' log-odds (multi-label) or log-frequencies
+    /// (single-label), so the untrained model already predicts the label prior and the first
+    /// steps go to telling examples apart rather than to learning how rare each label is.
+    pub fn with_prior_bias(mut self, frequencies: &[f64], problem: Problem) -> Self {
+        let eps = 1e-4;
+        let bias: Vec<f32> = frequencies
+            .iter()
+            .map(|&f| {
+                let f = f.clamp(eps, 1.0 - eps);
+                (match problem {
+                    Problem::MultiLabel => (f / (1.0 - f)).ln(),
+                    Problem::SingleLabel => f.ln(),
+                }) as f32
+            })
+            .collect();
+        let device = self.head.output.weight.val().device();
+        let n = bias.len();
+        self.head.output.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(burn::tensor::TensorData::new(bias, [n]), &device)));
+        self
+    }
+
     /// Logits `[batch, labels]`.
     pub fn forward(&self, tokens: &TokenBatch) -> Tensor<2> {
         self.head.forward(self.backbone.forward(tokens).pooled)

@@ -74,7 +74,13 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     let valid_gold: Vec<Vec<usize>> = enc_valid.iter().map(|e| e.labels.clone()).collect();
     say(opts, &format!("finetune: {} train / {} valid examples, {} labels, {:?}", train.len(), valid.len(), labels.len(), problem));
 
-    let mut model = Classifier::init(&cfg.model, labels.len(), &device);
+    let mut frequencies = vec![0.0; labels.len()];
+    for e in &enc_train {
+        for &l in &e.labels {
+            frequencies[l] += 1.0 / enc_train.len() as f64;
+        }
+    }
+    let mut model = Classifier::init(&cfg.model, labels.len(), &device).with_prior_bias(&frequencies, problem);
     let mut loaded_tensors = Vec::new();
     if let Init::Pretrained(dir) = init {
         let (m, names) = load_prefix(model, &dir.weights(), dir.meta.weights_bytes, "backbone.")?;

@@ -5,7 +5,7 @@
 pub mod transformer;
 
 use crate::batch::TokenBatch;
-use crate::config::{BackboneKind, ModelConfig};
+use crate::config::{BackboneKind, ModelConfig, Pooling};
 use burn::prelude::*;
 
 /// What every backbone yields.
@@ -15,6 +15,20 @@ pub struct BackboneOutput {
     pub states: Tensor<3>,
     /// One vector a sequence for classification, `[batch, d_model]`.
     pub pooled: Tensor<2>,
+}
+
+/// Pools states `[batch, seq, d]` into `[batch, d]`: the first position, or the mean over the
+/// positions that are not padding.
+pub fn pool(states: Tensor<3>, pad_mask: &Tensor<2, Bool>, pooling: Pooling) -> Tensor<2> {
+    let [b, l, d] = states.dims();
+    match pooling {
+        Pooling::Cls => states.slice([0..b, 0..1, 0..d]).reshape([b, d]),
+        Pooling::Mean => {
+            let keep = pad_mask.clone().bool_not().float().reshape([b, l, 1]);
+            let count = keep.clone().sum_dim(1).reshape([b, 1]);
+            (states * keep).sum_dim(1).reshape([b, d]) / count
+        }
+    }
 }
 
 /// Any backbone; dispatches to the variant.

@@ -1,9 +1,9 @@
 //! BERT-style encoder: token + learned position embeddings, LayerNorm, post-LN Transformer
-//! layers with GELU feed-forward blocks; pooled output = the [CLS] state.
+//! layers with GELU feed-forward blocks; pooled output = the [CLS] state or the mean state.
 
 use super::BackboneOutput;
 use crate::batch::TokenBatch;
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Pooling};
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
@@ -24,6 +24,9 @@ pub struct TransformerBackbone {
     pub dropout: Dropout,
     /// The encoder layers.
     pub encoder: TransformerEncoder,
+    /// How the pooled vector is made (configuration, not a weight).
+    #[module(skip)]
+    pub pooling: Pooling,
 }
 
 impl TransformerBackbone {
@@ -38,6 +41,7 @@ impl TransformerBackbone {
                 .with_dropout(config.dropout)
                 .with_layer_norm_eps(1e-12)
                 .init(device),
+            pooling: config.pooling,
         }
     }
 
@@ -52,7 +56,7 @@ impl TransformerBackbone {
         let x = tok + pos.expand([b, l, d]);
         let x = self.dropout.forward(self.embed_norm.forward(x));
         let states = self.encoder.forward(TransformerEncoderInput::new(x).mask_pad(tokens.pad_mask.clone()));
-        let pooled = states.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
+        let pooled = super::pool(states.clone(), &tokens.pad_mask, self.pooling);
         BackboneOutput { states, pooled }
     }
 }
