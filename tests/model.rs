@@ -131,3 +131,16 @@ fn init_refuses_a_checkpoint_of_another_shape() {
     let err = load_prefix(Classifier::init(&other, 2, &device), &saved.weights(), saved.meta.weights_bytes, "backbone.").unwrap_err();
     assert!(format!("{err:#}").contains("do not fit"), "{err:#}");
 }
+
+#[test]
+fn output_bias_starts_at_the_label_prior() {
+    let tok = tokenizer();
+    let cfg = tiny_config(&tok);
+    let device = Device::flex();
+    let m = Classifier::init(&cfg.model, 2, &device).with_prior_bias(&[0.1, 0.5], Problem::MultiLabel);
+    let b: Vec<f32> = m.head.output.bias.as_ref().unwrap().val().into_data().try_into_vec().unwrap();
+    assert!((b[0] - (0.1f32 / 0.9).ln()).abs() < 1e-6 && b[1].abs() < 1e-6, "{b:?}");
+    let m = Classifier::init(&cfg.model, 2, &device).with_prior_bias(&[0.25, 0.75], Problem::SingleLabel);
+    let b: Vec<f32> = m.head.output.bias.as_ref().unwrap().val().into_data().try_into_vec().unwrap();
+    assert!((b[0] - 0.25f32.ln()).abs() < 1e-6 && (b[1] - 0.75f32.ln()).abs() < 1e-6, "{b:?}");
+}

@@ -60,3 +60,21 @@ impl Backbone {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn pooling_ignores_padding() {
+        let d = Device::flex();
+        // batch 2, seq 3, width 2; the second sequence has one padding position
+        let states = Tensor::<3>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0, 20.0, 30.0, 40.0, 99.0, 99.0], [2, 3, 2]), &d);
+        let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![false, false, false, false, false, true], [2, 3]), &d);
+        let mean: Vec<f32> = pool(states.clone(), &mask, Pooling::Mean).into_data().try_into_vec().unwrap();
+        assert_eq!(mean, vec![3.0, 4.0, 20.0, 30.0]);
+        let cls: Vec<f32> = pool(states, &mask, Pooling::Cls).into_data().try_into_vec().unwrap();
+        assert_eq!(cls, vec![1.0, 2.0, 10.0, 20.0]);
+    }
+}
