@@ -31,7 +31,7 @@ fn pretrain_finetune_eval_predict() {
     let saved = std::fs::read_to_string(p("pre").join("config.toml")).unwrap();
     assert!(saved.contains("d_model = 32") && saved.contains("vocab_size = "), "{saved}");
 
-    ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "-q"]);
+    ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--config", s(&p("tiny.toml")), "-q"]);
     let json = ok(&["eval", "--model", s(&p("clf")), "--data", s(&p("valid.txt")), "--json", "--per-label"]);
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["examples"], 120);
@@ -151,7 +151,7 @@ fn bad_checkpoints_are_refused() {
     let p = |n: &str| d.path().join(n);
     ok(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("pre")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--max-steps", "3", "--vocab-size", "150", "-q"]);
     let finetune_init = |init: &Path| -> String {
-        let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(init), "--preset", "tiny", "-q"]);
+        let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(init), "-q"]);
         assert!(!p("clf").exists() && !p(".clf.partial").exists(), "no output left behind");
         e
     };
@@ -182,6 +182,12 @@ fn bad_checkpoints_are_refused() {
     std::fs::copy(p("v2").join("tokenizer.json"), vocab.join("tokenizer.json")).unwrap();
     let e = finetune_init(&vocab);
     assert!(e.contains("tokenizer has 100 entries but the config says vocab_size"), "{e}");
+    // the shape comes from the pre-trained model: no preset, no other [model]
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--preset", "small"]);
+    assert!(e.contains("--preset does not apply"), "{e}");
+    let wide = write(d.path(), "wide.toml", b"[model]\nd_model = 64\n");
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--config", s(&wide)]);
+    assert!(e.contains("[model] differs"), "{e}");
     // not a model directory
     let e = finetune_init(&p("v2"));
     assert!(e.contains("model.json"), "{e}");

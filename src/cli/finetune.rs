@@ -58,18 +58,27 @@ pub struct FinetuneArgs {
 }
 
 fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
-    let mut cfg = a.common.config()?;
-    if let Some(dir) = base {
-        // The backbone's shape is the pre-trained one; a config that asks for another is refused.
-        let mut wanted = cfg.model.clone();
-        wanted.vocab_size = dir.config.model.vocab_size;
-        wanted.dropout = dir.config.model.dropout;
-        let user_set_model = a.common.config.is_some() && wanted != dir.config.model;
-        if user_set_model {
-            bail!("--config asks for a model shape that differs from the pre-trained one in {} (drop the [model] section)", dir.path.display());
+    let mut cfg = match base {
+        None => a.common.config()?,
+        Some(dir) => {
+            // The shape and the defaults are the pre-trained run's; a TOML file may change the
+            // [finetune] settings but not the backbone it is loading.
+            if a.common.preset.is_some() {
+                bail!("--preset does not apply with --init: the model comes from {}", dir.path.display());
+            }
+            let mut cfg = dir.config.clone();
+            if let Some(path) = &a.common.config {
+                let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
+                cfg = cfg.merged(&text).with_context(|| format!("{}", path.display()))?;
+                let mut shape = cfg.model.clone();
+                shape.dropout = dir.config.model.dropout;
+                if shape != dir.config.model {
+                    bail!("{}: [model] differs from the pre-trained model in {} (only dropout may change)", path.display(), dir.path.display());
+                }
+            }
+            cfg
         }
-        cfg.model = dir.config.model.clone();
-    }
+    };
     let f = &mut cfg.finetune;
     if let Some(v) = a.epochs { f.epochs = v; }
     if let Some(v) = a.lr { f.lr = v; }

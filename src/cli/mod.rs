@@ -42,9 +42,9 @@ pub enum Command {
 /// Settings every training subcommand takes.
 #[derive(Args, Debug, Clone)]
 pub struct CommonTrain {
-    /// Model size preset.
-    #[arg(long, value_enum, default_value = "small")]
-    pub preset: Preset,
+    /// Model size preset (default: small; with `finetune --init`, the pre-trained model's).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
     /// TOML file overriding preset values ([model], [pretrain], [finetune] sections).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -62,7 +62,7 @@ pub struct CommonTrain {
 impl CommonTrain {
     /// The preset with the TOML file applied.
     pub fn config(&self) -> Result<Config> {
-        Config::from_preset_and_file(self.preset, self.config.as_deref())
+        Config::from_preset_and_file(self.preset.unwrap_or(Preset::Small), self.config.as_deref())
     }
 }
 
