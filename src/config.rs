@@ -47,6 +47,9 @@ pub struct ModelConfig {
     /// Pooled vector: `cls` or `mean`.
     #[serde(default)]
     pub pooling: Pooling,
+    /// LayerNorm before each sub-layer (pre-LN, with a final LayerNorm) instead of after (BERT's post-LN).
+    #[serde(default)]
+    pub norm_first: bool,
 }
 
 /// Masked-LM pre-training settings.
@@ -143,6 +146,7 @@ impl Config {
                 d_ff: 4 * d_model,
                 dropout: 0.1,
                 pooling: Pooling::Cls,
+                norm_first: false,
             },
             pretrain: PretrainConfig {
                 batch_size: 32,

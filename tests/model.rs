@@ -39,12 +39,19 @@ fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
 fn masked_lm_loss_falls_with_training() {
     let tok = tokenizer();
     let cfg = tiny_config(&tok);
+    learns_one_batch(&cfg, &tok);
+    let mut pre_ln = cfg.clone();
+    pre_ln.model.norm_first = true;
+    learns_one_batch(&pre_ln, &tok);
+}
+
+fn learns_one_batch(cfg: &Config, tok: &WordPieceTokenizer) {
     let device = Device::flex().autodiff();
     device.seed(3);
     let mut model = PretrainModel::init(&cfg.model, &device);
     let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32 };
     let mut rng = StdRng::seed_from_u64(5);
-    let examples: Vec<_> = seqs(&tok, 16).iter().map(|s| masking.apply(s, &mut rng)).collect();
+    let examples: Vec<_> = seqs(tok, 16).iter().map(|s| masking.apply(s, &mut rng)).collect();
     let batch = MlmBatch::new(&examples, &device);
     let mut optim = bertlu::train::optim::adamw(0.0, 1.0);
     let first: f32 = model.forward(&batch).loss.into_scalar();

@@ -24,6 +24,8 @@ pub struct TransformerBackbone {
     pub dropout: Dropout,
     /// The encoder layers.
     pub encoder: TransformerEncoder,
+    /// Final LayerNorm of a pre-LN encoder (absent for post-LN, whose layers end normalised).
+    pub final_norm: Option<LayerNorm>,
     /// How the pooled vector is made (configuration, not a weight).
     #[module(skip)]
     pub pooling: Pooling,
@@ -40,7 +42,9 @@ impl TransformerBackbone {
             encoder: TransformerEncoderConfig::new(config.d_model, config.d_ff, config.n_heads, config.n_layers)
                 .with_dropout(config.dropout)
                 .with_layer_norm_eps(1e-12)
+                .with_norm_first(config.norm_first)
                 .init(device),
+            final_norm: config.norm_first.then(|| LayerNormConfig::new(config.d_model).with_epsilon(1e-12).init(device)),
             pooling: config.pooling,
         }
     }
@@ -55,7 +59,10 @@ impl TransformerBackbone {
         let d = tok.dims()[2];
         let x = tok + pos.expand([b, l, d]);
         let x = self.dropout.forward(self.embed_norm.forward(x));
-        let states = self.encoder.forward(TransformerEncoderInput::new(x).mask_pad(tokens.pad_mask.clone()));
+        let mut states = self.encoder.forward(TransformerEncoderInput::new(x).mask_pad(tokens.pad_mask.clone()));
+        if let Some(norm) = &self.final_norm {
+            states = norm.forward(states);
+        }
         let pooled = super::pool(states.clone(), &tokens.pad_mask, self.pooling);
         BackboneOutput { states, pooled }
     }
