@@ -42,7 +42,7 @@ pub struct PretrainEpoch {
 pub fn prepare_sequences(docs: &[String], tokenizer: &WordPieceTokenizer, cfg: &Config) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
     let mut order: Vec<usize> = (0..docs.len()).collect();
     order.shuffle(&mut StdRng::seed_from_u64(cfg.pretrain.seed ^ 0x5eed));
-    let n_valid = if docs.len() < 2 { 0 } else { ((docs.len() as f64 * cfg.pretrain.valid_fraction).ceil() as usize).clamp(1, docs.len() / 2) };
+    let n_valid = if docs.len() < 2 || cfg.pretrain.valid_fraction == 0.0 { 0 } else { ((docs.len() as f64 * cfg.pretrain.valid_fraction).ceil() as usize).clamp(1, docs.len() / 2) };
     let held: std::collections::HashSet<usize> = order[..n_valid].iter().copied().collect();
     let (mut train, mut valid) = (Vec::new(), Vec::new());
     const CHUNK: usize = 2048;
