@@ -1,6 +1,6 @@
 //! `bertlu finetune`: train a classifier on labelled data.
 
-use super::{load_tokenizer, CommonTrain};
+use super::{load_tokenizer, CommonTrain, StepArgs};
 use anyhow::{bail, Context, Result};
 use bertlu::checkpoint::{ModelDir, OutputDir};
 use bertlu::config::Config;
@@ -37,15 +37,9 @@ pub struct FinetuneArgs {
     /// Force the problem type (default: inferred, multi-label if any line has several labels).
     #[arg(long, value_enum)]
     pub problem: Option<Problem>,
-    /// Passes over the training set.
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Examples a batch.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
+    /// Epochs, learning rate, batch size.
+    #[command(flatten)]
+    pub steps: StepArgs,
     /// Epochs without micro-F1 gain before stopping (0: never).
     #[arg(long)]
     pub patience: Option<usize>,
@@ -80,12 +74,13 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
         }
     };
     let f = &mut cfg.finetune;
-    if let Some(v) = a.epochs { f.epochs = v; }
-    if let Some(v) = a.lr { f.lr = v; }
-    if let Some(v) = a.batch_size { f.batch_size = v; }
-    if let Some(v) = a.patience { f.patience = v; }
-    if let Some(v) = a.threshold { f.threshold = v; }
-    if let Some(v) = a.common.seed { f.seed = v; }
+    a.steps.apply(&mut f.epochs, &mut f.lr, &mut f.batch_size, &mut f.seed, &a.common);
+    if let Some(v) = a.patience {
+        f.patience = v;
+    }
+    if let Some(v) = a.threshold {
+        f.threshold = v;
+    }
     cfg.validate()?;
     Ok(cfg)
 }

@@ -39,6 +39,38 @@ pub enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// Step settings both training loops take; each overrides the config's value when given.
+#[derive(Args, Debug, Clone)]
+pub struct StepArgs {
+    /// Passes over the data.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Examples (sequences) a batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+}
+
+impl StepArgs {
+    /// Writes the given values over a config section's.
+    pub fn apply(&self, epochs: &mut usize, lr: &mut f64, batch_size: &mut usize, seed: &mut u64, common: &CommonTrain) {
+        if let Some(v) = self.epochs {
+            *epochs = v;
+        }
+        if let Some(v) = self.lr {
+            *lr = v;
+        }
+        if let Some(v) = self.batch_size {
+            *batch_size = v;
+        }
+        if let Some(v) = common.seed {
+            *seed = v;
+        }
+    }
+}
+
 /// Settings every training subcommand takes.
 #[derive(Args, Debug, Clone)]
 pub struct CommonTrain {

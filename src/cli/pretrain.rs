@@ -1,6 +1,6 @@
 //! `bertlu pretrain`: masked-LM pre-training.
 
-use super::{load_tokenizer, CommonTrain};
+use super::{load_tokenizer, CommonTrain, StepArgs};
 use anyhow::Result;
 use bertlu::checkpoint::OutputDir;
 use bertlu::config::Config;
@@ -29,18 +29,12 @@ pub struct PretrainArgs {
     /// Keep case when training the vocabulary (default: lower-case).
     #[arg(long)]
     pub cased: bool,
-    /// Passes over the corpus.
-    #[arg(long)]
-    pub epochs: Option<usize>,
     /// Stop after this many steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Sequences a batch.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
+    /// Epochs, learning rate, batch size.
+    #[command(flatten)]
+    pub steps: StepArgs,
     /// Shared training settings.
     #[command(flatten)]
     pub common: CommonTrain,
@@ -50,11 +44,10 @@ pub struct PretrainArgs {
 fn configure(a: &PretrainArgs) -> Result<Config> {
     let mut cfg = a.common.config()?;
     let p = &mut cfg.pretrain;
-    if let Some(v) = a.epochs { p.epochs = v; }
-    if let Some(v) = a.max_steps { p.max_steps = v; }
-    if let Some(v) = a.lr { p.lr = v; }
-    if let Some(v) = a.batch_size { p.batch_size = v; }
-    if let Some(v) = a.common.seed { p.seed = v; }
+    a.steps.apply(&mut p.epochs, &mut p.lr, &mut p.batch_size, &mut p.seed, &a.common);
+    if let Some(v) = a.max_steps {
+        p.max_steps = v;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
