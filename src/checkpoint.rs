@@ -55,37 +55,35 @@ pub struct ModelMeta {
     pub info: serde_json::Value,
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_name(path);
-    let res = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
+/// Writes `path` through a temporary file and a rename, so readers never see half a file:
+/// `write` fills the temporary path; on failure it is removed and the old `path` stays.
+fn write_via_tmp(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    let res = write(&tmp).and_then(|()| fs::rename(&tmp, path).map_err(anyhow::Error::from));
+    if res.is_err() {
         let _ = fs::remove_file(&tmp);
-        bail!("{}: cannot write: {e}", path.display());
     }
-    Ok(())
+    res.with_context(|| format!("{}: cannot write", path.display()))
 }
 
-fn tmp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+/// Writes `bytes` to `path` atomically (temporary file, sync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_via_tmp(path, |tmp| {
+        let mut f = fs::File::create(tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        Ok(())
+    })
 }
 
 /// Saves a module's weights as safetensors (atomically); returns the file length.
 pub fn save_weights<M: Module>(model: &M, path: &Path) -> Result<u64> {
-    let tmp = tmp_name(path);
-    let _ = fs::remove_file(&tmp);
-    let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
-    if let Err(e) = model.save_into(&mut store) {
-        let _ = fs::remove_file(&tmp);
-        bail!("{}: cannot write weights: {e}", path.display());
-    }
-    fs::rename(&tmp, path).with_context(|| format!("{}: cannot write weights", path.display()))?;
+    write_via_tmp(path, |tmp| {
+        let mut store = SafetensorsStore::from_file(tmp).overwrite(true);
+        model.save_into(&mut store).map_err(|e| anyhow::anyhow!("weights: {e}"))
+    })?;
     Ok(fs::metadata(path)?.len())
 }
 
@@ -216,9 +214,7 @@ impl ModelDir {
     /// Writes a complete model directory's files into `dir` (which must exist).
     pub fn write<M: Module>(dir: &Path, config: &Config, tokenizer: &WordPieceTokenizer, model: &M, mut meta: ModelMeta, labels: Option<&LabelSet>) -> Result<()> {
         write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
-        let tok_tmp = dir.join(".tokenizer.json.tmp");
-        tokenizer.save(&tok_tmp)?;
-        fs::rename(&tok_tmp, dir.join(TOKENIZER_FILE))?;
+        write_via_tmp(&dir.join(TOKENIZER_FILE), |tmp| tokenizer.save(tmp))?;
         if let Some(labels) = labels {
             let mut text = labels.names().join("\n");
             text.push('\n');

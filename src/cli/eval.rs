@@ -35,7 +35,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let examples = read_examples(&a.data)?;
     let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
     let probs = clf.probabilities(&texts, a.batch_size);
-    let gold: Vec<Vec<usize>> = examples.iter().map(|e| e.labels.iter().filter_map(|l| clf.labels.get(l)).collect()).collect();
+    let gold: Vec<Vec<usize>> = examples.iter().map(|e| clf.labels.indices(&e.labels)).collect();
     let threshold = a.threshold.unwrap_or(clf.dir.meta.threshold);
     let ev = score(&probs, &examples, &gold, &clf.labels, clf.problem, threshold);
     let s = &ev.scores;

@@ -69,6 +69,11 @@ impl LabelSet {
         self.index.get(name).copied()
     }
 
+    /// Indices of the names the set knows, in order; unknown names are left out.
+    pub fn indices(&self, names: &[String]) -> Vec<usize> {
+        names.iter().filter_map(|n| self.get(n)).collect()
+    }
+
     /// Name of a label index.
     pub fn name(&self, i: usize) -> &str {
         &self.names[i]
@@ -99,7 +104,7 @@ pub fn encode_examples(examples: &[Example], tokenizer: &WordPieceTokenizer, lab
         .zip(examples)
         .map(|(ids, ex)| EncodedExample {
             input_ids: wrap(&ids, max_len),
-            labels: ex.labels.iter().filter_map(|l| labels.get(l)).collect(),
+            labels: labels.indices(&ex.labels),
         })
         .collect()
 }
