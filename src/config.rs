@@ -5,11 +5,24 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The backbone architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackboneKind {
     /// BERT-style Transformer encoder.
     Transformer,
+    /// Kim's TextCNN: parallel "same"-padded 1-D convolutions, max-over-time pooling.
+    #[serde(rename = "textcnn")]
+    #[value(name = "textcnn")]
+    TextCnn,
+}
+
+impl std::fmt::Display for BackboneKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackboneKind::Transformer => "transformer",
+            BackboneKind::TextCnn => "textcnn",
+        })
+    }
 }
 
 /// How a backbone turns per-position states into one vector a sequence.
@@ -50,6 +63,30 @@ pub struct ModelConfig {
     /// LayerNorm before each sub-layer (pre-LN, with a final LayerNorm) instead of after (BERT's post-LN).
     #[serde(default)]
     pub norm_first: bool,
+    /// TextCNN: the convolution widths, one group of filters each.
+    #[serde(default = "default_filter_widths")]
+    pub filter_widths: Vec<usize>,
+    /// TextCNN: filters a width; states and the pooled vector have `filters × widths` features.
+    #[serde(default = "default_filters")]
+    pub filters: usize,
+}
+
+fn default_filter_widths() -> Vec<usize> {
+    vec![3, 4, 5]
+}
+
+fn default_filters() -> usize {
+    128
+}
+
+impl ModelConfig {
+    /// Width of the backbone's states and pooled vector (what the heads take in).
+    pub fn output_dim(&self) -> usize {
+        match self.backbone {
+            BackboneKind::Transformer => self.d_model,
+            BackboneKind::TextCnn => self.filters * self.filter_widths.len(),
+        }
+    }
 }
 
 /// Masked-LM pre-training settings.
@@ -130,10 +167,10 @@ pub enum Preset {
 impl Config {
     /// The defaults of a preset.
     pub fn preset(preset: Preset) -> Self {
-        let (d_model, n_layers, lr) = match preset {
-            Preset::Tiny => (64, 2, 1e-3),
-            Preset::Small => (128, 4, 5e-4),
-            Preset::Big => (512, 6, 1e-4),
+        let (d_model, n_layers, filters, lr) = match preset {
+            Preset::Tiny => (64, 2, 64, 1e-3),
+            Preset::Small => (128, 4, 128, 5e-4),
+            Preset::Big => (512, 6, 256, 1e-4),
         };
         Config {
             model: ModelConfig {
@@ -147,6 +184,8 @@ impl Config {
                 dropout: 0.1,
                 pooling: Pooling::Cls,
                 norm_first: false,
+                filter_widths: default_filter_widths(),
+                filters,
             },
             pretrain: PretrainConfig {
                 batch_size: 32,
@@ -219,7 +258,15 @@ impl Config {
         if m.max_len < 8 {
             bail!("model.max_len must be at least 8 (got {})", m.max_len);
         }
-        if m.d_model % m.n_heads != 0 {
+        if m.backbone == BackboneKind::TextCnn {
+            if m.filters == 0 || m.filter_widths.is_empty() || m.filter_widths.contains(&0) {
+                bail!("model.filters and every model.filter_widths entry must be positive");
+            }
+            if let Some(w) = m.filter_widths.iter().find(|&&w| w > m.max_len) {
+                bail!("model.filter_widths entry {w} is wider than model.max_len ({})", m.max_len);
+            }
+        }
+        if m.backbone == BackboneKind::Transformer && m.d_model % m.n_heads != 0 {
             bail!("model.d_model ({}) must be divisible by model.n_heads ({})", m.d_model, m.n_heads);
         }
         if !(0.0..1.0).contains(&m.dropout) {
@@ -247,6 +294,12 @@ impl Config {
             bail!("finetune.threshold must be in [0, 1]");
         }
         Ok(())
+    }
+
+    /// The same preset for another backbone.
+    pub fn with_backbone(mut self, backbone: BackboneKind) -> Self {
+        self.model.backbone = backbone;
+        self
     }
 
     /// Reads a saved `config.toml` exactly (no preset underneath).

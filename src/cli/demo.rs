@@ -80,7 +80,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         println!("\n== fine-tuning from {name} ==");
         let dir = out.path().join(format!("classifier-{name}"));
         std::fs::create_dir_all(&dir)?;
-        reports.push(finetune(&cfg, init, &tokenizer, &train, &valid, problem, &dir, &opts)?);
+        reports.push(finetune(&cfg, init, &tokenizer, &train, &valid, problem, Some(&dir), &opts)?);
     }
     let table = side_by_side(&reports[0], &reports[1]);
     std::fs::write(out.path().join(MARKER), &table)?;

@@ -60,6 +60,9 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
             if a.common.preset.is_some() {
                 bail!("--preset does not apply with --init: the model comes from {}", dir.path.display());
             }
+            if a.common.backbone.is_some_and(|b| b != dir.config.model.backbone) {
+                bail!("--backbone differs from the pre-trained model's ({}) in {}", dir.config.model.backbone, dir.path.display());
+            }
             let mut cfg = dir.config.clone();
             if let Some(path) = &a.common.config {
                 let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
@@ -104,7 +107,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         Some(dir) => Init::Pretrained(dir),
         None => Init::Scratch,
     };
-    let report = finetune(&cfg, init, &tokenizer, &train, &valid, problem, out.path(), &RunOptions { quiet: a.common.quiet })?;
+    let report = finetune(&cfg, init, &tokenizer, &train, &valid, problem, Some(out.path()), &RunOptions { quiet: a.common.quiet })?;
     let dir = out.commit()?;
     print_summary(&report, &dir);
     Ok(())

@@ -5,10 +5,11 @@ pub mod eval;
 pub mod finetune;
 pub mod predict;
 pub mod pretrain;
+pub mod toy;
 pub mod vocab;
 
 use anyhow::{bail, Result};
-use bertlu::config::{Config, Preset};
+use bertlu::config::{BackboneKind, Config, Preset};
 use bertlu::text::tokenizer::{WordPieceTokenizer, TOKENIZER_FILE};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Pre-train and fine-tune a tiny model on the embedded Debtags slice; compare with scratch.
     Demo(demo::DemoArgs),
+    /// The digit-sum sanity task: proves a backbone and the training loop learn.
+    Toy(toy::ToyArgs),
 }
 
 /// Step settings both training loops take; each overrides the config's value when given.
@@ -77,6 +80,9 @@ pub struct CommonTrain {
     /// Model size preset (default: small; with `finetune --init`, the pre-trained model's).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
+    /// Backbone architecture (default: the config's, transformer; with `finetune --init`, the pre-trained model's).
+    #[arg(long, value_enum)]
+    pub backbone: Option<BackboneKind>,
     /// TOML file overriding preset values ([model], [pretrain], [finetune] sections).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -94,7 +100,12 @@ pub struct CommonTrain {
 impl CommonTrain {
     /// The preset with the TOML file applied.
     pub fn config(&self) -> Result<Config> {
-        Config::from_preset_and_file(self.preset.unwrap_or(Preset::Small), self.config.as_deref())
+        let mut cfg = Config::from_preset_and_file(self.preset.unwrap_or(Preset::Small), self.config.as_deref())?;
+        if let Some(b) = self.backbone {
+            cfg.model.backbone = b;
+        }
+        cfg.validate()?;
+        Ok(cfg)
     }
 }
 
@@ -116,5 +127,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Toy(a) => toy::run(a),
     }
 }

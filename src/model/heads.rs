@@ -18,10 +18,10 @@ pub struct MlmHead {
 }
 
 impl MlmHead {
-    /// A head for width `d_model` and `vocab_size` outputs.
-    pub fn init(d_model: usize, vocab_size: usize, device: &Device) -> Self {
+    /// A head from states of width `d_in` to the embedding width `d_model`, then `vocab_size` outputs.
+    pub fn init(d_in: usize, d_model: usize, vocab_size: usize, device: &Device) -> Self {
         Self {
-            transform: LinearConfig::new(d_model, d_model).init(device),
+            transform: LinearConfig::new(d_in, d_model).init(device),
             norm: LayerNormConfig::new(d_model).with_epsilon(1e-12).init(device),
             bias: Param::from_tensor(Tensor::zeros([vocab_size], device)),
         }

@@ -34,7 +34,7 @@ pub struct MlmOutput {
 impl PretrainModel {
     /// A random model for `config`.
     pub fn init(config: &ModelConfig, device: &Device) -> Self {
-        Self { backbone: Backbone::init(config, device), mlm: MlmHead::init(config.d_model, config.vocab_size, device) }
+        Self { backbone: Backbone::init(config, device), mlm: MlmHead::init(config.output_dim(), config.d_model, config.vocab_size, device) }
     }
 
     /// Encodes the batch and scores only the chosen positions (gathered before the vocabulary
@@ -62,7 +62,7 @@ pub struct Classifier {
 impl Classifier {
     /// A random model for `config` with `num_labels` outputs.
     pub fn init(config: &ModelConfig, num_labels: usize, device: &Device) -> Self {
-        Self { backbone: Backbone::init(config, device), head: ClassificationHead::init(config.d_model, num_labels, config.dropout, device) }
+        Self { backbone: Backbone::init(config, device), head: ClassificationHead::init(config.output_dim(), num_labels, config.dropout, device) }
     }
 
     /// Sets the output bias to the labels' log-odds (multi-label) or log-frequencies

@@ -2,3 +2,4 @@
 
 pub mod classify;
 pub mod mlm;
+pub mod toy;

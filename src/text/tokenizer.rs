@@ -84,6 +84,19 @@ impl WordPieceTokenizer {
         Ok(this)
     }
 
+    /// A tokenizer over a fixed word list (after the special tokens), no training: for
+    /// synthetic tasks whose vocabulary is known in advance.
+    pub fn from_words(words: &[&str]) -> Result<Self> {
+        let vocab: ahash::AHashMap<String, u32> =
+            SPECIAL_TOKENS.iter().chain(words.iter()).enumerate().map(|(i, w)| (w.to_string(), i as u32)).collect();
+        let model = WordPiece::builder().vocab(vocab).unk_token("[UNK]".into()).build().map_err(|e| anyhow!("invalid word list: {e}"))?;
+        let mut inner = Self::pipeline(true);
+        inner.with_model(model);
+        let this = Self { inner };
+        this.check_specials()?;
+        Ok(this)
+    }
+
     fn check_specials(&self) -> Result<()> {
         for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
             if self.inner.token_to_id(s) != Some(i as u32) {

@@ -61,9 +61,9 @@ pub enum Init<'a> {
     Pretrained(&'a ModelDir),
 }
 
-/// Fine-tunes on `train`, selects by validation micro-F1, writes the best model into `out`.
+/// Fine-tunes on `train`, selects by validation micro-F1, writes the best model into `out` (when given).
 #[allow(clippy::too_many_arguments)]
-pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train: &[Example], valid: &[Example], problem: Problem, out: &Path, opts: &RunOptions) -> Result<FinetuneReport> {
+pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train: &[Example], valid: &[Example], problem: Problem, out: Option<&Path>, opts: &RunOptions) -> Result<FinetuneReport> {
     let (device, plain) = devices();
     let f = &cfg.finetune;
     device.seed(f.seed);
@@ -148,9 +148,11 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             best = epochs.last().unwrap().micro_f1;
             best_epoch = epoch;
             since_best = 0;
-            let info = serde_json::json!({ "best_epoch": epoch, "epochs": &epochs, "initial_valid_loss": initial_valid_loss });
-            let meta = ModelMeta::new(ModelKind::Classifier, Some(problem), f.threshold, info);
-            ModelDir::write(out, cfg, tokenizer, &model.valid(), meta, Some(&labels))?;
+            if let Some(out) = out {
+                let info = serde_json::json!({ "best_epoch": epoch, "epochs": &epochs, "initial_valid_loss": initial_valid_loss });
+                let meta = ModelMeta::new(ModelKind::Classifier, Some(problem), f.threshold, info);
+                ModelDir::write(out, cfg, tokenizer, &model.valid(), meta, Some(&labels))?;
+            }
         } else {
             since_best += 1;
             if f.patience > 0 && since_best >= f.patience {

@@ -2,13 +2,14 @@
 //! vector out. Pre-training objectives and classification heads use nothing else, so a new
 //! backbone is one file here plus one variant of [`Backbone`] and of `BackboneKind`.
 
+pub mod textcnn;
 pub mod transformer;
 
 use crate::batch::TokenBatch;
 use crate::config::{BackboneKind, ModelConfig, Pooling};
 use burn::prelude::*;
 
-/// What every backbone yields.
+/// What every backbone yields; the width `d` is `ModelConfig::output_dim()`.
 #[derive(Debug, Clone)]
 pub struct BackboneOutput {
     /// Contextual state of every position, `[batch, seq, d_model]`.
@@ -36,6 +37,8 @@ pub fn pool(states: Tensor<3>, pad_mask: &Tensor<2, Bool>, pooling: Pooling) -> 
 pub enum Backbone {
     /// BERT-style Transformer encoder.
     Transformer(transformer::TransformerBackbone),
+    /// Kim's TextCNN.
+    TextCnn(textcnn::TextCnnBackbone),
 }
 
 impl Backbone {
@@ -43,6 +46,7 @@ impl Backbone {
     pub fn init(config: &ModelConfig, device: &Device) -> Self {
         match config.backbone {
             BackboneKind::Transformer => Backbone::Transformer(transformer::TransformerBackbone::init(config, device)),
+            BackboneKind::TextCnn => Backbone::TextCnn(textcnn::TextCnnBackbone::init(config, device)),
         }
     }
 
@@ -50,6 +54,7 @@ impl Backbone {
     pub fn forward(&self, tokens: &TokenBatch) -> BackboneOutput {
         match self {
             Backbone::Transformer(b) => b.forward(tokens),
+            Backbone::TextCnn(b) => b.forward(tokens),
         }
     }
 
@@ -57,6 +62,7 @@ impl Backbone {
     pub fn token_embedding(&self) -> Tensor<2> {
         match self {
             Backbone::Transformer(b) => b.token_embedding.weight.val(),
+            Backbone::TextCnn(b) => b.token_embedding.weight.val(),
         }
     }
 }

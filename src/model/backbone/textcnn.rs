@@ -1,0 +1,51 @@
+//! Kim's TextCNN (2014): token embeddings, parallel 1-D convolutions of several widths, ReLU.
+//! The convolutions are "same"-padded so every position keeps a state (the masked-LM task
+//! predicts each masked token from its own window); the pooled vector is max-over-time.
+
+use super::BackboneOutput;
+use crate::batch::TokenBatch;
+use crate::config::ModelConfig;
+use burn::nn::conv::{Conv1d, Conv1dConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, PaddingConfig1d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+/// Same initialisation as the Transformer's embedding: the tied masked-LM projection starts near uniform.
+const EMBED_INIT: Initializer = Initializer::Normal { mean: 0.0, std: 0.02 };
+
+/// The TextCNN backbone.
+#[derive(Module, Debug)]
+pub struct TextCnnBackbone {
+    /// Word-piece embeddings `[vocab, d_model]`, tied to the masked-LM output.
+    pub token_embedding: Embedding,
+    /// One convolution a filter width, `d_model` → `filters` channels each.
+    pub convs: Vec<Conv1d>,
+}
+
+impl TextCnnBackbone {
+    /// Random initial weights for `config`.
+    pub fn init(config: &ModelConfig, device: &Device) -> Self {
+        Self {
+            token_embedding: EmbeddingConfig::new(config.vocab_size, config.d_model).with_initializer(EMBED_INIT).init(device),
+            convs: config
+                .filter_widths
+                .iter()
+                .map(|&w| Conv1dConfig::new(config.d_model, config.filters, w).with_padding(PaddingConfig1d::Same).init(device))
+                .collect(),
+        }
+    }
+
+    /// `tokens` `[batch, seq]` → states `[batch, seq, filters × widths]`, pooled `[batch, filters × widths]`.
+    pub fn forward(&self, tokens: &TokenBatch) -> BackboneOutput {
+        let [b, l] = tokens.dims();
+        let keep = tokens.pad_mask.clone().bool_not().float().reshape([b, l, 1]);
+        // Padding embeddings are zeroed so they do not leak into the windows of real positions.
+        let x = (self.token_embedding.forward(tokens.ids.clone()) * keep.clone()).swap_dims(1, 2);
+        let maps: Vec<Tensor<3>> = self.convs.iter().map(|conv| relu(conv.forward(x.clone()))).collect();
+        let states = Tensor::cat(maps, 1).swap_dims(1, 2) * keep;
+        let width = states.dims()[2];
+        // After ReLU every value is ≥ 0 and padding states are 0, so the max ignores padding.
+        let pooled = states.clone().max_dim(1).reshape([b, width]);
+        BackboneOutput { states, pooled }
+    }
+}
