@@ -134,6 +134,14 @@ impl LoadedClassifier {
     pub fn probabilities(&self, texts: &[String], batch_size: usize) -> Vec<Vec<f32>> {
         probabilities(&self.model, &self.encode(texts), self.problem, batch_size, &self.device)
     }
+
+    /// Scores labelled examples at `threshold` (default: the one stored with the model).
+    pub fn evaluate(&self, examples: &[Example], threshold: Option<f64>, batch_size: usize) -> Evaluation {
+        let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
+        let probs = self.probabilities(&texts, batch_size);
+        let gold: Vec<Vec<usize>> = examples.iter().map(|e| self.labels.indices(&e.labels)).collect();
+        score(&probs, examples, &gold, &self.labels, self.problem, threshold.unwrap_or(self.dir.meta.threshold))
+    }
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod device;
 pub mod inference;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod tasks;
 pub mod text;
 pub mod train;

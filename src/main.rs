@@ -5,7 +5,16 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // clap's first line names the argument and the problem; the rest is a usage hint.
+            let rendered = e.render().to_string();
+            eprintln!("{} (see --help)", rendered.lines().next().unwrap_or("error: invalid arguments").trim_end());
+            std::process::exit(2);
+        }
+    };
     if let Err(e) = cli::run(args) {
         // One line: the context chain joined by ": ".
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{bertlu, fails, ok, write};
+use common::{fails, ok, write};
 use std::path::Path;
 
 fn s(p: &Path) -> &str {
@@ -142,7 +142,26 @@ fn bad_inputs_give_one_line_errors() {
     assert!(e.contains("n_layers must be positive"), "{e}");
     let e = cfg("neg.toml", "[pretrain]\nbatch_size = -3\n");
     assert!(e.contains("neg.toml"), "{e}");
-    assert!(!p("pre").exists());
+    let e = cfg("widths.toml", "[model]\nbackbone = \"textcnn\"\nfilter_widths = [3, 0]\n");
+    assert!(e.contains("filter_widths"), "{e}");
+    let e = cfg("kind.toml", "[model]\nbackbone = \"rnn\"\n");
+    assert!(e.contains("kind.toml") && e.contains("rnn"), "{e}");
+    // backbone lists belong to compare; compare picks learning rates from its grid
+    let e = fails(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("pre")), "--backbone", "transformer,textcnn"]);
+    assert!(e.contains("one value"), "{e}");
+    let (corpus, valid, cmp_out) = (p("corpus.txt.gz"), p("valid.txt"), p("cmp"));
+    let cmp = |extra: &[&str]| {
+        let mut args = vec!["compare", "--corpus", s(&corpus), "--train", &train, "--valid", s(&valid), "--out", s(&cmp_out)];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    let e = cmp(&["--lr", "1e-3"]);
+    assert!(e.contains("--lr-grid"), "{e}");
+    let e = cmp(&["--pretrained", "lstm=somewhere"]);
+    assert!(e.contains("unknown backbone 'lstm'"), "{e}");
+    let e = cmp(&["--backbone", "textcnn", "--pretrained", "transformer=somewhere"]);
+    assert!(e.contains("not in --backbone"), "{e}");
+    assert!(!p("pre").exists() && !p("cmp").exists());
 }
 
 #[test]
@@ -218,4 +237,59 @@ fn same_seed_same_numbers() {
     let a = run("a", "7");
     assert_eq!(a, run("b", "7"));
     assert_ne!(a, run("c", "8"));
+}
+
+#[test]
+fn compare_writes_table_csv_json_and_plots() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let out = ok(&[
+        "compare", "--corpus", s(&p("corpus.txt.gz")), "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--test", s(&p("valid.txt")),
+        "--out", s(&p("cmp")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--lr-grid", "1e-3,3e-3", "--epochs", "2",
+        "--pretrain-max-steps", "20", "--vocab-size", "150", "-q",
+    ]);
+    assert!(out.contains("| transformer | **gain** |") && out.contains("| textcnn | **gain** |"), "{out}");
+    let md = std::fs::read_to_string(p("cmp/compare.md")).unwrap();
+    for row in ["| transformer | scratch |", "| transformer | pre-trained |", "| textcnn | scratch |", "| textcnn | pre-trained |"] {
+        assert!(md.contains(row), "{row} missing:\n{md}");
+    }
+    // header + 2 backbones × 2 arms × 2 learning rates × (epoch 0 + 2 epochs)
+    let csv = std::fs::read_to_string(p("cmp/epochs.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 2 * 2 * 3, "{csv}");
+    // exactly one chosen learning rate an arm
+    assert_eq!(csv.lines().filter(|l| l.contains(",true,2,")).count(), 4, "{csv}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("cmp/compare.json")).unwrap()).unwrap();
+    let arms = json[1]["arms"].as_array().unwrap();
+    assert_eq!(json[1]["backbone"], "textcnn");
+    assert_eq!(arms[1]["arm"], "pre-trained");
+    assert!(arms[1]["test"]["micro_f1"].as_f64().unwrap() > 0.0);
+    // the pre-trained arm loaded the TextCNN's embedding and both convolutions (weight + bias)
+    assert_eq!(arms[1]["runs"][0]["report"]["loaded_tensors"].as_array().unwrap().len(), 5);
+    assert_eq!(arms[0]["runs"][0]["report"]["loaded_tensors"].as_array().unwrap().len(), 0);
+    for b in ["transformer", "textcnn"] {
+        let svg = std::fs::read_to_string(p(&format!("cmp/plot-{b}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("validation micro-F1") && svg.contains("scratch (lr") && svg.contains("pre-trained (lr"), "{b}");
+        assert!(p(&format!("cmp/pretrained-{b}/model.safetensors")).exists());
+    }
+    // the chosen models are usable as they are
+    let pred = ok(&["predict", "--model", s(&p("cmp/runs/textcnn-pre-trained-lr3e-3")), s(&p("valid.txt"))]);
+    assert_eq!(pred.lines().count(), 120);
+}
+
+#[test]
+fn test_mode_caps_epochs_and_textcnn_runs_from_the_cli() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    ok(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("pre")), "--backbone", "textcnn", "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "150", "--test-mode", "-q"]);
+    let cfg = std::fs::read_to_string(p("pre/config.toml")).unwrap();
+    assert!(cfg.contains("backbone = \"textcnn\"") && cfg.contains("max_steps = 100"), "{cfg}");
+    // --backbone must agree with the checkpoint's
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--backbone", "transformer"]);
+    assert!(e.contains("differs from the pre-trained model's (textcnn)"), "{e}");
+    let log = ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--epochs", "6", "--test-mode"]);
+    let epochs: Vec<&str> = log.lines().filter(|l| l.starts_with("epoch ")).collect();
+    assert_eq!(epochs.len(), 2, "test mode caps fine-tuning at 2 epochs: {log}");
+    let json = ok(&["eval", "--model", s(&p("clf")), "--data", s(&p("valid.txt")), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert!(v["micro_f1"].as_f64().unwrap() > 0.5, "{v}");
 }

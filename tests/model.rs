@@ -4,13 +4,12 @@ mod common;
 
 use bertlu::batch::{MlmBatch, TokenBatch};
 use bertlu::checkpoint::{load_prefix, ModelDir, ModelKind, ModelMeta};
-use bertlu::config::{Config, Preset};
+use bertlu::config::{BackboneKind, Config, Preset};
 use bertlu::inference::{probabilities, LoadedClassifier};
 use bertlu::model::{Classifier, PretrainModel};
 use bertlu::tasks::classify::{LabelSet, Problem};
 use bertlu::tasks::mlm::Masking;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
-use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::rngs::StdRng;
@@ -43,6 +42,8 @@ fn masked_lm_loss_falls_with_training() {
     let mut pre_ln = cfg.clone();
     pre_ln.model.norm_first = true;
     learns_one_batch(&pre_ln, &tok);
+    // the same masked-LM code path drives the TextCNN
+    learns_one_batch(&cfg.clone().with_backbone(BackboneKind::TextCnn), &tok);
 }
 
 fn learns_one_batch(cfg: &Config, tok: &WordPieceTokenizer) {
@@ -55,7 +56,7 @@ fn learns_one_batch(cfg: &Config, tok: &WordPieceTokenizer) {
     let batch = MlmBatch::new(&examples, &device);
     let mut optim = bertlu::train::optim::adamw(0.0, 1.0);
     let first: f32 = model.forward(&batch).loss.into_scalar();
-    for _ in 0..40 {
+    for _ in 0..60 {
         let out = model.forward(&batch);
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = optim.step(3e-3, model, grads);
@@ -94,7 +95,13 @@ fn save_load_gives_identical_predictions() {
 #[test]
 fn init_loads_every_backbone_weight() {
     let tok = tokenizer();
-    let cfg = tiny_config(&tok);
+    for kind in [BackboneKind::Transformer, BackboneKind::TextCnn] {
+        init_loads_every_weight_of(tiny_config(&tok).with_backbone(kind), &tok);
+    }
+}
+
+fn init_loads_every_weight_of(cfg: Config, tok: &WordPieceTokenizer) {
+    let tok = tok.clone();
     let device = Device::flex();
     device.seed(21);
     let pre = PretrainModel::init(&cfg.model, &device);
@@ -107,7 +114,11 @@ fn init_loads_every_backbone_weight() {
     let fresh = Classifier::init(&cfg.model, 4, &device);
     let (loaded, names) = load_prefix(fresh.clone(), &saved.weights(), saved.meta.weights_bytes, "backbone.").unwrap();
     assert!(names.iter().any(|n| n.contains("token_embedding")));
-    assert!(names.iter().any(|n| n.contains("position_embedding")));
+    assert_eq!(names.iter().any(|n| n.contains("position_embedding")), cfg.model.backbone == BackboneKind::Transformer);
+    if cfg.model.backbone == BackboneKind::TextCnn {
+        // embedding + (weight, bias) of each convolution
+        assert_eq!(names.len(), 1 + 2 * cfg.model.filter_widths.len(), "{names:?}");
+    }
     assert!(names.iter().all(|n| n.starts_with("backbone.")));
     // every backbone tensor of the pre-trained model, and nothing else
     use burn::store::ModuleSnapshot;
@@ -138,6 +149,10 @@ fn init_refuses_a_checkpoint_of_another_shape() {
     other.d_ff = 48;
     let err = load_prefix(Classifier::init(&other, 2, &device), &saved.weights(), saved.meta.weights_bytes, "backbone.").unwrap_err();
     assert!(format!("{err:#}").contains("do not fit"), "{err:#}");
+    // a Transformer checkpoint has none of a TextCNN's tensors: refused, not half-loaded
+    let cnn = cfg.clone().with_backbone(BackboneKind::TextCnn).model;
+    let err = load_prefix(Classifier::init(&cnn, 2, &device), &saved.weights(), saved.meta.weights_bytes, "backbone.").unwrap_err();
+    assert!(format!("{err:#}").contains("TextCnn"), "{err:#}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `bertlu eval`: scores of a classifier on a labelled file.
 
 use anyhow::Result;
-use bertlu::inference::{score, LoadedClassifier};
+use bertlu::inference::LoadedClassifier;
 use bertlu::text::labelled::read_examples;
 use clap::Args;
 use std::path::PathBuf;
@@ -33,11 +33,8 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     let clf = LoadedClassifier::open(&a.model)?;
     let examples = read_examples(&a.data)?;
-    let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
-    let probs = clf.probabilities(&texts, a.batch_size);
-    let gold: Vec<Vec<usize>> = examples.iter().map(|e| clf.labels.indices(&e.labels)).collect();
     let threshold = a.threshold.unwrap_or(clf.dir.meta.threshold);
-    let ev = score(&probs, &examples, &gold, &clf.labels, clf.problem, threshold);
+    let ev = clf.evaluate(&examples, Some(threshold), a.batch_size);
     let s = &ev.scores;
     let mut rows: Vec<(&String, &bertlu::metrics::LabelCounts)> = ev.accumulator.per_label().iter().collect();
     rows.sort_by(|a, b| b.1.support().cmp(&a.1.support()).then(a.0.cmp(b.0)));

@@ -1,6 +1,6 @@
 //! `bertlu finetune`: train a classifier on labelled data.
 
-use super::{load_tokenizer, CommonTrain, StepArgs};
+use super::{load_tokenizer, test_mode, CommonTrain, StepArgs};
 use anyhow::{bail, Context, Result};
 use bertlu::checkpoint::{ModelDir, OutputDir};
 use bertlu::config::Config;
@@ -60,7 +60,7 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
             if a.common.preset.is_some() {
                 bail!("--preset does not apply with --init: the model comes from {}", dir.path.display());
             }
-            if a.common.backbone.is_some_and(|b| b != dir.config.model.backbone) {
+            if a.common.single_backbone()?.is_some_and(|b| b != dir.config.model.backbone) {
                 bail!("--backbone differs from the pre-trained model's ({}) in {}", dir.config.model.backbone, dir.path.display());
             }
             let mut cfg = dir.config.clone();
@@ -84,6 +84,7 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
     if let Some(v) = a.threshold {
         f.threshold = v;
     }
+    a.common.cap(&mut cfg);
     cfg.validate()?;
     Ok(cfg)
 }
@@ -92,8 +93,10 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
 pub fn run(a: FinetuneArgs) -> Result<()> {
     let base = a.init.as_deref().map(ModelDir::open).transpose().context("--init")?;
     let mut cfg = configure(&a, base.as_ref())?;
-    let train = read_examples(&a.train)?;
-    let valid = read_examples(&a.valid)?;
+    let mut train = read_examples(&a.train)?;
+    let mut valid = read_examples(&a.valid)?;
+    a.common.cut(&mut train, test_mode::TRAIN);
+    a.common.cut(&mut valid, test_mode::EVAL);
     let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
     check_problem(problem, &train, &a.train.display().to_string())?;
     let out = OutputDir::create(&a.out, a.common.overwrite)?;

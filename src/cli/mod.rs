@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand, each thin (parse, call the library, print).
 
+pub mod compare;
 pub mod demo;
 pub mod eval;
 pub mod finetune;
@@ -36,6 +37,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Predict labels for text lines, in fastText's __label__ format.
     Predict(predict::PredictArgs),
+    /// Per backbone: pre-train, fine-tune from scratch and from the pre-trained weights, tabulate and plot.
+    Compare(compare::CompareArgs),
     /// Pre-train and fine-tune a tiny model on the embedded Debtags slice; compare with scratch.
     Demo(demo::DemoArgs),
     /// The digit-sum sanity task: proves a backbone and the training loop learn.
@@ -80,9 +83,10 @@ pub struct CommonTrain {
     /// Model size preset (default: small; with `finetune --init`, the pre-trained model's).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
-    /// Backbone architecture (default: the config's, transformer; with `finetune --init`, the pre-trained model's).
-    #[arg(long, value_enum)]
-    pub backbone: Option<BackboneKind>,
+    /// Backbone architecture (default: the config's, transformer; with `finetune --init`, the
+    /// pre-trained model's). `compare` takes a comma-separated list.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub backbone: Vec<BackboneKind>,
     /// TOML file overriding preset values ([model], [pretrain], [finetune] sections).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -95,13 +99,57 @@ pub struct CommonTrain {
     /// No progress bars or per-epoch lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Try ideas fast: a small slice of the data (2,000 documents, 1,000 training and 300
+    /// validation/test examples), at most 100 pre-training steps and 2 fine-tuning epochs.
+    #[arg(long)]
+    pub test_mode: bool,
+}
+
+/// What `--test-mode` keeps.
+pub mod test_mode {
+    /// Corpus documents.
+    pub const DOCS: usize = 2000;
+    /// Training examples.
+    pub const TRAIN: usize = 1000;
+    /// Validation and test examples.
+    pub const EVAL: usize = 300;
+    /// Pre-training steps.
+    pub const PRETRAIN_STEPS: usize = 100;
+    /// Fine-tuning epochs.
+    pub const EPOCHS: usize = 2;
 }
 
 impl CommonTrain {
+    /// The one backbone a pretrain/finetune run takes (None: the config's).
+    pub fn single_backbone(&self) -> Result<Option<BackboneKind>> {
+        match self.backbone.as_slice() {
+            [] => Ok(None),
+            [b] => Ok(Some(*b)),
+            _ => bail!("--backbone takes one value here (a list is for `compare`)"),
+        }
+    }
+
+    /// Keeps the first `n` items under `--test-mode`.
+    pub fn cut<T>(&self, items: &mut Vec<T>, n: usize) {
+        if self.test_mode {
+            items.truncate(n);
+        }
+    }
+
+    /// Caps steps and epochs under `--test-mode`; call after every other override.
+    pub fn cap(&self, cfg: &mut Config) {
+        if self.test_mode {
+            let p = &mut cfg.pretrain;
+            p.max_steps = if p.max_steps == 0 { test_mode::PRETRAIN_STEPS } else { p.max_steps.min(test_mode::PRETRAIN_STEPS) };
+            cfg.finetune.epochs = cfg.finetune.epochs.min(test_mode::EPOCHS);
+            eprintln!("test mode: at most {} documents, {} training / {} validation examples, {} pre-training steps, {} epochs", test_mode::DOCS, test_mode::TRAIN, test_mode::EVAL, cfg.pretrain.max_steps, cfg.finetune.epochs);
+        }
+    }
+
     /// The preset with the TOML file applied.
     pub fn config(&self) -> Result<Config> {
         let mut cfg = Config::from_preset_and_file(self.preset.unwrap_or(Preset::Small), self.config.as_deref())?;
-        if let Some(b) = self.backbone {
+        if let Some(b) = self.single_backbone()? {
             cfg.model.backbone = b;
         }
         cfg.validate()?;
@@ -126,6 +174,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Finetune(a) => finetune::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Toy(a) => toy::run(a),
     }

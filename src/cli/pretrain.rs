@@ -1,6 +1,6 @@
 //! `bertlu pretrain`: masked-LM pre-training.
 
-use super::{load_tokenizer, CommonTrain, StepArgs};
+use super::{load_tokenizer, test_mode, CommonTrain, StepArgs};
 use anyhow::Result;
 use bertlu::checkpoint::OutputDir;
 use bertlu::config::Config;
@@ -48,6 +48,7 @@ fn configure(a: &PretrainArgs) -> Result<Config> {
     if let Some(v) = a.max_steps {
         p.max_steps = v;
     }
+    a.common.cap(&mut cfg);
     cfg.validate()?;
     Ok(cfg)
 }
@@ -56,7 +57,8 @@ fn configure(a: &PretrainArgs) -> Result<Config> {
 pub fn run(a: PretrainArgs) -> Result<()> {
     let mut cfg = configure(&a)?;
     let out = OutputDir::create(&a.out, a.common.overwrite)?;
-    let docs = read_documents(&a.corpus)?;
+    let mut docs = read_documents(&a.corpus)?;
+    a.common.cut(&mut docs, test_mode::DOCS);
     let tokenizer = match &a.vocab {
         Some(p) => load_tokenizer(p)?,
         None => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: a.vocab_size, lowercase: !a.cased, ..Default::default() })?,

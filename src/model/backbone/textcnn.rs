@@ -10,8 +10,11 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, PaddingConfig1d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-/// Same initialisation as the Transformer's embedding: the tied masked-LM projection starts near uniform.
-const EMBED_INIT: Initializer = Initializer::Normal { mean: 0.0, std: 0.02 };
+/// Larger than the Transformer's 0.02: with no LayerNorm after the embedding, 0.02 leaves the
+/// convolutions' output dominated by their biases at the start. Measured on the Debtags demo
+/// slice (small preset, 4 epochs): std 0.1 beats 0.02 from scratch (valid micro-F1 0.478 vs 0.461)
+/// and in pre-training (masked-token accuracy 25.7 % vs 22.0 % after 654 steps). Kim used U(±0.25).
+const EMBED_INIT: Initializer = Initializer::Normal { mean: 0.0, std: 0.1 };
 
 /// The TextCNN backbone.
 #[derive(Module, Debug)]

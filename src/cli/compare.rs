@@ -1,0 +1,135 @@
+//! `bertlu compare`: pre-trained vs from-scratch fine-tuning, per backbone, as tables and plots.
+
+use super::{load_tokenizer, test_mode, CommonTrain, StepArgs};
+use anyhow::{anyhow, bail, Result};
+use bertlu::checkpoint::OutputDir;
+use bertlu::compare::{compare, write_outputs, CompareData, CompareSettings, TABLE_FILE};
+use bertlu::config::BackboneKind;
+use bertlu::tasks::classify::{check_problem, Problem};
+use bertlu::text::corpus::read_documents;
+use bertlu::text::labelled::read_examples;
+use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
+use bertlu::train::RunOptions;
+use clap::{Args, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Arguments of `compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Raw corpus for pre-training.
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Labelled training file.
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Labelled validation file (learning-rate choice, best epoch).
+    #[arg(long)]
+    pub valid: PathBuf,
+    /// Labelled test file, scored once with each arm's chosen model.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Output directory: compare.md, epochs.csv, compare.json, plot-BACKBONE.svg, the models.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Fine-tuning learning rates each arm tries (comma-separated); the best on validation is kept.
+    #[arg(long, value_delimiter = ',', default_value = "1e-4,3e-4,1e-3")]
+    pub lr_grid: Vec<f64>,
+    /// Pre-training epochs over the corpus (default: the config's).
+    #[arg(long)]
+    pub pretrain_epochs: Option<usize>,
+    /// Stop pre-training after this many steps.
+    #[arg(long)]
+    pub pretrain_max_steps: Option<usize>,
+    /// Pre-training peak learning rate (default: the config's).
+    #[arg(long)]
+    pub pretrain_lr: Option<f64>,
+    /// Reuse a pre-trained checkpoint instead of pre-training: BACKBONE=DIR (repeatable).
+    #[arg(long, value_parser = parse_reuse)]
+    pub pretrained: Vec<(BackboneKind, PathBuf)>,
+    /// Tokenizer to share (a tokenizer.json or a directory with one); trained on the corpus if absent.
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+    /// Vocabulary size when one is trained.
+    #[arg(long, default_value_t = 8000)]
+    pub vocab_size: usize,
+    /// Force the problem type (default: inferred from the training file).
+    #[arg(long, value_enum)]
+    pub problem: Option<Problem>,
+    /// Fine-tuning epochs (every arm runs them all) and batch size; --lr is not taken (see --lr-grid).
+    #[command(flatten)]
+    pub steps: StepArgs,
+    /// Shared training settings (--backbone takes a list here, default transformer,textcnn).
+    #[command(flatten)]
+    pub common: CommonTrain,
+}
+
+fn parse_reuse(s: &str) -> Result<(BackboneKind, PathBuf), String> {
+    let (b, dir) = s.split_once('=').ok_or_else(|| format!("expected BACKBONE=DIR, got '{s}'"))?;
+    let kind = BackboneKind::from_str(b, true).map_err(|_| format!("unknown backbone '{b}' (transformer or textcnn)"))?;
+    Ok((kind, PathBuf::from(dir)))
+}
+
+/// Runs `compare`.
+pub fn run(a: CompareArgs) -> Result<()> {
+    if a.steps.lr.is_some() {
+        bail!("compare chooses each arm's learning rate from --lr-grid; --lr does not apply");
+    }
+    if a.lr_grid.iter().any(|&lr| !(lr > 0.0 && lr.is_finite())) {
+        bail!("--lr-grid values must be positive");
+    }
+    let mut base = a.common.config()?;
+    {
+        let f = &mut base.finetune;
+        let mut unused_lr = f.lr;
+        a.steps.apply(&mut f.epochs, &mut unused_lr, &mut f.batch_size, &mut f.seed, &a.common);
+        if let Some(s) = a.common.seed {
+            base.pretrain.seed = s;
+        }
+        let p = &mut base.pretrain;
+        if let Some(v) = a.pretrain_epochs {
+            p.epochs = v;
+        }
+        if let Some(v) = a.pretrain_max_steps {
+            p.max_steps = v;
+        }
+        if let Some(v) = a.pretrain_lr {
+            p.lr = v;
+        }
+    }
+    a.common.cap(&mut base);
+    base.validate()?;
+    let backbones = if a.common.backbone.is_empty() { vec![BackboneKind::Transformer, BackboneKind::TextCnn] } else { a.common.backbone.clone() };
+    let reuse: BTreeMap<BackboneKind, PathBuf> = a.pretrained.iter().cloned().collect();
+    if let Some(b) = reuse.keys().find(|b| !backbones.contains(b)) {
+        bail!("--pretrained given for {b}, which is not in --backbone");
+    }
+
+    let mut docs = read_documents(&a.corpus)?;
+    let mut train = read_examples(&a.train)?;
+    let mut valid = read_examples(&a.valid)?;
+    let mut test = a.test.as_deref().map(read_examples).transpose()?;
+    a.common.cut(&mut docs, test_mode::DOCS);
+    a.common.cut(&mut train, test_mode::TRAIN);
+    a.common.cut(&mut valid, test_mode::EVAL);
+    if let Some(t) = test.as_mut() {
+        a.common.cut(t, test_mode::EVAL);
+    }
+    let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
+    check_problem(problem, &train, &a.train.display().to_string())?;
+    let out = OutputDir::create(&a.out, a.common.overwrite)?;
+    let tokenizer = match &a.vocab {
+        Some(p) => load_tokenizer(p)?,
+        None => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: a.vocab_size, ..Default::default() })?,
+    };
+    let settings = CompareSettings { base: base.clone(), backbones, lr_grid: a.lr_grid.clone(), reuse };
+    let data = CompareData { docs: &docs, train: &train, valid: &valid, test: test.as_deref() };
+    let results = compare(&settings, &data, &tokenizer, problem, out.path(), &RunOptions { quiet: a.common.quiet })?;
+    let name = a.train.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("{}: not a file", a.train.display()))?;
+    let title = format!("Pre-trained vs from scratch: {name}, {} epochs, seed {}{}", base.finetune.epochs, base.finetune.seed, if a.common.test_mode { " (test mode)" } else { "" });
+    write_outputs(&results, &title, out.path())?;
+    let dir = out.commit()?;
+    println!("\n{}", std::fs::read_to_string(dir.join(TABLE_FILE))?);
+    println!("written to {}: {TABLE_FILE}, epochs.csv, compare.json, plot-*.svg, pretrained-*/ and runs/*/ models", dir.display());
+    Ok(())
+}
