@@ -48,6 +48,10 @@ pub struct ModelMeta {
     pub problem: Option<Problem>,
     /// Decision threshold of a multi-label classifier.
     pub threshold: f64,
+    /// Per-label thresholds tuned on validation data (in `labels.txt` order); they replace
+    /// `threshold` when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_thresholds: Option<Vec<f64>>,
     /// Size of `model.safetensors` in bytes, checked on load to catch truncation.
     pub weights_bytes: u64,
     /// Free-form facts about the training run (epoch, scores).
@@ -203,12 +207,36 @@ impl ModelDir {
         } else {
             None
         };
+        if let Some(t) = &meta.label_thresholds {
+            let n = labels.as_ref().map_or(0, |l| l.len());
+            if t.len() != n || t.iter().any(|x| !(0.0..=1.0).contains(x)) {
+                bail!("{}: label_thresholds must hold {n} values in [0, 1] (one a label), found {}", meta_path.display(), t.len());
+            }
+        }
         Ok(Self { path: path.to_path_buf(), config, tokenizer, meta, labels })
     }
 
     /// Path of the weights file.
     pub fn weights(&self) -> PathBuf {
         self.path.join(WEIGHTS_FILE)
+    }
+
+    /// Rewrites `model.json` (atomically) with new decision thresholds; the weights are untouched.
+    pub fn set_thresholds(&mut self, thresholds: crate::thresholds::Thresholds) -> Result<()> {
+        match thresholds {
+            crate::thresholds::Thresholds::Global(t) => {
+                self.meta.threshold = t;
+                self.meta.label_thresholds = None;
+            }
+            crate::thresholds::Thresholds::PerLabel(v) => {
+                let n = self.labels.as_ref().map_or(0, |l| l.len());
+                if v.len() != n {
+                    bail!("{}: {} thresholds for {n} labels", self.path.display(), v.len());
+                }
+                self.meta.label_thresholds = Some(v);
+            }
+        }
+        write_atomic(&self.path.join(META_FILE), serde_json::to_string_pretty(&self.meta)?.as_bytes())
     }
 
     /// Writes a complete model directory's files into `dir` (which must exist).
@@ -227,9 +255,17 @@ impl ModelDir {
 }
 
 impl ModelMeta {
+    /// The decision thresholds: tuned per label when present, else the global one.
+    pub fn thresholds(&self) -> crate::thresholds::Thresholds {
+        match &self.label_thresholds {
+            Some(v) => crate::thresholds::Thresholds::PerLabel(v.clone()),
+            None => crate::thresholds::Thresholds::Global(self.threshold),
+        }
+    }
+
     /// A description for a fresh save (the weight length is filled in by [`ModelDir::write`]).
     pub fn new(kind: ModelKind, problem: Option<Problem>, threshold: f64, info: serde_json::Value) -> Self {
-        Self { format: FORMAT_VERSION, bertlu_version: env!("CARGO_PKG_VERSION").to_owned(), kind, problem, threshold, weights_bytes: 0, info }
+        Self { format: FORMAT_VERSION, bertlu_version: env!("CARGO_PKG_VERSION").to_owned(), kind, problem, threshold, label_thresholds: None, weights_bytes: 0, info }
     }
 }
 

@@ -6,6 +6,7 @@ use crate::metrics::{F1Accumulator, Scores};
 use crate::model::Classifier;
 use crate::tasks::classify::{LabelSet, Problem};
 use crate::text::labelled::Example;
+use crate::thresholds::{Objective, Thresholds};
 use anyhow::{bail, Result};
 use burn::prelude::*;
 
@@ -27,14 +28,14 @@ pub fn probabilities(model: &Classifier, seqs: &[Vec<u32>], problem: Problem, ba
 }
 
 /// Chosen labels with their probabilities, best first. Single-label: the arg-max. Multi-label:
-/// every label at or above `threshold`. `k` caps the count (and for single-label, `k > 1`
+/// every label at or above its threshold. `k` caps the count (and for single-label, `k > 1`
 /// returns the top k whatever the threshold, like fastText's `predict k`).
-pub fn decide(probs: &[f32], problem: Problem, threshold: f64, k: Option<usize>) -> Vec<(usize, f32)> {
+pub fn decide(probs: &[f32], problem: Problem, thresholds: &Thresholds, k: Option<usize>) -> Vec<(usize, f32)> {
     let mut order: Vec<usize> = (0..probs.len()).collect();
     order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
     let chosen: Vec<(usize, f32)> = match problem {
         Problem::SingleLabel => order.into_iter().take(k.unwrap_or(1).max(1)).map(|i| (i, probs[i])).collect(),
-        Problem::MultiLabel => order.into_iter().filter(|&i| probs[i] as f64 >= threshold).map(|i| (i, probs[i])).collect(),
+        Problem::MultiLabel => order.into_iter().filter(|&i| probs[i] as f64 >= thresholds.of(i)).map(|i| (i, probs[i])).collect(),
     };
     match k {
         Some(k) => chosen.into_iter().take(k).collect(),
@@ -85,10 +86,10 @@ pub struct Evaluation {
 
 /// Scores probabilities against the raw examples; gold labels the model does not know count as
 /// misses.
-pub fn score(probs: &[Vec<f32>], examples: &[Example], encoded_gold: &[Vec<usize>], labels: &LabelSet, problem: Problem, threshold: f64) -> Evaluation {
+pub fn score(probs: &[Vec<f32>], examples: &[Example], encoded_gold: &[Vec<usize>], labels: &LabelSet, problem: Problem, thresholds: &Thresholds) -> Evaluation {
     let mut acc = F1Accumulator::default();
     for (p, ex) in probs.iter().zip(examples) {
-        let predicted: Vec<&str> = decide(p, problem, threshold, None).into_iter().map(|(i, _)| labels.name(i)).collect();
+        let predicted: Vec<&str> = decide(p, problem, thresholds, None).into_iter().map(|(i, _)| labels.name(i)).collect();
         let gold: Vec<&str> = ex.labels.iter().map(|s| s.as_str()).collect();
         acc.add(&predicted, &gold);
     }
@@ -135,12 +136,44 @@ impl LoadedClassifier {
         probabilities(&self.model, &self.encode(texts), self.problem, batch_size, &self.device)
     }
 
-    /// Scores labelled examples at `threshold` (default: the one stored with the model).
-    pub fn evaluate(&self, examples: &[Example], threshold: Option<f64>, batch_size: usize) -> Evaluation {
+    /// The stored thresholds, or one global `threshold` that replaces them.
+    pub fn thresholds(&self, threshold: Option<f64>) -> Thresholds {
+        match threshold {
+            Some(t) => Thresholds::Global(t),
+            None => self.dir.meta.thresholds(),
+        }
+    }
+
+    /// Probabilities and gold label indices of labelled examples.
+    pub fn probabilities_and_gold(&self, examples: &[Example], batch_size: usize) -> (Vec<Vec<f32>>, Vec<Vec<usize>>) {
         let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
-        let probs = self.probabilities(&texts, batch_size);
-        let gold: Vec<Vec<usize>> = examples.iter().map(|e| self.labels.indices(&e.labels)).collect();
-        score(&probs, examples, &gold, &self.labels, self.problem, threshold.unwrap_or(self.dir.meta.threshold))
+        let gold = examples.iter().map(|e| self.labels.indices(&e.labels)).collect();
+        (self.probabilities(&texts, batch_size), gold)
+    }
+
+    /// Tunes thresholds on `examples` for `objective` (macro: one a label, labels with fewer than
+    /// `min_support` positives keeping the global one; micro: one global threshold), stores them
+    /// in `model.json` and returns the scores before (stored thresholds) and after.
+    pub fn tune_thresholds(&mut self, examples: &[Example], objective: Objective, min_support: usize, batch_size: usize) -> Result<(Scores, Scores)> {
+        if self.problem != Problem::MultiLabel {
+            bail!("{}: per-label thresholds apply to multi-label classifiers only", self.dir.path.display());
+        }
+        let (probs, gold) = self.probabilities_and_gold(examples, batch_size);
+        let before = score(&probs, examples, &gold, &self.labels, self.problem, &self.thresholds(None)).scores;
+        let fallback = self.dir.meta.threshold;
+        let tuned = match objective {
+            Objective::Macro => Thresholds::PerLabel(crate::thresholds::tune(&probs, &gold, self.labels.len(), fallback, min_support)),
+            Objective::Micro => Thresholds::Global(crate::thresholds::tune_global(&probs, &gold, fallback)),
+        };
+        let after = score(&probs, examples, &gold, &self.labels, self.problem, &tuned).scores;
+        self.dir.set_thresholds(tuned)?;
+        Ok((before, after))
+    }
+
+    /// Scores labelled examples with the stored thresholds, or one global `threshold` instead.
+    pub fn evaluate(&self, examples: &[Example], threshold: Option<f64>, batch_size: usize) -> Evaluation {
+        let (probs, gold) = self.probabilities_and_gold(examples, batch_size);
+        score(&probs, examples, &gold, &self.labels, self.problem, &self.thresholds(threshold))
     }
 }
 
@@ -151,11 +184,14 @@ mod tests {
     #[test]
     fn decisions() {
         let p = [0.2, 0.9, 0.55, 0.6];
-        assert_eq!(decide(&p, Problem::MultiLabel, 0.5, None), vec![(1, 0.9), (3, 0.6), (2, 0.55)]);
-        assert_eq!(decide(&p, Problem::MultiLabel, 0.5, Some(2)), vec![(1, 0.9), (3, 0.6)]);
-        assert!(decide(&p, Problem::MultiLabel, 0.95, None).is_empty());
-        assert_eq!(decide(&p, Problem::SingleLabel, 0.5, None), vec![(1, 0.9)]);
-        assert_eq!(decide(&p, Problem::SingleLabel, 0.99, Some(2)), vec![(1, 0.9), (3, 0.6)]);
+        assert_eq!(decide(&p, Problem::MultiLabel, &Thresholds::Global(0.5), None), vec![(1, 0.9), (3, 0.6), (2, 0.55)]);
+        assert_eq!(decide(&p, Problem::MultiLabel, &Thresholds::Global(0.5), Some(2)), vec![(1, 0.9), (3, 0.6)]);
+        assert!(decide(&p, Problem::MultiLabel, &Thresholds::Global(0.95), None).is_empty());
+        assert_eq!(decide(&p, Problem::SingleLabel, &Thresholds::Global(0.5), None), vec![(1, 0.9)]);
+        assert_eq!(decide(&p, Problem::SingleLabel, &Thresholds::Global(0.99), Some(2)), vec![(1, 0.9), (3, 0.6)]);
+        // per-label thresholds: label 0 at 0.1 is chosen, label 1 at 0.95 is not
+        let per = Thresholds::PerLabel(vec![0.1, 0.95, 0.5, 0.5]);
+        assert_eq!(decide(&p, Problem::MultiLabel, &per, None), vec![(3, 0.6), (2, 0.55), (0, 0.2)]);
     }
 
     #[test]

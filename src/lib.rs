@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod tasks;
+pub mod thresholds;
 pub mod text;
 pub mod train;

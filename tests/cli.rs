@@ -59,6 +59,36 @@ fn pretrain_finetune_eval_predict() {
     assert!(words[0].starts_with("__label__"));
     let prob: f64 = words[1].parse().unwrap();
     assert!((0.5..=1.0).contains(&prob));
+
+    // tuned per-label thresholds: on the tuning data each label's F1 can only rise (0.5 is a candidate)
+    let tuned = ok(&["tune-thresholds", "--model", s(&p("clf")), "--data", s(&p("valid.txt")), "--objective", "macro", "--min-support", "1"]);
+    assert!(tuned.contains("macro-F1"), "{tuned}");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("clf").join("model.json")).unwrap()).unwrap();
+    let t = meta["label_thresholds"].as_array().expect("per-label thresholds stored");
+    assert_eq!(t.len(), 4);
+    assert!(t.iter().all(|x| (0.05..=0.95).contains(&x.as_f64().unwrap())), "{t:?}");
+    let after: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("clf")), "--data", s(&p("valid.txt")), "--json"]).trim()).unwrap();
+    assert!(after["macro_f1"].as_f64().unwrap() >= v["macro_f1"].as_f64().unwrap() - 1e-9, "{after} vs {v}");
+    assert_eq!(after["threshold"].as_array().unwrap().len(), 4);
+
+    // predict follows the stored thresholds: raise `net`'s above its probability on line 1 and it goes
+    let all = ok(&["predict", "--model", s(&p("clf")), s(&p("input.txt")), "--threshold", "0", "--probs"]);
+    let words: Vec<&str> = all.lines().next().unwrap().split(' ').collect();
+    let p_net: f64 = words[words.iter().position(|w| *w == "__label__net").unwrap() + 1].parse().unwrap();
+    let names: Vec<String> = std::fs::read_to_string(p("clf").join("labels.txt")).unwrap().lines().map(str::to_owned).collect();
+    let per: Vec<f64> = names.iter().map(|n| if n == "net" { (p_net + 1.0) / 2.0 } else { 0.5 }).collect();
+    let mut meta = meta;
+    meta["label_thresholds"] = serde_json::json!(per);
+    std::fs::write(p("clf").join("model.json"), serde_json::to_string(&meta).unwrap()).unwrap();
+    let pred = ok(&["predict", "--model", s(&p("clf")), s(&p("input.txt"))]);
+    assert_eq!(pred.lines().next().unwrap(), "__label__py", "{pred}");
+    let pred = ok(&["predict", "--model", s(&p("clf")), s(&p("input.txt")), "--threshold", "0.5"]);
+    assert_eq!(pred.lines().next().unwrap().split(' ').count(), 2, "--threshold replaces the stored ones: {pred}");
+    // a hand-broken threshold list is refused on load
+    meta["label_thresholds"] = serde_json::json!([0.5, 0.5]);
+    std::fs::write(p("clf").join("model.json"), serde_json::to_string(&meta).unwrap()).unwrap();
+    let e = fails(&["predict", "--model", s(&p("clf")), s(&p("input.txt"))]);
+    assert!(e.contains("model.json") && e.contains("label_thresholds"), "{e}");
 }
 
 #[test]
@@ -86,6 +116,8 @@ fn scratch_single_label_and_chinese() {
     write(d.path(), "in.txt", "简单图形工具\n数据网络库\n".as_bytes());
     let pred = ok(&["predict", "--model", s(&p("clf")), s(&p("in.txt"))]);
     assert_eq!(pred, "__label__gfx\n__label__net\n");
+    let e = fails(&["tune-thresholds", "--model", s(&p("clf")), "--data", s(&p("valid.txt.gz"))]);
+    assert!(e.contains("multi-label"), "{e}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub struct EvalArgs {
     /// Labelled file (.txt or .txt.gz).
     #[arg(long)]
     pub data: PathBuf,
-    /// Multi-label decision threshold (default: the model's).
+    /// One multi-label decision threshold for every label (default: the model's, per label when tuned).
     #[arg(long)]
     pub threshold: Option<f64>,
     /// Print one JSON object instead of a table.
@@ -33,15 +33,14 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     let clf = LoadedClassifier::open(&a.model)?;
     let examples = read_examples(&a.data)?;
-    let threshold = a.threshold.unwrap_or(clf.dir.meta.threshold);
-    let ev = clf.evaluate(&examples, Some(threshold), a.batch_size);
+    let ev = clf.evaluate(&examples, a.threshold, a.batch_size);
     let s = &ev.scores;
     let mut rows: Vec<(&String, &bertlu::metrics::LabelCounts)> = ev.accumulator.per_label().iter().collect();
     rows.sort_by(|a, b| b.1.support().cmp(&a.1.support()).then(a.0.cmp(b.0)));
     if a.json {
         let mut v = serde_json::to_value(s)?;
         v["loss"] = serde_json::json!(ev.loss);
-        v["threshold"] = serde_json::json!(threshold);
+        v["threshold"] = serde_json::to_value(clf.thresholds(a.threshold))?;
         if a.per_label {
             v["labels"] = rows.iter().map(|(n, c)| serde_json::json!({"label": n, "support": c.support(), "precision": c.precision(), "recall": c.recall(), "f1": c.f1()})).collect();
         }

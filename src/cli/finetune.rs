@@ -46,6 +46,10 @@ pub struct FinetuneArgs {
     /// Multi-label decision threshold stored with the model.
     #[arg(long)]
     pub threshold: Option<f64>,
+    /// After training, tune the decision thresholds on the validation file for micro-F1 (one
+    /// shared threshold) or macro-F1 (one a label); multi-label only.
+    #[arg(long, value_enum)]
+    pub tune_thresholds: Option<bertlu::thresholds::Objective>,
     /// Shared training settings.
     #[command(flatten)]
     pub common: CommonTrain,
@@ -110,7 +114,14 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         Some(dir) => Init::Pretrained(dir),
         None => Init::Scratch,
     };
+    if a.tune_thresholds.is_some() && problem != Problem::MultiLabel {
+        bail!("--tune-thresholds applies to multi-label problems only");
+    }
     let report = finetune(&cfg, init, &tokenizer, &train, &valid, problem, Some(out.path()), &RunOptions { quiet: a.common.quiet })?;
+    if let Some(objective) = a.tune_thresholds {
+        let mut clf = bertlu::inference::LoadedClassifier::open(out.path())?;
+        super::tune::tune_and_report(&mut clf, &valid, objective, 3)?;
+    }
     let dir = out.commit()?;
     print_summary(&report, &dir);
     Ok(())

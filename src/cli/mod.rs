@@ -7,6 +7,7 @@ pub mod finetune;
 pub mod predict;
 pub mod pretrain;
 pub mod toy;
+pub mod tune;
 pub mod vocab;
 
 use anyhow::{bail, Result};
@@ -41,6 +42,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Pre-train and fine-tune a tiny model on the embedded Debtags slice; compare with scratch.
     Demo(demo::DemoArgs),
+    /// Tune one decision threshold a label on validation data and store them with the model.
+    TuneThresholds(tune::TuneArgs),
     /// The digit-sum sanity task: proves a backbone and the training loop learn.
     Toy(toy::ToyArgs),
 }
@@ -177,5 +180,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compare(a) => compare::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Toy(a) => toy::run(a),
+        Command::TuneThresholds(a) => tune::run(a),
     }
 }

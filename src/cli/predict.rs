@@ -20,7 +20,7 @@ pub struct PredictArgs {
     /// At most K labels a line (single-label: the top K).
     #[arg(long)]
     pub k: Option<usize>,
-    /// Multi-label decision threshold (default: the model's).
+    /// One multi-label decision threshold for every label (default: the model's, per label when tuned).
     #[arg(long)]
     pub threshold: Option<f64>,
     /// Print each label's probability after it.
@@ -34,7 +34,7 @@ pub struct PredictArgs {
 /// Runs `predict`.
 pub fn run(a: PredictArgs) -> Result<()> {
     let clf = LoadedClassifier::open(&a.model)?;
-    let threshold = a.threshold.unwrap_or(clf.dir.meta.threshold);
+    let thresholds = clf.thresholds(a.threshold);
     let lines = if a.input == "-" {
         Lines::from_reader("<stdin>", Box::new(std::io::BufReader::new(std::io::stdin())))
     } else {
@@ -49,7 +49,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
                 writeln!(out)?;
                 continue;
             }
-            let chosen = decide(&p, clf.problem, threshold, a.k);
+            let chosen = decide(&p, clf.problem, &thresholds, a.k);
             let words: Vec<String> = chosen
                 .into_iter()
                 .map(|(i, pr)| if a.probs { format!("{LABEL_PREFIX}{} {pr:.5}", clf.labels.name(i)) } else { format!("{LABEL_PREFIX}{}", clf.labels.name(i)) })

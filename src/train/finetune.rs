@@ -10,6 +10,7 @@ use crate::model::Classifier;
 use crate::tasks::classify::{encode_examples, LabelSet, Problem};
 use crate::text::labelled::Example;
 use crate::text::tokenizer::WordPieceTokenizer;
+use crate::thresholds::Thresholds;
 use anyhow::{bail, Result};
 use burn::module::Module;
 use burn::optim::GradientsParams;
@@ -18,6 +19,9 @@ use rand::SeedableRng;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
+
+/// Labels with fewer training examples than this get a warning: too rare to learn.
+pub const RARE_LABEL: usize = 5;
 
 /// Scores after one fine-tuning epoch.
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +84,14 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             frequencies[l] += 1.0 / enc_train.len() as f64;
         }
     }
+    let rare: Vec<&str> = (0..labels.len()).filter(|&l| frequencies[l] * (enc_train.len() as f64) < RARE_LABEL as f64 - 0.5).map(|l| labels.name(l)).collect();
+    if !rare.is_empty() {
+        let shown: Vec<&str> = rare.iter().take(8).copied().collect();
+        eprintln!(
+            "warning: {} of {} labels have fewer than {RARE_LABEL} training examples and will rarely be predicted: {}{}",
+            rare.len(), labels.len(), shown.join(", "), if rare.len() > shown.len() { ", …" } else { "" }
+        );
+    }
     let mut model = Classifier::init(&cfg.model, labels.len(), &device).with_prior_bias(&frequencies, problem);
     let mut loaded_tensors = Vec::new();
     if let Init::Pretrained(dir) = init {
@@ -90,7 +102,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     }
     let evaluate = |m: &Classifier| -> Evaluation {
         let probs = probabilities(&m.valid(), &valid_seqs, problem, 64, &plain);
-        score(&probs, valid, &valid_gold, &labels, problem, f.threshold)
+        score(&probs, valid, &valid_gold, &labels, problem, &Thresholds::Global(f.threshold))
     };
     let initial_valid_loss = evaluate(&model).loss;
 
