@@ -157,7 +157,8 @@ fn summarize(r: &burn::store::ApplyResult) -> String {
     parts.join("; ").replace('\n', " ")
 }
 
-fn check_length(path: &Path, expected: u64) -> Result<()> {
+/// Checks a file's length against the one recorded when it was written (catches truncation).
+pub fn check_length(path: &Path, expected: u64) -> Result<()> {
     let len = fs::metadata(path).with_context(|| format!("{}: cannot open", path.display()))?.len();
     if len != expected {
         bail!("{}: truncated or altered checkpoint ({len} bytes, expected {expected})", path.display());
@@ -293,10 +294,30 @@ impl OutputDir {
         fs::create_dir_all(&parent).with_context(|| format!("{}: cannot create directory", parent.display()))?;
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
         let work = parent.join(format!(".{name}.partial"));
+        if work.exists() && crate::train::resume::has_checkpoint(&work) && !overwrite {
+            bail!("{}: an interrupted run left checkpoints here; add --resume to continue it, or --overwrite to start again", work.display());
+        }
         if work.exists() {
             fs::remove_dir_all(&work).with_context(|| format!("{}: cannot remove stale partial output", work.display()))?;
         }
         fs::create_dir(&work).with_context(|| format!("{}: cannot create output directory", work.display()))?;
+        Ok(Self { target: target.to_path_buf(), work, committed: false })
+    }
+
+    /// Reopens the hidden work directory of an interrupted run into `target`, to continue it.
+    pub fn resume(target: &Path) -> Result<Self> {
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let work = parent.join(format!(".{name}.partial"));
+        if !crate::train::resume::has_checkpoint(&work) {
+            if target.exists() {
+                bail!("{}: this run finished; there is nothing to resume", target.display());
+            }
+            bail!("{}: no interrupted run to resume (no checkpoint in {})", target.display(), work.display());
+        }
         Ok(Self { target: target.to_path_buf(), work, committed: false })
     }
 
@@ -328,7 +349,8 @@ impl OutputDir {
 
 impl Drop for OutputDir {
     fn drop(&mut self) {
-        if !self.committed {
+        // A run that wrote a checkpoint keeps its work directory for --resume.
+        if !self.committed && !crate::train::resume::has_checkpoint(&self.work) {
             let _ = fs::remove_dir_all(&self.work);
         }
     }

@@ -18,6 +18,7 @@ fn main() {
     if let Err(e) = cli::run(args) {
         // One line: the context chain joined by ": ".
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-        std::process::exit(1);
+        let interrupted = e.downcast_ref::<bertlu::train::resume::Interrupted>().is_some();
+        std::process::exit(if interrupted { 130 } else { 1 });
     }
 }

@@ -9,7 +9,6 @@ use bertlu::tasks::classify::{check_problem, Problem};
 use bertlu::text::corpus::read_documents;
 use bertlu::text::labelled::read_examples;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
-use bertlu::train::RunOptions;
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -117,6 +116,9 @@ pub fn run(a: CompareArgs) -> Result<()> {
     }
     let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
     check_problem(problem, &train, &a.train.display().to_string())?;
+    if a.common.resume {
+        bail!("--resume applies to pretrain and finetune; compare reuses finished models with --pretrained");
+    }
     let out = OutputDir::create(&a.out, a.common.overwrite)?;
     let tokenizer = match &a.vocab {
         Some(p) => load_tokenizer(p)?,
@@ -124,7 +126,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     };
     let settings = CompareSettings { base: base.clone(), backbones, lr_grid: a.lr_grid.clone(), reuse };
     let data = CompareData { docs: &docs, train: &train, valid: &valid, test: test.as_deref() };
-    let results = compare(&settings, &data, &tokenizer, problem, out.path(), &RunOptions { quiet: a.common.quiet })?;
+    let results = compare(&settings, &data, &tokenizer, problem, out.path(), &a.common.run_options())?;
     let name = a.train.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("{}: not a file", a.train.display()))?;
     let title = format!("Pre-trained vs from scratch: {name}, {} epochs, seed {}{}", base.finetune.epochs, base.finetune.seed, if a.common.test_mode { " (test mode)" } else { "" });
     write_outputs(&results, &title, out.path())?;

@@ -66,7 +66,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let tokenizer = WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: 4000, ..Default::default() })?;
     let settings = CompareSettings { base: cfg, backbones: vec![BackboneKind::Transformer, BackboneKind::TextCnn], lr_grid: vec![a.lr], reuse: Default::default() };
     let data = CompareData { docs: &docs, train: &train, valid: &valid, test: None };
-    let results = compare(&settings, &data, &tokenizer, Problem::infer(&train), out.path(), &RunOptions { quiet: a.quiet })?;
+    let results = compare(&settings, &data, &tokenizer, Problem::infer(&train), out.path(), &RunOptions { quiet: a.quiet, ..Default::default() })?;
     let title = format!("bertlu demo: tiny preset, {} fine-tuning epochs at lr {:e}, seed {} (validation scores of the embedded Debtags slice)", a.epochs, a.lr, a.seed);
     write_outputs(&results, &title, out.path())?;
     let dir = out.commit()?;

@@ -2,13 +2,12 @@
 
 use super::{load_tokenizer, test_mode, CommonTrain, StepArgs};
 use anyhow::{bail, Context, Result};
-use bertlu::checkpoint::{ModelDir, OutputDir};
+use bertlu::checkpoint::ModelDir;
 use bertlu::config::Config;
 use bertlu::tasks::classify::{check_problem, Problem};
 use bertlu::text::labelled::read_examples;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use bertlu::train::finetune::{finetune, FinetuneReport, Init};
-use bertlu::train::RunOptions;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -103,11 +102,12 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     a.common.cut(&mut valid, test_mode::EVAL);
     let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
     check_problem(problem, &train, &a.train.display().to_string())?;
-    let out = OutputDir::create(&a.out, a.common.overwrite)?;
-    let tokenizer = match (&base, &a.vocab) {
-        (Some(dir), _) => dir.tokenizer.clone(),
-        (None, Some(p)) => load_tokenizer(p)?,
-        (None, None) => WordPieceTokenizer::train(train.iter().map(|e| e.text.clone()), &VocabOptions { size: a.vocab_size, ..Default::default() })?,
+    let out = a.common.output(&a.out)?;
+    let tokenizer = match (&base, &a.vocab, super::resumed_tokenizer(&a.common, &out)?) {
+        (Some(dir), _, _) => dir.tokenizer.clone(),
+        (None, _, Some(t)) => t,
+        (None, Some(p), None) => load_tokenizer(p)?,
+        (None, None, None) => WordPieceTokenizer::train(train.iter().map(|e| e.text.clone()), &VocabOptions { size: a.vocab_size, ..Default::default() })?,
     };
     cfg.model.vocab_size = tokenizer.vocab_size();
     let init = match &base {
@@ -117,7 +117,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     if a.tune_thresholds.is_some() && problem != Problem::MultiLabel {
         bail!("--tune-thresholds applies to multi-label problems only");
     }
-    let report = finetune(&cfg, init, &tokenizer, &train, &valid, problem, Some(out.path()), &RunOptions { quiet: a.common.quiet })?;
+    bertlu::train::resume::install_interrupt_handler();
+    let report = finetune(&cfg, init, &tokenizer, &train, &valid, problem, Some(out.path()), &a.common.run_options())?;
     if let Some(objective) = a.tune_thresholds {
         let mut clf = bertlu::inference::LoadedClassifier::open(out.path())?;
         super::tune::tune_and_report(&mut clf, &valid, objective, 3)?;

@@ -106,6 +106,16 @@ pub struct CommonTrain {
     /// validation/test examples), at most 100 pre-training steps and 2 fine-tuning epochs.
     #[arg(long)]
     pub test_mode: bool,
+    /// Continue the interrupted run (killed, crashed or stopped with Ctrl-C) whose output is
+    /// --out, from its newest checkpoint; give the same command and files as the first time.
+    #[arg(long)]
+    pub resume: bool,
+    /// Write a training-state checkpoint every N optimiser steps (also at each epoch end; 0: epoch ends only).
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: usize,
+    /// How many checkpoints to keep (the newest).
+    #[arg(long, default_value_t = 2)]
+    pub keep_checkpoints: usize,
 }
 
 /// What `--test-mode` keeps.
@@ -123,6 +133,24 @@ pub mod test_mode {
 }
 
 impl CommonTrain {
+    /// The loop options these flags ask for.
+    pub fn run_options(&self) -> bertlu::train::RunOptions {
+        bertlu::train::RunOptions {
+            quiet: self.quiet,
+            checkpoints: bertlu::train::resume::CheckpointPolicy { every: self.checkpoint_every, keep: self.keep_checkpoints.max(1) },
+            resume: self.resume,
+        }
+    }
+
+    /// The output directory: a fresh one, or with --resume the interrupted run's.
+    pub fn output(&self, out: &std::path::Path) -> Result<bertlu::checkpoint::OutputDir> {
+        if self.resume {
+            bertlu::checkpoint::OutputDir::resume(out)
+        } else {
+            bertlu::checkpoint::OutputDir::create(out, self.overwrite)
+        }
+    }
+
     /// The one backbone a pretrain/finetune run takes (None: the config's).
     pub fn single_backbone(&self) -> Result<Option<BackboneKind>> {
         match self.backbone.as_slice() {
@@ -167,6 +195,17 @@ pub fn load_tokenizer(path: &Path) -> Result<WordPieceTokenizer> {
         bail!("{}: no tokenizer here (expected {TOKENIZER_FILE})", path.display());
     }
     WordPieceTokenizer::load(&file)
+}
+
+/// With --resume, the tokenizer the interrupted run saved with its newest checkpoint.
+pub fn resumed_tokenizer(common: &CommonTrain, out: &bertlu::checkpoint::OutputDir) -> Result<Option<WordPieceTokenizer>> {
+    if !common.resume {
+        return Ok(None);
+    }
+    match bertlu::train::resume::latest(out.path())? {
+        Some(ckpt) => Ok(Some(bertlu::train::resume::checkpoint_tokenizer(&ckpt)?)),
+        None => bail!("{}: no checkpoint to resume from", out.path().display()),
+    }
 }
 
 /// Runs the parsed command.

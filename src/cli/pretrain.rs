@@ -1,13 +1,12 @@
 //! `bertlu pretrain`: masked-LM pre-training.
 
-use super::{load_tokenizer, test_mode, CommonTrain, StepArgs};
+use super::{load_tokenizer, resumed_tokenizer, test_mode, CommonTrain, StepArgs};
 use anyhow::Result;
-use bertlu::checkpoint::OutputDir;
 use bertlu::config::Config;
 use bertlu::text::corpus::read_documents;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use bertlu::train::pretrain::{pretrain, PretrainEpoch};
-use bertlu::train::RunOptions;
+use bertlu::train::resume;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -56,15 +55,17 @@ fn configure(a: &PretrainArgs) -> Result<Config> {
 /// Runs `pretrain`.
 pub fn run(a: PretrainArgs) -> Result<()> {
     let mut cfg = configure(&a)?;
-    let out = OutputDir::create(&a.out, a.common.overwrite)?;
+    let out = a.common.output(&a.out)?;
     let mut docs = read_documents(&a.corpus)?;
     a.common.cut(&mut docs, test_mode::DOCS);
-    let tokenizer = match &a.vocab {
-        Some(p) => load_tokenizer(p)?,
-        None => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: a.vocab_size, lowercase: !a.cased, ..Default::default() })?,
+    let tokenizer = match (&a.vocab, resumed_tokenizer(&a.common, &out)?) {
+        (_, Some(t)) => t,
+        (Some(p), None) => load_tokenizer(p)?,
+        (None, None) => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: a.vocab_size, lowercase: !a.cased, ..Default::default() })?,
     };
     cfg.model.vocab_size = tokenizer.vocab_size();
-    let log = pretrain(&cfg, &docs, &tokenizer, out.path(), &RunOptions { quiet: a.common.quiet })?;
+    resume::install_interrupt_handler();
+    let log = pretrain(&cfg, &docs, &tokenizer, out.path(), &a.common.run_options())?;
     let dir = out.commit()?;
     print_summary(&log, &dir);
     Ok(())

@@ -1,13 +1,15 @@
 //! Fine-tuning a classifier, from a pre-trained backbone or from scratch.
 
+use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY, METRICS_FILE};
 use super::optim::{adamw, Schedule};
-use super::{devices, progress, say, RunOptions};
+use super::resume::{self, Checkpoints, Fnv, Interrupted, Position};
+use super::{derived_seed, devices, progress, say, streams, RunOptions};
 use crate::batch::{bucketed_batches, TokenBatch};
 use crate::checkpoint::{load_prefix, ModelDir, ModelKind, ModelMeta};
 use crate::config::Config;
 use crate::inference::{probabilities, score, Evaluation};
 use crate::model::Classifier;
-use crate::tasks::classify::{encode_examples, LabelSet, Problem};
+use crate::tasks::classify::{encode_examples, EncodedExample, LabelSet, Problem};
 use crate::text::labelled::Example;
 use crate::text::tokenizer::WordPieceTokenizer;
 use crate::thresholds::Thresholds;
@@ -16,7 +18,7 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
 
@@ -24,13 +26,14 @@ use std::time::Instant;
 pub const RARE_LABEL: usize = 5;
 
 /// Scores after one fine-tuning epoch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinetuneEpoch {
     /// 1-based epoch.
     pub epoch: usize,
     /// Mean training loss.
     pub train_loss: f64,
     /// Validation loss.
+    #[serde(deserialize_with = "super::resume::f64_or_nan")]
     pub valid_loss: f64,
     /// Validation micro-F1.
     pub micro_f1: f64,
@@ -93,33 +96,56 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
         );
     }
     let mut model = Classifier::init(&cfg.model, labels.len(), &device).with_prior_bias(&frequencies, problem);
-    let mut loaded_tensors = Vec::new();
-    if let Init::Pretrained(dir) = init {
-        let (m, names) = load_prefix(model, &dir.weights(), dir.meta.weights_bytes, "backbone.")?;
-        model = m;
-        say(opts, &format!("finetune: loaded {} pre-trained tensors from {}", names.len(), dir.path.display()));
-        loaded_tensors = names;
+    let mut optim = adamw(f.weight_decay, f.grad_clip);
+    let hash = data_hash(&enc_train, &enc_valid, &labels);
+    let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
+    let resumed = match out {
+        Some(out) if opts.resume => {
+            let ckpt = resume::latest(out)?.ok_or_else(|| anyhow::anyhow!("{}: no checkpoint to resume from", out.display()))?;
+            let r = resume::restore(&ckpt, cfg, &hash, model, optim)?;
+            (model, optim, at) = (r.model, r.optim, r.position);
+            say(opts, &format!("finetune: resumed from {} (step {}, epoch {})", ckpt.display(), at.step, at.epoch));
+            true
+        }
+        _ => false,
+    };
+    if !resumed {
+        if let Init::Pretrained(dir) = init {
+            let (m, names) = load_prefix(model, &dir.weights(), dir.meta.weights_bytes, "backbone.")?;
+            model = m;
+            say(opts, &format!("finetune: loaded {} pre-trained tensors from {}", names.len(), dir.path.display()));
+            at.state.loaded_tensors = names;
+        }
     }
     let evaluate = |m: &Classifier| -> Evaluation {
         let probs = probabilities(&m.valid(), &valid_seqs, problem, 64, &plain);
         score(&probs, valid, &valid_gold, &labels, problem, &Thresholds::Global(f.threshold))
     };
-    let initial_valid_loss = evaluate(&model).loss;
+    if !resumed {
+        at.state.initial_valid_loss = evaluate(&model).loss;
+    }
 
     let steps_per_epoch = enc_train.len().div_ceil(f.batch_size);
     let total = steps_per_epoch * f.epochs.max(1);
     let schedule = Schedule::new(f.lr, f.warmup_ratio, total);
-    let mut optim = adamw(f.weight_decay, f.grad_clip);
-    let mut rng = StdRng::seed_from_u64(f.seed);
+    let checkpoints = out.map(|o| Checkpoints::new(o, opts.checkpoints));
     let lengths: Vec<usize> = enc_train.iter().map(|e| e.input_ids.len()).collect();
     let start = Instant::now();
-    let (mut step, mut best, mut best_epoch, mut since_best) = (0usize, f64::NEG_INFINITY, 0usize, 0usize);
-    let mut epochs = Vec::new();
-    for epoch in 1..=f.epochs.max(1) {
-        let batches = bucketed_batches(&lengths, f.batch_size, &mut rng);
-        let mut pb = progress::Progress::new(batches.len() as u64, &format!("epoch {epoch}/{}", f.epochs), opts.quiet);
-        let mut loss_sum = 0.0;
-        for (i, idx) in batches.iter().enumerate() {
+    let offset = at.seconds;
+    let elapsed = || offset + start.elapsed().as_secs_f64();
+    let save_metrics = |rows: &[MetricsRow]| -> Result<()> {
+        match out {
+            Some(o) => write_csv(rows, &o.join(METRICS_FILE)),
+            None => Ok(()),
+        }
+    };
+    while at.epoch <= f.epochs.max(1) {
+        let epoch = at.epoch;
+        let batches = bucketed_batches(&lengths, f.batch_size, &mut StdRng::seed_from_u64(derived_seed(f.seed, streams::ORDER, epoch as u64)));
+        let mut pb = progress::Progress::new((batches.len() - at.batch.min(batches.len())) as u64, &format!("epoch {epoch}/{}", f.epochs), opts.quiet);
+        for idx in batches.iter().skip(at.batch) {
+            let step = at.step;
+            device.seed(derived_seed(f.seed, streams::DROPOUT, step as u64));
             let seqs: Vec<&[u32]> = idx.iter().map(|&k| enc_train[k].input_ids.as_slice()).collect();
             let gold: Vec<Vec<usize>> = idx.iter().map(|&k| enc_train[k].labels.clone()).collect();
             let logits = model.forward(&TokenBatch::new(&seqs, &device));
@@ -130,48 +156,121 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(schedule.lr(step), model, grads);
-            step += 1;
-            loss_sum += value as f64;
+            at.step += 1;
+            at.batch += 1;
+            let s = &mut at.state;
+            s.loss_sum += value as f64;
+            s.window.add(value as f64, 0, 0, seqs.iter().map(|q| q.len()).sum(), seqs.len());
             pb.inc();
-            if (i + 1) % 10 == 0 {
-                pb.set_message(format!("loss {:.4}", loss_sum / (i + 1) as f64));
+            if at.batch % 10 == 0 {
+                pb.set_message(format!("loss {:.4}", s.loss_sum / at.batch as f64));
+            }
+            if at.step % LOG_EVERY == 0 {
+                let row = s.window.row(at.step, epoch, schedule.lr(step), elapsed());
+                s.rows.push(row);
+            }
+            if let Some(c) = &checkpoints {
+                if c.due(at.step) || resume::interrupted() {
+                    at.seconds = elapsed();
+                    let dir = c.save(cfg, tokenizer, &model, &optim, &at, &hash)?;
+                    save_metrics(&at.state.rows)?;
+                    if resume::interrupted() {
+                        pb.finish();
+                        return Err(Interrupted { step: at.step, dir }.into());
+                    }
+                }
             }
         }
         pb.finish();
         let ev = evaluate(&model);
-        let s = &ev.scores;
+        let sc = &ev.scores;
+        let s = &mut at.state;
         let e = FinetuneEpoch {
             epoch,
-            train_loss: loss_sum / batches.len().max(1) as f64,
+            train_loss: s.loss_sum / batches.len().max(1) as f64,
             valid_loss: ev.loss,
-            micro_f1: s.micro_f1,
-            macro_f1: s.macro_f1,
-            precision: s.micro_precision,
-            recall: s.micro_recall,
-            seconds: start.elapsed().as_secs_f64(),
+            micro_f1: sc.micro_f1,
+            macro_f1: sc.macro_f1,
+            precision: sc.micro_precision,
+            recall: sc.micro_recall,
+            seconds: elapsed(),
         };
-        let improved = e.micro_f1 > best;
+        let improved = e.micro_f1 > s.best;
         say(opts, &format!(
             "epoch {epoch}: train loss {:.4} | valid loss {:.4} micro-F1 {:.4} macro-F1 {:.4} P {:.4} R {:.4} | {:.0}s{}",
             e.train_loss, e.valid_loss, e.micro_f1, e.macro_f1, e.precision, e.recall, e.seconds, if improved { " *" } else { "" }
         ));
-        epochs.push(e);
+        s.rows.push(MetricsRow { step: at.step, epoch, kind: "valid".into(), lr: schedule.lr(at.step.saturating_sub(1)), valid_loss: Some(e.valid_loss), micro_f1: Some(e.micro_f1), macro_f1: Some(e.macro_f1), seconds: e.seconds, ..Default::default() });
+        s.epochs.push(e);
+        s.loss_sum = 0.0;
+        let mut stop = false;
         if improved {
-            best = epochs.last().unwrap().micro_f1;
-            best_epoch = epoch;
-            since_best = 0;
+            s.best = s.epochs.last().unwrap().micro_f1;
+            s.best_epoch = epoch;
+            s.since_best = 0;
             if let Some(out) = out {
-                let info = serde_json::json!({ "best_epoch": epoch, "epochs": &epochs, "initial_valid_loss": initial_valid_loss });
+                let info = serde_json::json!({ "best_epoch": epoch, "epochs": &s.epochs, "initial_valid_loss": s.initial_valid_loss });
                 let meta = ModelMeta::new(ModelKind::Classifier, Some(problem), f.threshold, info);
                 ModelDir::write(out, cfg, tokenizer, &model.valid(), meta, Some(&labels))?;
             }
         } else {
-            since_best += 1;
-            if f.patience > 0 && since_best >= f.patience {
-                say(opts, &format!("early stop: no micro-F1 gain for {} epochs; keeping epoch {best_epoch}", f.patience));
-                break;
+            s.since_best += 1;
+            if f.patience > 0 && s.since_best >= f.patience {
+                say(opts, &format!("early stop: no micro-F1 gain for {} epochs; keeping epoch {}", f.patience, s.best_epoch));
+                stop = true;
+            }
+        }
+        save_metrics(&at.state.rows)?;
+        at.epoch += 1;
+        at.batch = 0;
+        at.seconds = elapsed();
+        if stop {
+            break;
+        }
+        if let Some(c) = &checkpoints {
+            if at.epoch <= f.epochs.max(1) {
+                c.save(cfg, tokenizer, &model, &optim, &at, &hash)?;
             }
         }
     }
-    Ok(FinetuneReport { initial_valid_loss, epochs, best_epoch, loaded_tensors })
+    if let Some(out) = out {
+        resume::remove_all(out)?;
+    }
+    let s = at.state;
+    Ok(FinetuneReport { initial_valid_loss: s.initial_valid_loss, epochs: s.epochs, best_epoch: s.best_epoch, loaded_tensors: s.loaded_tensors })
+}
+
+/// Running numbers of a fine-tuning loop, saved in its checkpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LoopState {
+    #[serde(deserialize_with = "resume::f64_or_nan")]
+    initial_valid_loss: f64,
+    epochs: Vec<FinetuneEpoch>,
+    best: f64,
+    best_epoch: usize,
+    since_best: usize,
+    loss_sum: f64,
+    loaded_tensors: Vec<String>,
+    rows: Vec<MetricsRow>,
+    window: Window,
+}
+
+impl Default for LoopState {
+    fn default() -> Self {
+        Self { initial_valid_loss: f64::NAN, epochs: Vec::new(), best: -1.0, best_epoch: 0, since_best: 0, loss_sum: 0.0, loaded_tensors: Vec::new(), rows: Vec::new(), window: Window::default() }
+    }
+}
+
+/// Hash of the encoded training and validation data and the label list.
+fn data_hash(train: &[EncodedExample], valid: &[EncodedExample], labels: &LabelSet) -> String {
+    let mut h = Fnv::default();
+    for e in train.iter().chain(valid) {
+        h.ids(&e.input_ids);
+        h.ids(&e.labels.iter().map(|&l| l as u64).collect::<Vec<_>>());
+    }
+    for i in 0..labels.len() {
+        h.bytes(labels.name(i).as_bytes());
+        h.bytes(&[0]);
+    }
+    h.hex()
 }

@@ -6,15 +6,42 @@
 //! labels + weights, written atomically).
 
 pub mod finetune;
+pub mod metrics_log;
 pub mod optim;
 pub mod pretrain;
 pub mod progress;
+pub mod resume;
 
 /// Options every training run shares.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// No progress bars or per-epoch lines.
     pub quiet: bool,
+    /// Training-state checkpoints (written only when the run has an output directory).
+    pub checkpoints: resume::CheckpointPolicy,
+    /// Continue from the newest checkpoint in the output directory.
+    pub resume: bool,
+}
+
+/// A seed for item `k` of random stream `stream`, derived from the run's seed: every epoch's data
+/// order and every step's masking and dropout get their own generator, so a resumed run draws
+/// exactly what the uninterrupted one would have (no generator state to save).
+pub fn derived_seed(seed: u64, stream: u64, k: u64) -> u64 {
+    // splitmix64 finaliser over a mix of the three
+    let mut z = seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k.wrapping_mul(0xd1b5_4a32_d192_ed03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Random streams of [`derived_seed`].
+pub mod streams {
+    /// Batch order of an epoch.
+    pub const ORDER: u64 = 1;
+    /// Masking of a step's batch.
+    pub const MASKING: u64 = 2;
+    /// Dropout of a step.
+    pub const DROPOUT: u64 = 3;
 }
 
 /// Logs a line to stdout unless quiet.

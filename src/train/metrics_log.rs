@@ -1,0 +1,173 @@
+//! `metrics.csv`: the numbers of a training run as it goes — a row every [`LOG_EVERY`] steps
+//! (training loss, learning rate, throughput) and a row at each epoch end (validation scores).
+
+use crate::checkpoint::write_atomic;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// File name inside a run's output directory.
+pub const METRICS_FILE: &str = "metrics.csv";
+
+/// Steps between two training rows.
+pub const LOG_EVERY: usize = 50;
+
+/// One row; absent values are empty cells.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// "train" (running numbers since the previous row) or "valid" (end of an epoch).
+    pub kind: String,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Mean training loss since the previous training row.
+    pub train_loss: Option<f64>,
+    /// Masked-token accuracy on training batches since the previous row (pre-training).
+    pub train_accuracy: Option<f64>,
+    /// Validation loss.
+    pub valid_loss: Option<f64>,
+    /// Validation masked-token accuracy (pre-training).
+    pub valid_accuracy: Option<f64>,
+    /// Validation micro-F1 (fine-tuning).
+    pub micro_f1: Option<f64>,
+    /// Validation macro-F1 (fine-tuning).
+    pub macro_f1: Option<f64>,
+    /// Word pieces a second since the previous training row.
+    pub tokens_per_s: Option<f64>,
+    /// Examples (sequences) a second since the previous training row.
+    pub examples_per_s: Option<f64>,
+    /// Seconds of training so far.
+    pub seconds: f64,
+}
+
+const HEADER: &str = "step,epoch,kind,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,micro_f1,macro_f1,tokens_per_s,examples_per_s,seconds";
+
+fn cell(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.6}")).unwrap_or_default()
+}
+
+/// Writes all rows (atomically: a reader never sees half a file).
+pub fn write_csv(rows: &[MetricsRow], path: &Path) -> Result<()> {
+    let mut s = String::from(HEADER);
+    s.push('\n');
+    for r in rows {
+        s.push_str(&format!(
+            "{},{},{},{:e},{},{},{},{},{},{},{},{},{:.3}\n",
+            r.step, r.epoch, r.kind, r.lr, cell(r.train_loss), cell(r.train_accuracy), cell(r.valid_loss), cell(r.valid_accuracy),
+            cell(r.micro_f1), cell(r.macro_f1), cell(r.tokens_per_s), cell(r.examples_per_s), r.seconds
+        ));
+    }
+    write_atomic(path, s.as_bytes())
+}
+
+/// Reads a `metrics.csv` written by [`write_csv`].
+pub fn read_csv(path: &Path) -> Result<Vec<MetricsRow>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER) {
+        bail!("{}:1: not a bertlu metrics file (unexpected header)", path.display());
+    }
+    let mut rows = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let at = || format!("{}:{}", path.display(), i + 2);
+        let c: Vec<&str> = line.split(',').collect();
+        if c.len() != 13 {
+            bail!("{}: expected 13 columns, found {}", at(), c.len());
+        }
+        let opt = |s: &str| -> Result<Option<f64>> { if s.is_empty() { Ok(None) } else { Ok(Some(s.parse().with_context(at)?)) } };
+        rows.push(MetricsRow {
+            step: c[0].parse().with_context(at)?,
+            epoch: c[1].parse().with_context(at)?,
+            kind: c[2].to_owned(),
+            lr: c[3].parse().with_context(at)?,
+            train_loss: opt(c[4])?,
+            train_accuracy: opt(c[5])?,
+            valid_loss: opt(c[6])?,
+            valid_accuracy: opt(c[7])?,
+            micro_f1: opt(c[8])?,
+            macro_f1: opt(c[9])?,
+            tokens_per_s: opt(c[10])?,
+            examples_per_s: opt(c[11])?,
+            seconds: c[12].parse().with_context(at)?,
+        });
+    }
+    Ok(rows)
+}
+
+/// Accumulates the training numbers between two training rows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Window {
+    loss: f64,
+    steps: usize,
+    correct: usize,
+    predicted: usize,
+    tokens: usize,
+    examples: usize,
+    since: f64,
+}
+
+impl Window {
+    /// Adds one step's numbers (`correct`/`predicted`: masked tokens, zero when not scored).
+    pub fn add(&mut self, loss: f64, correct: usize, predicted: usize, tokens: usize, examples: usize) {
+        self.loss += loss;
+        self.steps += 1;
+        self.correct += correct;
+        self.predicted += predicted;
+        self.tokens += tokens;
+        self.examples += examples;
+    }
+
+    /// The row for the steps added since the last call, then starts a new window at `seconds`.
+    pub fn row(&mut self, step: usize, epoch: usize, lr: f64, seconds: f64) -> MetricsRow {
+        let dt = (seconds - self.since).max(1e-9);
+        let r = MetricsRow {
+            step,
+            epoch,
+            kind: "train".into(),
+            lr,
+            train_loss: Some(self.loss / self.steps.max(1) as f64),
+            train_accuracy: (self.predicted > 0).then(|| self.correct as f64 / self.predicted as f64),
+            tokens_per_s: Some(self.tokens as f64 / dt),
+            examples_per_s: Some(self.examples as f64 / dt),
+            seconds,
+            ..Default::default()
+        };
+        *self = Window { since: seconds, ..Default::default() };
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_round_trip_and_windows() {
+        let mut w = Window::default();
+        w.add(2.0, 3, 4, 100, 2);
+        w.add(4.0, 1, 4, 60, 2);
+        let r = w.row(2, 1, 1e-3, 2.0);
+        assert_eq!(r.train_loss, Some(3.0));
+        assert_eq!(r.train_accuracy, Some(0.5));
+        assert_eq!(r.tokens_per_s, Some(80.0));
+        assert_eq!(r.examples_per_s, Some(2.0));
+        // the next window starts where this one ended
+        w.add(1.0, 0, 0, 10, 1);
+        let r2 = w.row(3, 1, 1e-3, 3.0);
+        assert_eq!((r2.tokens_per_s, r2.train_accuracy), (Some(10.0), None));
+        let valid = MetricsRow { step: 3, epoch: 1, kind: "valid".into(), lr: 1e-3, valid_loss: Some(0.25), micro_f1: Some(0.5), seconds: 3.5, ..Default::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(METRICS_FILE);
+        write_csv(&[r.clone(), r2.clone(), valid.clone()], &p).unwrap();
+        let back = read_csv(&p).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[2], valid);
+        assert_eq!(back[0].train_loss, Some(3.0));
+        std::fs::write(&p, format!("{HEADER}\n1,1,train,0.1\n")).unwrap();
+        let e = read_csv(&p).unwrap_err().to_string();
+        assert!(e.contains("metrics.csv:2"), "{e}");
+    }
+}

@@ -1,0 +1,153 @@
+//! Killed and interrupted runs resume from their checkpoints and end exactly where an
+//! uninterrupted run ends; metrics.csv records the run.
+
+mod common;
+
+use common::{fails, ok, write};
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "corpus.txt", common::corpus_lines(800, 1).as_bytes());
+    write(dir.path(), "train.txt", common::labelled_lines(500, 2).as_bytes());
+    write(dir.path(), "valid.txt", common::labelled_lines(120, 3).as_bytes());
+    write(dir.path(), "tiny.toml", common::TINY_TOML.as_bytes());
+    ok(&["vocab", "--corpus", s(&dir.path().join("corpus.txt")), "--out", s(&dir.path().join("voc")), "--size", "150"]);
+    dir
+}
+
+fn spawn(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_bertlu")).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Waits until checkpoint `step` of the hidden work directory of `out` is complete.
+fn wait_for_checkpoint(out: &Path, step: usize, child: &mut Child) {
+    let work = out.parent().unwrap().join(format!(".{}.partial", out.file_name().unwrap().to_str().unwrap()));
+    let ckpt = work.join("checkpoints").join(format!("step-{step:09}"));
+    let start = Instant::now();
+    while !ckpt.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before checkpoint {step}");
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint {step}");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+/// Columns of metrics.csv that do not depend on timing (throughput and seconds left out).
+fn metric_columns(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv")).unwrap().lines().map(|l| l.split(',').take(10).collect::<Vec<_>>().join(",")).collect()
+}
+
+/// The epoch log of model.json without wall times.
+fn epochs_without_time(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    let info = &mut v["info"];
+    let list = if info.is_array() { info } else { &mut info["epochs"] };
+    for e in list.as_array_mut().unwrap() {
+        e.as_object_mut().unwrap().remove("seconds");
+    }
+    v["info"].clone()
+}
+
+fn args(base: &[&str], out: &Path, extra: &[&str]) -> Vec<String> {
+    base.iter().map(|a| a.to_string()).chain(["--out".to_string(), s(out).to_string()]).chain(extra.iter().map(|a| a.to_string())).collect()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn finetune_killed_at_a_random_step_resumes_to_the_same_model() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let (train, valid, voc, toml) = (p("train.txt"), p("valid.txt"), p("voc"), p("tiny.toml"));
+    let base = ["finetune", "--train", s(&train), "--valid", s(&valid), "--vocab", s(&voc), "--preset", "tiny", "--config", s(&toml), "--checkpoint-every", "3", "-q"];
+    let full: PathBuf = p("full");
+    ok(&refs(&args(&base, &full, &[])));
+    // 500 examples / batch 16 = 32 steps an epoch, 6 epochs: kill somewhere in the first five
+    let step = 3 * rand::rngs::StdRng::seed_from_u64(std::process::id() as u64).random_range(1..50usize);
+    let killed = p("killed");
+    let mut child = spawn(&args(&base, &killed, &[]));
+    wait_for_checkpoint(&killed, step, &mut child);
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert!(!killed.exists(), "a killed run is not committed");
+    // the same command without --resume refuses to throw the checkpoints away
+    let e = fails(&refs(&args(&base, &killed, &[])));
+    assert!(e.contains("--resume"), "{e}");
+    // another learning rate is another run
+    let e = fails(&refs(&args(&base, &killed, &["--resume", "--lr", "0.001"])));
+    assert!(e.contains("configuration"), "{e}");
+    ok(&refs(&args(&base, &killed, &["--resume"])));
+    assert_eq!(epochs_without_time(&killed), epochs_without_time(&full), "killed at step {step}");
+    assert_eq!(metric_columns(&killed), metric_columns(&full));
+    assert!(!killed.join("checkpoints").exists(), "checkpoints of a finished run are removed");
+    write(d.path(), "in.txt", b"a network tool for python\nsound files\ngraphics and data\n");
+    let pred = |m: &Path| ok(&["predict", "--model", s(m), s(&p("in.txt")), "--probs"]);
+    assert_eq!(pred(&killed), pred(&full));
+    let e = fails(&refs(&args(&base, &killed, &["--resume"])));
+    assert!(e.contains("finished"), "{e}");
+}
+
+#[test]
+fn pretrain_interrupted_by_ctrl_c_saves_and_resumes_bit_for_bit() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let (corpus, voc, toml) = (p("corpus.txt"), p("voc"), p("tiny.toml"));
+    let base = ["pretrain", "--corpus", s(&corpus), "--vocab", s(&voc), "--preset", "tiny", "--config", s(&toml), "--epochs", "4", "--checkpoint-every", "4", "--keep-checkpoints", "3"];
+    let full = p("full");
+    ok(&refs(&args(&base, &full, &["-q"])));
+    let stopped = p("stopped");
+    let mut child = spawn(&args(&base, &stopped, &["-q"]));
+    wait_for_checkpoint(&stopped, 60, &mut child);
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted at step") && err.contains("--resume"), "{err}");
+    let work = p(".stopped.partial").join("checkpoints");
+    let kept: Vec<_> = std::fs::read_dir(&work).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(kept.len() <= 3 && kept.iter().all(|n| n.starts_with("step-") && !n.ends_with(".tmp")), "{kept:?}");
+    let resumed = ok(&refs(&args(&base, &stopped, &["--resume"])));
+    assert!(resumed.contains("resumed from"), "{resumed}");
+    assert_eq!(epochs_without_time(&stopped), epochs_without_time(&full));
+    assert_eq!(metric_columns(&stopped), metric_columns(&full));
+    // every weight identical (the safetensors payload after its JSON header)
+    let payload = |dir: &Path| {
+        let b = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        b[8 + n..].to_vec()
+    };
+    assert!(payload(&stopped) == payload(&full), "weights differ after resume");
+}
+
+#[test]
+fn metrics_csv_has_a_row_per_log_interval_and_per_epoch() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    ok(&["finetune", "--train", s(&p("train.txt")), "--valid", s(&p("valid.txt")), "--vocab", s(&p("voc")), "--out", s(&p("clf")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "-q"]);
+    let text = std::fs::read_to_string(p("clf").join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let valid: Vec<&Vec<&str>> = rows.iter().filter(|r| r[2] == "valid").collect();
+    let train: Vec<&Vec<&str>> = rows.iter().filter(|r| r[2] == "train").collect();
+    assert_eq!(valid.len(), 6, "one validation row an epoch: {text}");
+    // 6 epochs × 32 steps = 192 steps: training rows at 50, 100, 150
+    assert_eq!(train.iter().map(|r| r[0]).collect::<Vec<_>>(), ["50", "100", "150"]);
+    // the kept model's log (written at its epoch) agrees with the CSV
+    let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("clf").join("model.json")).unwrap()).unwrap();
+    let best = model["info"]["best_epoch"].as_u64().unwrap() as usize;
+    let logged = model["info"]["epochs"][best - 1]["micro_f1"].as_f64().unwrap();
+    let csv_f1: f64 = valid[best - 1][8].parse().unwrap();
+    assert!((csv_f1 - logged).abs() < 1e-6, "{csv_f1} vs {logged}");
+    let max = valid.iter().map(|r| r[8].parse::<f64>().unwrap()).fold(0.0, f64::max);
+    assert_eq!(csv_f1, max, "the kept epoch has the best validation micro-F1");
+    assert!(train.iter().all(|r| r[4].parse::<f64>().unwrap() > 0.0 && r[11].parse::<f64>().unwrap() > 0.0));
+}
