@@ -10,3 +10,12 @@ pub fn default_device() -> Device {
     }
     Device::flex()
 }
+
+/// A name for the backend [`default_device`] picks (for run records).
+pub fn backend_name() -> String {
+    #[cfg(feature = "cuda")]
+    if std::env::var("BERTLU_DEVICE").as_deref() == Ok("cuda") {
+        return "cuda:0".into();
+    }
+    "flex (CPU)".into()
+}

@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod tasks;
+pub mod report;
+pub mod run_info;
 pub mod thresholds;
 pub mod text;
 pub mod train;

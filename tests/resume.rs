@@ -89,6 +89,15 @@ fn finetune_killed_at_a_random_step_resumes_to_the_same_model() {
     assert_eq!(epochs_without_time(&killed), epochs_without_time(&full), "killed at step {step}");
     assert_eq!(metric_columns(&killed), metric_columns(&full));
     assert!(!killed.join("checkpoints").exists(), "checkpoints of a finished run are removed");
+    // run.json records both starts: the killed one never finished
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(killed.join("run.json")).unwrap()).unwrap();
+    let attempts = run["attempts"].as_array().unwrap();
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes.len(), 3, "{run}");
+    assert_eq!((outcomes[0], outcomes[2]), ("running", "finished"));
+    assert!(outcomes[1].contains("another configuration"), "the refused resume is recorded: {}", outcomes[1]);
+    assert!(attempts[0]["finished"].is_null() && attempts[2]["command"].as_array().unwrap().iter().any(|c| c == "--resume"));
+    assert_eq!(run["inputs"][0]["bytes"].as_u64().unwrap(), std::fs::metadata(&train).unwrap().len());
     write(d.path(), "in.txt", b"a network tool for python\nsound files\ngraphics and data\n");
     let pred = |m: &Path| ok(&["predict", "--model", s(m), s(&p("in.txt")), "--probs"]);
     assert_eq!(pred(&killed), pred(&full));
@@ -150,4 +159,13 @@ fn metrics_csv_has_a_row_per_log_interval_and_per_epoch() {
     let max = valid.iter().map(|r| r[8].parse::<f64>().unwrap()).fold(0.0, f64::max);
     assert_eq!(csv_f1, max, "the kept epoch has the best validation micro-F1");
     assert!(train.iter().all(|r| r[4].parse::<f64>().unwrap() > 0.0 && r[11].parse::<f64>().unwrap() > 0.0));
+
+    // report: the summary marks the kept epoch; the plot has the three panels
+    let md = ok(&["report", s(&p("clf"))]);
+    assert!(md.contains(&format!("| {best} **(kept)** |")), "{md}");
+    assert!(md.contains("attempt 1: finished"), "{md}");
+    let svg = std::fs::read_to_string(p("clf").join("report.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("validation F1") && svg.contains("learning rate"), "{}", &svg[..200.min(svg.len())]);
+    let e = fails(&["report", s(&p("voc"))]);
+    assert!(e.contains("metrics.csv"), "{e}");
 }

@@ -118,7 +118,14 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         bail!("--tune-thresholds applies to multi-label problems only");
     }
     bertlu::train::resume::install_interrupt_handler();
-    let report = finetune(&cfg, init, &tokenizer, &train, &valid, problem, Some(out.path()), &a.common.run_options())?;
+    let mut inputs = vec![bertlu::run_info::InputFile::of("train", &a.train)?, bertlu::run_info::InputFile::of("valid", &a.valid)?];
+    if let Some(dir) = &base {
+        inputs.push(bertlu::run_info::InputFile::of("init", &dir.weights())?);
+    }
+    let mut info = bertlu::run_info::RunInfo::start(out.path(), "finetune", &cfg, cfg.finetune.seed, inputs)?;
+    let result = finetune(&cfg, init, &tokenizer, &train, &valid, problem, Some(out.path()), &a.common.run_options());
+    info.finish(out.path(), &super::outcome(&result))?;
+    let report = result?;
     if let Some(objective) = a.tune_thresholds {
         let mut clf = bertlu::inference::LoadedClassifier::open(out.path())?;
         super::tune::tune_and_report(&mut clf, &valid, objective, 3)?;

@@ -7,6 +7,7 @@ pub mod finetune;
 pub mod predict;
 pub mod pretrain;
 pub mod toy;
+pub mod report;
 pub mod tune;
 pub mod vocab;
 
@@ -42,8 +43,10 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Pre-train and fine-tune a tiny model on the embedded Debtags slice; compare with scratch.
     Demo(demo::DemoArgs),
-    /// Tune one decision threshold a label on validation data and store them with the model.
+    /// Tune the decision thresholds (one shared, or one a label) on validation data and store them with the model.
     TuneThresholds(tune::TuneArgs),
+    /// Curves (report.svg) and a Markdown summary (report.md) of a pretrain or finetune run.
+    Report(report::ReportArgs),
     /// The digit-sum sanity task: proves a backbone and the training loop learn.
     Toy(toy::ToyArgs),
 }
@@ -208,6 +211,14 @@ pub fn resumed_tokenizer(common: &CommonTrain, out: &bertlu::checkpoint::OutputD
     }
 }
 
+/// How a training call ended, for run.json.
+pub fn outcome<T>(result: &Result<T>) -> String {
+    match result {
+        Ok(_) => "finished".into(),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -220,5 +231,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Toy(a) => toy::run(a),
         Command::TuneThresholds(a) => tune::run(a),
+        Command::Report(a) => report::run(a),
     }
 }

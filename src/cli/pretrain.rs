@@ -6,6 +6,7 @@ use bertlu::config::Config;
 use bertlu::text::corpus::read_documents;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use bertlu::train::pretrain::{pretrain, PretrainEpoch};
+use bertlu::run_info::{InputFile, RunInfo};
 use bertlu::train::resume;
 use clap::Args;
 use std::path::PathBuf;
@@ -65,7 +66,14 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     };
     cfg.model.vocab_size = tokenizer.vocab_size();
     resume::install_interrupt_handler();
-    let log = pretrain(&cfg, &docs, &tokenizer, out.path(), &a.common.run_options())?;
+    let mut inputs = vec![InputFile::of("corpus", &a.corpus)?];
+    if let Some(v) = &a.vocab {
+        inputs.push(InputFile::of("vocab", &if v.is_dir() { v.join("tokenizer.json") } else { v.clone() })?);
+    }
+    let mut info = RunInfo::start(out.path(), "pretrain", &cfg, cfg.pretrain.seed, inputs)?;
+    let result = pretrain(&cfg, &docs, &tokenizer, out.path(), &a.common.run_options());
+    info.finish(out.path(), &super::outcome(&result))?;
+    let log = result?;
     let dir = out.commit()?;
     print_summary(&log, &dir);
     Ok(())
