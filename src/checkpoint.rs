@@ -287,13 +287,9 @@ impl OutputDir {
                 bail!("{}: output directory exists and is not empty (pass --overwrite to replace it)", target.display());
             }
         }
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent).with_context(|| format!("{}: cannot create directory", parent.display()))?;
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-        let work = parent.join(format!(".{name}.partial"));
+        let work = Self::work_dir(target);
+        let parent = work.parent().expect("work dir has a parent");
+        fs::create_dir_all(parent).with_context(|| format!("{}: cannot create directory", parent.display()))?;
         if work.exists() && crate::train::resume::has_checkpoint(&work) && !overwrite {
             bail!("{}: an interrupted run left checkpoints here; add --resume to continue it, or --overwrite to start again", work.display());
         }
@@ -304,14 +300,19 @@ impl OutputDir {
         Ok(Self { target: target.to_path_buf(), work, committed: false })
     }
 
-    /// Reopens the hidden work directory of an interrupted run into `target`, to continue it.
-    pub fn resume(target: &Path) -> Result<Self> {
+    /// The hidden `.NAME.partial` directory beside `target` where a run writes until it succeeds.
+    pub fn work_dir(target: &Path) -> PathBuf {
         let parent = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-        let work = parent.join(format!(".{name}.partial"));
+        parent.join(format!(".{name}.partial"))
+    }
+
+    /// Reopens the hidden work directory of an interrupted run into `target`, to continue it.
+    pub fn resume(target: &Path) -> Result<Self> {
+        let work = Self::work_dir(target);
         if !crate::train::resume::has_checkpoint(&work) {
             if target.exists() {
                 bail!("{}: this run finished; there is nothing to resume", target.display());

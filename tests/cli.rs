@@ -2,12 +2,8 @@
 
 mod common;
 
-use common::{fails, ok, write};
+use common::{fails, ok, s, write};
 use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Corpus, train (gz), valid (CRLF) and a tiny config in a temp dir.
 fn setup() -> tempfile::TempDir {

@@ -70,6 +70,11 @@ pub fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
 /// A config small enough to train in seconds.
 pub const TINY_TOML: &str = "[model]\nd_model = 32\nn_heads = 4\nn_layers = 1\nd_ff = 64\nmax_len = 32\ndropout = 0.0\nfilters = 16\nfilter_widths = [2, 3]\n[pretrain]\nbatch_size = 16\nlr = 0.003\n[finetune]\nbatch_size = 16\nlr = 0.003\nepochs = 6\npatience = 0\n";
 
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
 /// Runs the binary.
 pub fn bertlu(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bertlu")).args(args).output().expect("binary runs")
