@@ -321,3 +321,31 @@ fn test_mode_caps_epochs_and_textcnn_runs_from_the_cli() {
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert!(v["micro_f1"].as_f64().unwrap() > 0.5, "{v}");
 }
+
+#[test]
+fn long_lines_many_labels_and_unknown_labels() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    // a 1 MB line is cut to max_len, not refused
+    let mut long = "graphics ".repeat(120_000);
+    long.push_str("__label__gfx\n");
+    long.push_str(&common::labelled_lines(300, 5));
+    write(d.path(), "long.txt", long.as_bytes());
+    assert!(long.lines().next().unwrap().len() > 1_000_000);
+    ok(&["finetune", "--train", s(&p("long.txt")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "150", "--epochs", "1", "-q"]);
+    // labels unseen in training: a warning naming them, and scored as misses
+    write(d.path(), "unknown.txt", b"a sound file __label__audio __label__brand-new\n");
+    let out = common::bertlu(&["eval", "--model", s(&p("clf")), "--data", s(&p("unknown.txt")), "--json"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown.txt") && err.contains("brand-new"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["micro_recall"].as_f64().unwrap() <= 0.5, "the unknown label is a miss: {v}");
+    // 5,000 labels, one example each: trains, with the rare-label warning
+    let many: String = (0..5_000).map(|i| format!("word{} text __label__L{i}\n", i % 50)).collect();
+    write(d.path(), "many.txt", many.as_bytes());
+    write(d.path(), "many-valid.txt", many.lines().take(200).collect::<Vec<_>>().join("\n").as_bytes());
+    let out = common::bertlu(&["finetune", "--train", s(&p("many.txt")), "--valid", s(&p("many-valid.txt")), "--out", s(&p("many")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "100", "--epochs", "1", "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than 5 training examples"));
+}

@@ -33,6 +33,14 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     let clf = LoadedClassifier::open(&a.model)?;
     let examples = read_examples(&a.data)?;
+    let unknown: std::collections::BTreeSet<&str> = examples.iter().flat_map(|e| e.labels.iter()).filter(|l| clf.labels.get(l).is_none()).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        let shown: Vec<&str> = unknown.iter().take(8).copied().collect();
+        eprintln!(
+            "warning: {}: {} label(s) the model was not trained on (never predicted, counted as misses): {}{}",
+            a.data.display(), unknown.len(), shown.join(", "), if unknown.len() > shown.len() { ", …" } else { "" }
+        );
+    }
     let ev = clf.evaluate(&examples, a.threshold, a.batch_size);
     let s = &ev.scores;
     let mut rows: Vec<(&String, &bertlu::metrics::LabelCounts)> = ev.accumulator.per_label().iter().collect();
