@@ -162,6 +162,13 @@ fn metrics_csv_has_a_row_per_log_interval_and_per_epoch() {
     assert!(md.contains("attempt 1: finished"), "{md}");
     let svg = std::fs::read_to_string(p("clf").join("report.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("validation F1") && svg.contains("learning rate"), "{}", &svg[..200.min(svg.len())]);
+    // --json-logs: every stdout line is one JSON object; epochs, then "done"
+    let out = ok(&["finetune", "--train", s(&p("train.txt")), "--valid", s(&p("valid.txt")), "--vocab", s(&p("voc")), "--out", s(&p("json")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--epochs", "2", "--json-logs"]);
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let kinds: Vec<&str> = events.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "epoch").count(), 2, "{out}");
+    assert_eq!(*kinds.last().unwrap(), "done");
+    assert!(events.iter().filter(|v| v["event"] == "epoch").all(|v| v["micro_f1"].is_f64() && v["task"] == "finetune"));
     let e = fails(&["report", s(&p("voc"))]);
     assert!(e.contains("metrics.csv"), "{e}");
 }

@@ -131,12 +131,14 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         super::tune::tune_and_report(&mut clf, &valid, objective, 3)?;
     }
     let dir = out.commit()?;
-    print_summary(&report, &dir);
+    print_summary(&report, &dir, a.common.json_logs);
     Ok(())
 }
 
-fn print_summary(r: &FinetuneReport, dir: &std::path::Path) {
-    if let Some(e) = r.epochs.iter().find(|e| e.epoch == r.best_epoch) {
+fn print_summary(r: &FinetuneReport, dir: &std::path::Path, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "event": "done", "dir": dir, "best_epoch": r.best_epoch, "epochs": r.epochs, "initial_valid_loss": r.initial_valid_loss }));
+    } else if let Some(e) = r.epochs.iter().find(|e| e.epoch == r.best_epoch) {
         println!(
             "classifier written to {} (best epoch {}: valid micro-F1 {:.4}, macro-F1 {:.4}, loss {:.4})",
             dir.display(), e.epoch, e.micro_f1, e.macro_f1, e.valid_loss

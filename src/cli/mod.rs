@@ -109,6 +109,9 @@ pub struct CommonTrain {
     /// validation/test examples), at most 100 pre-training steps and 2 fine-tuning epochs.
     #[arg(long)]
     pub test_mode: bool,
+    /// One JSON object a line on stdout (events "message", "epoch", "done") instead of text; no progress bars.
+    #[arg(long)]
+    pub json_logs: bool,
     /// Continue the interrupted run (killed, crashed or stopped with Ctrl-C) whose output is
     /// --out, from its newest checkpoint; give the same command and files as the first time.
     #[arg(long)]
@@ -142,6 +145,7 @@ impl CommonTrain {
             quiet: self.quiet,
             checkpoints: bertlu::train::resume::CheckpointPolicy { every: self.checkpoint_every, keep: self.keep_checkpoints.max(1) },
             resume: self.resume,
+            json_logs: self.json_logs,
         }
     }
 

@@ -75,12 +75,14 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     info.finish(out.path(), &super::outcome(&result))?;
     let log = result?;
     let dir = out.commit()?;
-    print_summary(&log, &dir);
+    print_summary(&log, &dir, a.common.json_logs);
     Ok(())
 }
 
-fn print_summary(log: &[PretrainEpoch], dir: &std::path::Path) {
-    if let Some(e) = log.last() {
+fn print_summary(log: &[PretrainEpoch], dir: &std::path::Path, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "event": "done", "dir": dir, "epochs": log }));
+    } else if let Some(e) = log.last() {
         println!(
             "pre-trained model written to {} ({} steps, valid loss {:.4}, masked-token accuracy {:.4}, {:.0}s)",
             dir.display(), e.steps, e.valid_loss, e.valid_accuracy, e.seconds

@@ -3,7 +3,7 @@
 use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY, METRICS_FILE};
 use super::optim::{adamw, Schedule};
 use super::resume::{self, Checkpoints, Fnv, Interrupted, Position};
-use super::{derived_seed, devices, progress, say, streams, RunOptions};
+use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
 use crate::batch::{bucketed_batches, TokenBatch};
 use crate::checkpoint::{load_prefix, ModelDir, ModelKind, ModelMeta};
 use crate::config::Config;
@@ -142,7 +142,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     while at.epoch <= f.epochs.max(1) {
         let epoch = at.epoch;
         let batches = bucketed_batches(&lengths, f.batch_size, &mut StdRng::seed_from_u64(derived_seed(f.seed, streams::ORDER, epoch as u64)));
-        let mut pb = progress::Progress::new((batches.len() - at.batch.min(batches.len())) as u64, &format!("epoch {epoch}/{}", f.epochs), opts.quiet);
+        let mut pb = progress::Progress::new((batches.len() - at.batch.min(batches.len())) as u64, &format!("epoch {epoch}/{}", f.epochs), opts.no_bars());
         for idx in batches.iter().skip(at.batch) {
             let step = at.step;
             device.seed(derived_seed(f.seed, streams::DROPOUT, step as u64));
@@ -196,10 +196,11 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             seconds: elapsed(),
         };
         let improved = e.micro_f1 > s.best;
-        say(opts, &format!(
+        let human = format!(
             "epoch {epoch}: train loss {:.4} | valid loss {:.4} micro-F1 {:.4} macro-F1 {:.4} P {:.4} R {:.4} | {:.0}s{}",
             e.train_loss, e.valid_loss, e.micro_f1, e.macro_f1, e.precision, e.recall, e.seconds, if improved { " *" } else { "" }
-        ));
+        );
+        log_epoch(opts, "finetune", &human, &e);
         s.rows.push(MetricsRow { step: at.step, epoch, kind: "valid".into(), lr: schedule.lr(at.step.saturating_sub(1)), valid_loss: Some(e.valid_loss), micro_f1: Some(e.micro_f1), macro_f1: Some(e.macro_f1), seconds: e.seconds, ..Default::default() });
         s.epochs.push(e);
         s.loss_sum = 0.0;

@@ -21,6 +21,15 @@ pub struct RunOptions {
     pub checkpoints: resume::CheckpointPolicy,
     /// Continue from the newest checkpoint in the output directory.
     pub resume: bool,
+    /// One JSON object a line on stdout instead of text lines (no progress bars).
+    pub json_logs: bool,
+}
+
+impl RunOptions {
+    /// Whether progress bars stay hidden.
+    pub fn no_bars(&self) -> bool {
+        self.quiet || self.json_logs
+    }
 }
 
 /// A seed for item `k` of random stream `stream`, derived from the run's seed: every epoch's data
@@ -44,10 +53,29 @@ pub mod streams {
     pub const DROPOUT: u64 = 3;
 }
 
-/// Logs a line to stdout unless quiet.
+/// Logs a line to stdout unless quiet (as `{"event": "message", "text": …}` with JSON logs).
 pub(crate) fn say(opts: &RunOptions, line: &str) {
-    if !opts.quiet {
+    if opts.quiet {
+    } else if opts.json_logs {
+        println!("{}", serde_json::json!({ "event": "message", "text": line.trim() }));
+    } else {
         println!("{line}");
+    }
+}
+
+/// Logs an epoch's scores: `human` as text, or `record` as one JSON object with
+/// `"event": "epoch"` and `"task"`.
+pub(crate) fn log_epoch<T: serde::Serialize>(opts: &RunOptions, task: &str, human: &str, record: &T) {
+    if opts.quiet {
+    } else if opts.json_logs {
+        let mut v = serde_json::to_value(record).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("event".into(), "epoch".into());
+            o.insert("task".into(), task.into());
+        }
+        println!("{v}");
+    } else {
+        println!("{human}");
     }
 }
 

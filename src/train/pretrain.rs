@@ -3,7 +3,7 @@
 use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY, METRICS_FILE};
 use super::optim::{adamw, Schedule};
 use super::resume::{self, Checkpoints, Fnv, Interrupted, Position};
-use super::{derived_seed, devices, progress, say, streams, RunOptions};
+use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
 use crate::batch::{bucketed_batches, MlmBatch};
 use crate::checkpoint::{ModelDir, ModelKind, ModelMeta};
 use crate::config::Config;
@@ -135,7 +135,7 @@ pub fn pretrain(cfg: &Config, docs: &[String], tokenizer: &WordPieceTokenizer, o
         let epoch = at.epoch;
         let batches = bucketed_batches(&lengths, p.batch_size, &mut StdRng::seed_from_u64(derived_seed(p.seed, streams::ORDER, epoch as u64)));
         let n = batches.len().min(total - (at.step - at.batch));
-        let mut pb = progress::Progress::new((n - at.batch.min(n)) as u64, &format!("epoch {epoch}/{epochs}"), opts.quiet);
+        let mut pb = progress::Progress::new((n - at.batch.min(n)) as u64, &format!("epoch {epoch}/{epochs}"), opts.no_bars());
         for idx in batches.into_iter().take(n).skip(at.batch) {
             let step = at.step;
             let mut rng = StdRng::seed_from_u64(derived_seed(p.seed, streams::MASKING, step as u64));
@@ -188,10 +188,11 @@ pub fn pretrain(cfg: &Config, docs: &[String], tokenizer: &WordPieceTokenizer, o
             valid_accuracy,
             seconds: elapsed(offset),
         };
-        say(opts, &format!(
+        let human = format!(
             "epoch {epoch}: step {} train loss {:.4} acc {:.4} | valid loss {:.4} acc {:.4} | {:.0}s",
             e.steps, e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy, e.seconds
-        ));
+        );
+        log_epoch(opts, "pretrain", &human, &e);
         s.rows.push(MetricsRow { step: at.step, epoch, kind: "valid".into(), lr: schedule.lr(at.step - 1), valid_loss: Some(valid_loss), valid_accuracy: Some(valid_accuracy), seconds: e.seconds, ..Default::default() });
         s.log.push(e);
         (s.loss_sum, s.correct, s.count, s.seen) = (0.0, 0, 0, 0);
