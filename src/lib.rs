@@ -3,6 +3,7 @@
 //! backbone → heads → losses/metrics → model directories.
 
 pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;
@@ -11,9 +12,9 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod plot;
-pub mod tasks;
 pub mod report;
 pub mod run_info;
+pub mod tasks;
 pub mod thresholds;
 pub mod text;
 pub mod train;

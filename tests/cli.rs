@@ -349,3 +349,21 @@ fn long_lines_many_labels_and_unknown_labels() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than 5 training examples"));
 }
+
+#[test]
+fn bench_measures_each_case_in_its_own_process() {
+    let out = ok(&["bench", "--setting", "tiny-textcnn", "--case", "infer1,finetune", "--iters", "3", "--warmup", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ms = v.as_array().unwrap();
+    assert_eq!(ms.len(), 2);
+    assert_eq!(ms[0]["case"], "Infer1");
+    assert_eq!(ms[1]["examples"], 32);
+    for m in ms {
+        let secs = m["seconds"].as_array().unwrap();
+        assert_eq!(secs.len(), 3);
+        assert!(secs.iter().all(|s| s.as_f64().unwrap() > 0.0));
+        assert!(m["peak_rss_mib"].as_f64().unwrap() > 1.0);
+    }
+    let e = fails(&["bench", "--setting", "huge"]);
+    assert!(e.contains("huge"), "{e}");
+}

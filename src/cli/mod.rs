@@ -7,6 +7,7 @@ pub mod finetune;
 pub mod predict;
 pub mod pretrain;
 pub mod toy;
+pub mod bench;
 pub mod report;
 pub mod tune;
 pub mod vocab;
@@ -47,6 +48,8 @@ pub enum Command {
     TuneThresholds(tune::TuneArgs),
     /// Curves (report.svg) and a Markdown summary (report.md) of a pretrain or finetune run.
     Report(report::ReportArgs),
+    /// Speed (median, range) and peak memory of training steps and inference on synthetic batches.
+    Bench(bench::BenchArgs),
     /// The digit-sum sanity task: proves a backbone and the training loop learn.
     Toy(toy::ToyArgs),
 }
@@ -236,5 +239,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Toy(a) => toy::run(a),
         Command::TuneThresholds(a) => tune::run(a),
         Command::Report(a) => report::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

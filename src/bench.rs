@@ -1,0 +1,247 @@
+//! Speed measurements on synthetic batches: a masked-LM training step, a fine-tuning step and
+//! inference, for a named model setting. Each case is timed after warm-up over many
+//! iterations and reported as median and min–max; peak memory is the process's peak resident
+//! size, so the command runs each case in a process of its own.
+
+use crate::batch::{MlmBatch, TokenBatch};
+use crate::config::{BackboneKind, Config, ModelConfig, Preset};
+use crate::model::{Classifier, PretrainModel};
+use crate::tasks::classify::Problem;
+use crate::tasks::mlm::MlmExample;
+use crate::train::optim::adamw;
+use anyhow::{bail, Result};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use rand::rngs::StdRng;
+use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Word pieces of the synthetic vocabulary (as in the reference measurement).
+pub const VOCAB: usize = 8000;
+/// Labels of the synthetic classification task (as many as Debtags has).
+pub const LABELS: usize = 262;
+/// Masked positions scored a sequence.
+pub const MASKED: usize = 20;
+
+/// A model setting to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Setting {
+    /// The PyTorch reference: d_model 256, 4 layers, 4 heads, FFN 1024 (Transformer).
+    Reference,
+    /// Tiny preset, Transformer.
+    TinyTransformer,
+    /// Small preset, Transformer.
+    SmallTransformer,
+    /// Tiny preset, TextCNN.
+    TinyTextcnn,
+    /// Small preset, TextCNN.
+    SmallTextcnn,
+}
+
+impl Setting {
+    /// Every setting, in report order.
+    pub const ALL: [Setting; 5] = [Setting::Reference, Setting::TinyTransformer, Setting::SmallTransformer, Setting::TinyTextcnn, Setting::SmallTextcnn];
+
+    /// Its model shape (vocabulary 8000, `max_len` 128).
+    pub fn model(self) -> ModelConfig {
+        let (preset, backbone) = match self {
+            Setting::Reference | Setting::SmallTransformer => (Preset::Small, BackboneKind::Transformer),
+            Setting::TinyTransformer => (Preset::Tiny, BackboneKind::Transformer),
+            Setting::TinyTextcnn => (Preset::Tiny, BackboneKind::TextCnn),
+            Setting::SmallTextcnn => (Preset::Small, BackboneKind::TextCnn),
+        };
+        let mut m = Config::preset(preset).with_backbone(backbone).model;
+        if self == Setting::Reference {
+            m.d_model = 256;
+            m.n_heads = 4;
+            m.n_layers = 4;
+            m.d_ff = 1024;
+        }
+        m.vocab_size = VOCAB;
+        m.max_len = 128;
+        m
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_owned()).unwrap_or_default()
+    }
+}
+
+/// What is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Case {
+    /// Masked-LM training step (forward, backward, AdamW), batch 32 × 128 tokens, 20 masked a sequence.
+    Pretrain,
+    /// Multi-label fine-tuning step, batch 32 × 128 tokens, 262 labels.
+    Finetune,
+    /// Inference, batch 64.
+    Infer64,
+    /// Inference, one example at a time (latency).
+    Infer1,
+}
+
+impl Case {
+    /// Every case, in report order.
+    pub const ALL: [Case; 4] = [Case::Pretrain, Case::Finetune, Case::Infer64, Case::Infer1];
+}
+
+/// One measured case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Model setting.
+    pub setting: Setting,
+    /// What was timed.
+    pub case: Case,
+    /// Seconds of each timed iteration.
+    pub seconds: Vec<f64>,
+    /// Examples (sequences) an iteration.
+    pub examples: usize,
+    /// Word pieces an iteration (padding included).
+    pub tokens: usize,
+    /// Peak resident memory of the measuring process, in MiB (when the OS tells).
+    pub peak_rss_mib: Option<f64>,
+}
+
+impl Measurement {
+    /// Median seconds an iteration.
+    pub fn median(&self) -> f64 {
+        let mut v = self.seconds.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+    /// Fastest iteration.
+    pub fn min(&self) -> f64 {
+        self.seconds.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    /// Slowest iteration.
+    pub fn max(&self) -> f64 {
+        self.seconds.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn random_seqs(rng: &mut StdRng, n: usize, len: usize) -> Vec<Vec<u32>> {
+    (0..n)
+        .map(|_| {
+            let mut s: Vec<u32> = (0..len).map(|_| rng.random_range(5..VOCAB as u32)).collect();
+            s[0] = crate::text::tokenizer::CLS;
+            s[len - 1] = crate::text::tokenizer::SEP;
+            s
+        })
+        .collect()
+}
+
+fn timed(warmup: usize, iters: usize, mut f: impl FnMut()) -> Vec<f64> {
+    for _ in 0..warmup {
+        f();
+    }
+    (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+/// Measures one case in this process.
+pub fn measure(setting: Setting, case: Case, warmup: usize, iters: usize, seed: u64) -> Result<Measurement> {
+    if iters == 0 {
+        bail!("--iters must be positive");
+    }
+    let model_cfg = setting.model();
+    let len = model_cfg.max_len;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let plain = crate::device::default_device();
+    let train_device = plain.clone().autodiff();
+    train_device.seed(seed);
+    let (batch, seconds) = match case {
+        Case::Pretrain => {
+            let examples: Vec<MlmExample> = random_seqs(&mut rng, 32, len)
+                .into_iter()
+                .map(|input_ids| {
+                    let mut positions: Vec<usize> = sample(&mut rng, len - 2, MASKED).into_iter().map(|p| p + 1).collect();
+                    positions.sort_unstable();
+                    let targets = positions.iter().map(|&p| input_ids[p]).collect();
+                    MlmExample { input_ids, positions, targets }
+                })
+                .collect();
+            let mut model = Some(PretrainModel::init(&model_cfg, &train_device));
+            let mut optim = adamw(0.01, 1.0);
+            let secs = timed(warmup, iters, || {
+                let m = model.take().expect("model");
+                let out = m.forward(&MlmBatch::new(&examples, &train_device));
+                let _: f32 = out.loss.clone().into_scalar();
+                let grads = GradientsParams::from_grads(out.loss.backward(), &m);
+                model = Some(optim.step(1e-4, m, grads));
+            });
+            (32, secs)
+        }
+        Case::Finetune => {
+            let seqs = random_seqs(&mut rng, 32, len);
+            let gold: Vec<Vec<usize>> = (0..32).map(|_| sample(&mut rng, LABELS, 3).into_vec()).collect();
+            let mut model = Some(Classifier::init(&model_cfg, LABELS, &train_device));
+            let mut optim = adamw(0.01, 1.0);
+            let secs = timed(warmup, iters, || {
+                let m = model.take().expect("model");
+                let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+                let loss = Classifier::loss(m.forward(&TokenBatch::new(&refs, &train_device)), &gold, Problem::MultiLabel);
+                let _: f32 = loss.clone().into_scalar();
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                model = Some(optim.step(1e-4, m, grads));
+            });
+            (32, secs)
+        }
+        Case::Infer64 | Case::Infer1 => {
+            let n = if case == Case::Infer64 { 64 } else { 1 };
+            let seqs = random_seqs(&mut rng, n, len);
+            let model = Classifier::init(&model_cfg, LABELS, &plain).valid();
+            let secs = timed(warmup, iters, || {
+                let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+                let p = Classifier::probabilities(model.forward(&TokenBatch::new(&refs, &plain)), Problem::MultiLabel);
+                let _ = p.into_data();
+            });
+            (n, secs)
+        }
+    };
+    Ok(Measurement { setting, case, seconds, examples: batch, tokens: batch * len, peak_rss_mib: peak_rss_mib() })
+}
+
+/// The Markdown table of measurements: median and min–max per iteration, throughput, peak memory.
+pub fn table(ms: &[Measurement]) -> String {
+    let mut s = String::from("| setting | case | median ms | min–max ms | tokens/s | examples/s | peak RSS MiB |\n|---|---|---|---|---|---|---|\n");
+    for m in ms {
+        let med = m.median();
+        s.push_str(&format!(
+            "| {} | {:?} | {:.1} | {:.1}–{:.1} | {:.0} | {:.1} | {} |\n",
+            m.setting.name(), m.case, med * 1e3, m.min() * 1e3, m.max() * 1e3, m.tokens as f64 / med, m.examples as f64 / med,
+            m.peak_rss_mib.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into())
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statistics_of_a_measurement() {
+        let m = Measurement { setting: Setting::TinyTextcnn, case: Case::Infer1, seconds: vec![0.3, 0.1, 0.2, 0.5, 0.4], examples: 1, tokens: 128, peak_rss_mib: None };
+        assert_eq!((m.median(), m.min(), m.max()), (0.3, 0.1, 0.5));
+        let t = table(&[m]);
+        assert!(t.contains("| tiny-textcnn | Infer1 | 300.0 | 100.0–500.0 | 427 | 3.3 | – |"), "{t}");
+        assert_eq!(Setting::Reference.model().d_model, 256);
+        assert_eq!(Setting::SmallTextcnn.model().backbone, BackboneKind::TextCnn);
+    }
+}

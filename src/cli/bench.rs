@@ -1,0 +1,69 @@
+//! `bertlu bench`: speed and memory of training steps and inference, one case a process.
+
+use anyhow::{bail, Context, Result};
+use bertlu::bench::{measure, table, Case, Measurement, Setting};
+use clap::Args;
+
+/// Arguments of `bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model settings to measure (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub setting: Vec<Setting>,
+    /// Cases to measure (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub case: Vec<Case>,
+    /// Untimed iterations first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed iterations (the table reports their median and range).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Print one JSON array instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Measure in this process and print one JSON object (what each child process runs).
+    #[arg(long, hide = true)]
+    pub child: bool,
+    /// Random seed of the synthetic batches and weights.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Runs `bench`.
+pub fn run(a: BenchArgs) -> Result<()> {
+    let settings = if a.setting.is_empty() { Setting::ALL.to_vec() } else { a.setting.clone() };
+    let cases = if a.case.is_empty() { Case::ALL.to_vec() } else { a.case.clone() };
+    if a.child {
+        let [setting] = settings[..] else { bail!("--child measures one setting") };
+        let [case] = cases[..] else { bail!("--child measures one case") };
+        println!("{}", serde_json::to_string(&measure(setting, case, a.warmup, a.iters, a.seed)?)?);
+        return Ok(());
+    }
+    // A process per case, so each peak-memory figure is that case's alone.
+    let exe = std::env::current_exe().context("cannot find the bertlu executable")?;
+    let mut out: Vec<Measurement> = Vec::new();
+    for &setting in &settings {
+        for &case in &cases {
+            if !a.json {
+                eprintln!("bench: {} {case:?} …", setting.name());
+            }
+            let o = std::process::Command::new(&exe)
+                .args(["bench", "--child", "--setting", &setting.name(), "--case", &format!("{case:?}").to_lowercase()])
+                .args(["--warmup", &a.warmup.to_string(), "--iters", &a.iters.to_string(), "--seed", &a.seed.to_string()])
+                .output()
+                .context("cannot run a bench process")?;
+            if !o.status.success() {
+                bail!("bench {} {case:?} failed: {}", setting.name(), String::from_utf8_lossy(&o.stderr).trim());
+            }
+            out.push(serde_json::from_slice(&o.stdout).context("bench process output")?);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", table(&out));
+        println!("{} threads; median and range over {} iterations after {} warm-up; synthetic batches of 128 word pieces, vocabulary {}.", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), a.iters, a.warmup, bertlu::bench::VOCAB);
+    }
+    Ok(())
+}
