@@ -367,3 +367,34 @@ fn bench_measures_each_case_in_its_own_process() {
     let e = fails(&["bench", "--setting", "huge"]);
     assert!(e.contains("huge"), "{e}");
 }
+
+#[test]
+fn skip_bad_lines_counts_and_warns() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let mut train = common::labelled_lines(300, 7).into_bytes();
+    train.extend_from_slice(b"no label here\n\xff\xfe broken __label__net\n__label__net\nnul \0 byte __label__py\n");
+    train.extend_from_slice(common::labelled_lines(100, 8).as_bytes());
+    write(d.path(), "dirty.txt", &train);
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["finetune", "--train", s(&p("dirty.txt")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "150", "--epochs", "1"].iter().map(|a| a.to_string()).collect();
+        v.extend(extra.iter().map(|a| a.to_string()));
+        v
+    };
+    let strict = args(&[]);
+    let e = fails(&strict.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("dirty.txt:301: no label"), "{e}");
+    let lenient = args(&["--skip-bad-lines"]);
+    let out = common::bertlu(&lenient.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("skipped 4 bad line(s)") && err.contains("dirty.txt:301: no label") && err.contains("dirty.txt:302: invalid UTF-8"), "{err}");
+    // the 400 good lines were all used
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("finetune: 400 train / 120 valid examples"), "{stdout}");
+    let corpus = write(d.path(), "dirty-corpus.txt", b"fine document one\nbad \xc3\x28 text\nfine document two\n");
+    let out = common::bertlu(&["vocab", "--corpus", s(&corpus), "--out", s(&p("v")), "--size", "50"]);
+    assert!(!out.status.success(), "vocab reads strictly");
+    let e = fails(&["pretrain", "--corpus", s(&corpus), "--out", s(&p("pre")), "--preset", "tiny", "-q"]);
+    assert!(e.contains("dirty-corpus.txt:2: invalid UTF-8"), "{e}");
+}

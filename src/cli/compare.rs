@@ -6,8 +6,8 @@ use bertlu::checkpoint::OutputDir;
 use bertlu::compare::{compare, write_outputs, CompareData, CompareSettings, TABLE_FILE};
 use bertlu::config::BackboneKind;
 use bertlu::tasks::classify::{check_problem, Problem};
-use bertlu::text::corpus::read_documents;
-use bertlu::text::labelled::read_examples;
+use bertlu::text::corpus::read_documents_with;
+use bertlu::text::labelled::read_examples_with;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
@@ -104,10 +104,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
         bail!("--pretrained given for {b}, which is not in --backbone");
     }
 
-    let mut docs = read_documents(&a.corpus)?;
-    let mut train = read_examples(&a.train)?;
-    let mut valid = read_examples(&a.valid)?;
-    let mut test = a.test.as_deref().map(read_examples).transpose()?;
+    let mut docs = read_documents_with(&a.corpus, a.common.bad_lines())?;
+    let mut train = read_examples_with(&a.train, a.common.bad_lines())?;
+    let mut valid = read_examples_with(&a.valid, a.common.bad_lines())?;
+    let mut test = a.test.as_deref().map(|t| read_examples_with(t, a.common.bad_lines())).transpose()?;
     a.common.cut(&mut docs, test_mode::DOCS);
     a.common.cut(&mut train, test_mode::TRAIN);
     a.common.cut(&mut valid, test_mode::EVAL);

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use bertlu::checkpoint::ModelDir;
 use bertlu::config::Config;
 use bertlu::tasks::classify::{check_problem, Problem};
-use bertlu::text::labelled::read_examples;
+use bertlu::text::labelled::read_examples_with;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use bertlu::train::finetune::{finetune, FinetuneReport, Init};
 use clap::Args;
@@ -96,8 +96,8 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
 pub fn run(a: FinetuneArgs) -> Result<()> {
     let base = a.init.as_deref().map(ModelDir::open).transpose().context("--init")?;
     let mut cfg = configure(&a, base.as_ref())?;
-    let mut train = read_examples(&a.train)?;
-    let mut valid = read_examples(&a.valid)?;
+    let mut train = read_examples_with(&a.train, a.common.bad_lines())?;
+    let mut valid = read_examples_with(&a.valid, a.common.bad_lines())?;
     a.common.cut(&mut train, test_mode::TRAIN);
     a.common.cut(&mut valid, test_mode::EVAL);
     let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));

@@ -112,6 +112,10 @@ pub struct CommonTrain {
     /// validation/test examples), at most 100 pre-training steps and 2 fine-tuning epochs.
     #[arg(long)]
     pub test_mode: bool,
+    /// Skip unusable lines of the input files (invalid UTF-8, NUL bytes, no label, no text) with a
+    /// warning that counts them, instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
     /// One JSON object a line on stdout (events "message", "epoch", "done") instead of text; no progress bars.
     #[arg(long)]
     pub json_logs: bool,
@@ -142,6 +146,15 @@ pub mod test_mode {
 }
 
 impl CommonTrain {
+    /// What readers do with bad lines.
+    pub fn bad_lines(&self) -> bertlu::text::reader::BadLines {
+        if self.skip_bad_lines {
+            bertlu::text::reader::BadLines::Skip
+        } else {
+            bertlu::text::reader::BadLines::Fail
+        }
+    }
+
     /// The loop options these flags ask for.
     pub fn run_options(&self) -> bertlu::train::RunOptions {
         bertlu::train::RunOptions {

@@ -3,7 +3,7 @@
 use super::{load_tokenizer, resumed_tokenizer, test_mode, CommonTrain, StepArgs};
 use anyhow::Result;
 use bertlu::config::Config;
-use bertlu::text::corpus::read_documents;
+use bertlu::text::corpus::read_documents_with;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use bertlu::train::pretrain::{pretrain, PretrainEpoch};
 use bertlu::run_info::{InputFile, RunInfo};
@@ -57,7 +57,7 @@ fn configure(a: &PretrainArgs) -> Result<Config> {
 pub fn run(a: PretrainArgs) -> Result<()> {
     let mut cfg = configure(&a)?;
     let out = a.common.output(&a.out)?;
-    let mut docs = read_documents(&a.corpus)?;
+    let mut docs = read_documents_with(&a.corpus, a.common.bad_lines())?;
     a.common.cut(&mut docs, test_mode::DOCS);
     let tokenizer = match (&a.vocab, resumed_tokenizer(&a.common, &out)?) {
         (_, Some(t)) => t,

@@ -1,6 +1,6 @@
 //! The raw pre-training corpus: one document a line, or documents separated by blank lines.
 
-use super::reader::Lines;
+use super::reader::{BadLines, Lines, Skipped};
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -9,10 +9,22 @@ use std::path::Path;
 /// If the file has blank lines, each blank-line-separated block is one document (its lines joined
 /// by spaces, the google-bert layout); otherwise each line is a document.
 pub fn read_documents(path: &Path) -> Result<Vec<String>> {
+    read_documents_with(path, BadLines::Fail)
+}
+
+/// [`read_documents`], skipping bad lines (with a warning) under [`BadLines::Skip`].
+pub fn read_documents_with(path: &Path, policy: BadLines) -> Result<Vec<String>> {
     let mut blocks: Vec<Vec<String>> = vec![Vec::new()];
     let mut saw_blank = false;
+    let mut skipped = Skipped::default();
     for line in Lines::open(path)? {
-        let line = line?;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                skipped.take(e, policy)?;
+                continue;
+            }
+        };
         let text = line.text.trim();
         if text.is_empty() {
             saw_blank = true;
@@ -28,6 +40,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
     } else {
         blocks.pop().unwrap_or_default()
     };
+    skipped.warn(&path.display().to_string());
     if docs.is_empty() {
         bail!("{}: corpus has no text (empty file?)", path.display());
     }

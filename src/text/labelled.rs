@@ -1,6 +1,6 @@
 //! The fastText-compatible labelled format: `word word … __label__a __label__b`.
 
-use super::reader::Lines;
+use super::reader::{BadLine, BadLines, Lines, Skipped};
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -48,20 +48,33 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Example>, String> {
 /// Reads every example of a labelled file (plain or gzip); blank lines are skipped, any other
 /// malformed line is an error naming `file:line`. An empty file is an error.
 pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
-    read_from(Lines::open(path)?, &path.display().to_string())
+    read_examples_with(path, BadLines::Fail)
+}
+
+/// [`read_examples`], skipping bad lines (with a warning) under [`BadLines::Skip`].
+pub fn read_examples_with(path: &Path, policy: BadLines) -> Result<Vec<Example>> {
+    read_from(Lines::open(path)?, &path.display().to_string(), policy)
 }
 
 /// Reads labelled examples from an already opened line source.
-pub fn read_from(lines: Lines, name: &str) -> Result<Vec<Example>> {
+pub fn read_from(lines: Lines, name: &str, policy: BadLines) -> Result<Vec<Example>> {
     let mut out = Vec::new();
+    let mut skipped = Skipped::default();
     for line in lines {
-        let line = line?;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                skipped.take(e, policy)?;
+                continue;
+            }
+        };
         match parse_line(&line.text) {
             Ok(Some(ex)) => out.push(ex),
             Ok(None) => {}
-            Err(msg) => bail!("{name}:{}: {msg}", line.number),
+            Err(msg) => skipped.take(BadLine::new(name, line.number, msg).into(), policy)?,
         }
     }
+    skipped.warn(name);
     if out.is_empty() {
         bail!("{name}: no labelled examples (empty file?)");
     }

@@ -1,6 +1,6 @@
 //! Line readers for plain and gzip text files, with `file:line` in every error.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -78,11 +78,11 @@ impl Lines {
             self.buf.pop();
         }
         if self.buf.contains(&0) {
-            bail!("{}:{}: line contains a NUL byte (binary file?)", self.path.display(), self.number);
+            return Err(BadLine::new(&self.path.display().to_string(), self.number, "line contains a NUL byte (binary file?)".into()).into());
         }
         let text = match std::str::from_utf8(&self.buf) {
             Ok(s) => s.to_owned(),
-            Err(e) => bail!("{}:{}: invalid UTF-8 at byte {}", self.path.display(), self.number, e.valid_up_to()),
+            Err(e) => return Err(BadLine::new(&self.path.display().to_string(), self.number, format!("invalid UTF-8 at byte {}", e.valid_up_to())).into()),
         };
         Ok(Some(Line { number: self.number, text }))
     }
@@ -102,9 +102,73 @@ impl Iterator for Lines {
                 None
             }
             Err(e) => {
-                self.done = true;
+                // After one bad line the next can still be read; after a read failure nothing can.
+                self.done = e.downcast_ref::<BadLine>().is_none();
                 Some(Err(e))
             }
+        }
+    }
+}
+
+/// A line that cannot be used (not UTF-8, a NUL byte, no label, …): the file, its 1-based line
+/// number and what is wrong. Reading can go on after it (see [`BadLines::Skip`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}:{line}: {msg}")]
+pub struct BadLine {
+    /// The file as named to the user.
+    pub file: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub msg: String,
+}
+
+impl BadLine {
+    /// A bad line of `file`.
+    pub fn new(file: &str, line: usize, msg: String) -> Self {
+        Self { file: file.to_owned(), line, msg }
+    }
+}
+
+/// What a reader does with a bad line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BadLines {
+    /// Stop with an error naming `file:line` (the default: a bad line usually means a wrong file).
+    #[default]
+    Fail,
+    /// Skip it, count it, and warn once at the end with the count and the first few.
+    Skip,
+}
+
+/// Bad lines skipped while reading one file.
+#[derive(Debug, Default)]
+pub struct Skipped {
+    /// How many.
+    pub count: usize,
+    /// The first few, as `file:line: reason`.
+    pub first: Vec<String>,
+}
+
+impl Skipped {
+    /// Handles one error under `policy`: a bad line is counted when skipping; anything else
+    /// (or any error when failing) is returned.
+    pub fn take(&mut self, e: anyhow::Error, policy: BadLines) -> Result<()> {
+        match (policy, e.downcast_ref::<BadLine>()) {
+            (BadLines::Skip, Some(b)) => {
+                self.count += 1;
+                if self.first.len() < 3 {
+                    self.first.push(b.to_string());
+                }
+                Ok(())
+            }
+            _ => Err(e),
+        }
+    }
+
+    /// Prints the warning (if anything was skipped).
+    pub fn warn(&self, file: &str) {
+        if self.count > 0 {
+            eprintln!("warning: {file}: skipped {} bad line(s) (--skip-bad-lines); first: {}", self.count, self.first.join("; "));
         }
     }
 }
