@@ -72,7 +72,8 @@ pub fn markdown(rows: &[MetricsRow], info: Option<&RunInfo>, dir: &Path) -> Stri
         }
         for (k, a) in i.attempts.iter().enumerate() {
             let secs = a.finished.map(|f| format!("{} s", f.saturating_sub(a.started))).unwrap_or_else(|| "still running or killed".into());
-            s.push_str(&format!("- attempt {}: {} — {}\n", k + 1, a.outcome, secs));
+            let mem = a.peak_rss_mib.map(|m| format!(", peak memory {m:.0} MiB")).unwrap_or_default();
+            s.push_str(&format!("- attempt {}: {} — {secs}{mem}\n", k + 1, a.outcome));
         }
     }
     let last = rows.last().map(|r| r.seconds).unwrap_or(0.0);

@@ -55,6 +55,9 @@ pub struct Attempt {
     pub finished: Option<u64>,
     /// "running", "finished", or the error it stopped with.
     pub outcome: String,
+    /// Peak resident memory of the process when it ended, in MiB (Linux).
+    #[serde(default)]
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// Contents of `run.json`.
@@ -88,7 +91,7 @@ impl RunInfo {
     /// Records the start of a run in `dir` (appending an attempt to an existing `run.json` when
     /// resuming) and writes it.
     pub fn start(dir: &Path, task: &str, cfg: &Config, seed: u64, inputs: Vec<InputFile>) -> Result<Self> {
-        let attempt = Attempt { command: std::env::args().collect(), started: now(), finished: None, outcome: "running".into() };
+        let attempt = Attempt { command: std::env::args().collect(), started: now(), finished: None, outcome: "running".into(), peak_rss_mib: None };
         let mut info = match std::fs::read_to_string(dir.join(RUN_FILE)).ok().and_then(|t| serde_json::from_str::<RunInfo>(&t).ok()) {
             Some(old) => old,
             None => RunInfo {
@@ -113,6 +116,7 @@ impl RunInfo {
         if let Some(a) = self.attempts.last_mut() {
             a.finished = Some(now());
             a.outcome = outcome.to_owned();
+            a.peak_rss_mib = crate::bench::peak_rss_mib();
         }
         self.write(dir)
     }

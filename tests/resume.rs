@@ -159,7 +159,7 @@ fn metrics_csv_has_a_row_per_log_interval_and_per_epoch() {
     // report: the summary marks the kept epoch; the plot has the three panels
     let md = ok(&["report", s(&p("clf"))]);
     assert!(md.contains(&format!("| {best} **(kept)** |")), "{md}");
-    assert!(md.contains("attempt 1: finished"), "{md}");
+    assert!(md.contains("attempt 1: finished") && md.contains("peak memory"), "{md}");
     let svg = std::fs::read_to_string(p("clf").join("report.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("validation F1") && svg.contains("learning rate"), "{}", &svg[..200.min(svg.len())]);
     // --json-logs: every stdout line is one JSON object; epochs, then "done"
