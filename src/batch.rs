@@ -91,6 +91,12 @@ pub fn bucketed_batches<R: Rng>(lengths: &[usize], batch_size: usize, rng: &mut 
     batches
 }
 
+/// How many batches [`bucketed_batches`] makes of `n` items.
+pub fn bucketed_batch_count(n: usize, batch_size: usize) -> usize {
+    let window = batch_size * 50;
+    (n / window) * 50 + (n % window).div_ceil(batch_size)
+}
+
 /// Batches in the original order, sorted by length inside each window to cut padding while
 /// staying easy to map back (the caller scatters results by index).
 pub fn eval_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {

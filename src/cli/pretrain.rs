@@ -3,7 +3,7 @@
 use super::{load_tokenizer, resumed_tokenizer, test_mode, CommonTrain, StepArgs};
 use anyhow::Result;
 use bertlu::config::Config;
-use bertlu::text::corpus::read_documents_with;
+use bertlu::text::corpus::{CorpusFile, DocumentSource};
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use bertlu::train::pretrain::{pretrain, PretrainEpoch};
 use bertlu::run_info::{InputFile, RunInfo};
@@ -57,12 +57,20 @@ fn configure(a: &PretrainArgs) -> Result<Config> {
 pub fn run(a: PretrainArgs) -> Result<()> {
     let mut cfg = configure(&a)?;
     let out = a.common.output(&a.out)?;
-    let mut docs = read_documents_with(&a.corpus, a.common.bad_lines())?;
-    a.common.cut(&mut docs, test_mode::DOCS);
+    // The corpus is streamed (read again on each pass), never held in memory whole.
+    let docs = CorpusFile::open(&a.corpus, a.common.bad_lines(), a.common.test_mode.then_some(test_mode::DOCS))?;
     let tokenizer = match (&a.vocab, resumed_tokenizer(&a.common, &out)?) {
         (_, Some(t)) => t,
         (Some(p), None) => load_tokenizer(p)?,
-        (None, None) => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: a.vocab_size, lowercase: !a.cased, ..Default::default() })?,
+        (None, None) => {
+            let failure = std::sync::Mutex::new(None);
+            let texts = docs.documents()?.map_while(|d| d.map_err(|e| *failure.lock().expect("lock") = Some(e)).ok());
+            let t = WordPieceTokenizer::train(texts, &VocabOptions { size: a.vocab_size, lowercase: !a.cased, ..Default::default() })?;
+            if let Some(e) = failure.into_inner().expect("lock") {
+                return Err(e);
+            }
+            t
+        }
     };
     cfg.model.vocab_size = tokenizer.vocab_size();
     resume::install_interrupt_handler();

@@ -4,18 +4,18 @@ use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY, METRICS_FILE}
 use super::optim::{adamw, Schedule};
 use super::resume::{self, Checkpoints, Fnv, Interrupted, Position};
 use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
-use crate::batch::{bucketed_batches, MlmBatch};
+use crate::batch::{bucketed_batch_count, bucketed_batches, MlmBatch};
 use crate::checkpoint::{ModelDir, ModelKind, ModelMeta};
 use crate::config::Config;
 use crate::model::PretrainModel;
 use crate::tasks::mlm::{chunk_document, Masking, MlmExample};
+use crate::text::corpus::DocumentSource;
 use crate::text::tokenizer::WordPieceTokenizer;
 use anyhow::{bail, Result};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -42,28 +42,57 @@ pub struct PretrainEpoch {
     pub seconds: f64,
 }
 
-/// Cuts every document into sequences and splits them, by document, into train and held-out sets.
-pub fn prepare_sequences(docs: &[String], tokenizer: &WordPieceTokenizer, cfg: &Config) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
-    let mut order: Vec<usize> = (0..docs.len()).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(cfg.pretrain.seed ^ 0x5eed));
-    let n_valid = if docs.len() < 2 || cfg.pretrain.valid_fraction == 0.0 { 0 } else { ((docs.len() as f64 * cfg.pretrain.valid_fraction).ceil() as usize).clamp(1, docs.len() / 2) };
-    let held: std::collections::HashSet<usize> = order[..n_valid].iter().copied().collect();
-    let (mut train, mut valid) = (Vec::new(), Vec::new());
-    const CHUNK: usize = 2048;
-    for (c, chunk) in docs.chunks(CHUNK).enumerate() {
-        for (k, ids) in tokenizer.encode_batch(chunk).into_iter().enumerate() {
-            let seqs = chunk_document(&ids, cfg.model.max_len);
-            if held.contains(&(c * CHUNK + k)) {
-                valid.extend(seqs);
+/// Documents tokenized together.
+const CHUNK: usize = 2048;
+/// Training sequences shuffled (and grouped by length) together: what a pass holds in memory —
+/// about 10 MB of ids at Debtags' 76 pieces a sequence — however large the corpus.
+pub const SHUFFLE_BUFFER: usize = 32_768;
+/// Held-out sequences kept at most (the validation set of a huge corpus stays small).
+pub const MAX_HELD_OUT: usize = 2_000;
+
+/// Whether document `i` (0-based, file order) is held out: the second, then one every
+/// `1 / valid_fraction` documents — the same split for every seed and every pass.
+pub fn is_held_out(i: usize, valid_fraction: f64) -> bool {
+    if valid_fraction <= 0.0 {
+        return false;
+    }
+    let period = ((1.0 / valid_fraction).round() as usize).max(2);
+    i % period == 1
+}
+
+/// One pass over the corpus, tokenizing a chunk of documents at a time: each chunk's training
+/// sequences go to `on_train` (with `last` set once, after the final chunk, with no sequences);
+/// it returns false to end the pass early. Held-out sequences go to `held` when given.
+/// Returns the number of documents read.
+fn pass<D: DocumentSource + ?Sized>(docs: &D, tokenizer: &WordPieceTokenizer, cfg: &Config, mut held: Option<&mut Vec<Vec<u32>>>, mut on_train: impl FnMut(Vec<Vec<u32>>, bool) -> Result<bool>) -> Result<usize> {
+    let mut it = docs.documents()?;
+    let mut index = 0usize;
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for d in it.by_ref().take(CHUNK) {
+            chunk.push(d?);
+        }
+        if chunk.is_empty() {
+            on_train(Vec::new(), true)?;
+            return Ok(index);
+        }
+        let mut train = Vec::new();
+        for ids in tokenizer.encode_batch(&chunk) {
+            // Sequences with no word piece (empty documents) teach nothing.
+            let seqs = chunk_document(&ids, cfg.model.max_len).into_iter().filter(|s| s.len() > 2);
+            if is_held_out(index, cfg.pretrain.valid_fraction) {
+                if let Some(h) = held.as_deref_mut() {
+                    h.extend(seqs.take(MAX_HELD_OUT.saturating_sub(h.len())));
+                }
             } else {
                 train.extend(seqs);
             }
+            index += 1;
+        }
+        if !on_train(train, false)? {
+            return Ok(index);
         }
     }
-    // Sequences with no word piece (empty documents) teach nothing.
-    train.retain(|s| s.len() > 2);
-    valid.retain(|s| s.len() > 2);
-    (train, valid)
 }
 
 /// Running numbers of a pre-training loop, saved in its checkpoints.
@@ -78,44 +107,57 @@ struct LoopState {
     seen: usize,
 }
 
-/// Hash of the training sequences and the held-out masking: what a resumed run must see again.
-fn data_hash(train: &[Vec<u32>], valid: &[MlmExample]) -> String {
-    let mut h = Fnv::default();
-    for s in train {
-        h.ids(s);
-    }
-    for e in valid {
-        h.ids(&e.input_ids);
-    }
-    h.hex()
-}
-
 /// Pre-trains a fresh model on `docs` (or continues the checkpointed run in `out` with
 /// `opts.resume`) and writes the model directory's files into `out` after each epoch, with
 /// `metrics.csv` and training-state checkpoints. Returns the per-epoch scores.
-pub fn pretrain(cfg: &Config, docs: &[String], tokenizer: &WordPieceTokenizer, out: &Path, opts: &RunOptions) -> Result<Vec<PretrainEpoch>> {
+///
+/// The corpus is read once to count and hash the sequences and collect the held-out ones, then
+/// once an epoch, [`SHUFFLE_BUFFER`] sequences at a time: memory does not grow with the corpus.
+pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &WordPieceTokenizer, out: &Path, opts: &RunOptions) -> Result<Vec<PretrainEpoch>> {
     let (device, plain) = devices();
     device.seed(cfg.pretrain.seed);
     let p = &cfg.pretrain;
-    let (train, valid) = prepare_sequences(docs, tokenizer, cfg);
-    if train.is_empty() {
+    let masking = Masking { prob: p.mask_prob, max_predictions: p.max_predictions, vocab_size: cfg.model.vocab_size as u32 };
+
+    // Counting pass: batches an epoch (buffers are cut exactly as in the training passes), the
+    // data hash a resumed run must match, and the held-out sequences.
+    let (mut held, mut hash) = (Vec::new(), Fnv::default());
+    let (mut n_train, mut tokens, mut fill, mut steps_per_epoch) = (0usize, 0usize, 0usize, 0usize);
+    let n_docs = pass(docs, tokenizer, cfg, Some(&mut held), |seqs, last| {
+        for s in &seqs {
+            hash.ids(s);
+            tokens += s.len();
+        }
+        n_train += seqs.len();
+        fill += seqs.len();
+        if fill >= SHUFFLE_BUFFER || last {
+            steps_per_epoch += bucketed_batch_count(fill, p.batch_size);
+            fill = 0;
+        }
+        Ok(true)
+    })?;
+    if n_docs == 0 {
+        bail!("the corpus has no documents");
+    }
+    if n_train == 0 {
         bail!("the corpus yields no training sequence (too small?)");
     }
-    let masking = Masking { prob: p.mask_prob, max_predictions: p.max_predictions, vocab_size: cfg.model.vocab_size as u32 };
     // The held-out masking is drawn once, so every epoch is scored on the same positions.
     let mut vrng = StdRng::seed_from_u64(p.seed.wrapping_add(1));
-    let valid: Vec<MlmExample> = valid.iter().map(|s| masking.apply(s, &mut vrng)).collect();
-    let tokens: usize = train.iter().map(|s| s.len()).sum();
-    say(opts, &format!("pretrain: {} training sequences ({tokens} tokens), {} held out, vocab {}", train.len(), valid.len(), cfg.model.vocab_size));
+    let valid: Vec<MlmExample> = held.iter().map(|s| masking.apply(s, &mut vrng)).collect();
+    drop(held);
+    for e in &valid {
+        hash.ids(&e.input_ids);
+    }
+    let hash = hash.hex();
+    say(opts, &format!("pretrain: {n_docs} documents, {n_train} training sequences ({tokens} tokens), {} held out, vocab {}", valid.len(), cfg.model.vocab_size));
 
-    let steps_per_epoch = train.len().div_ceil(p.batch_size);
     let mut total = steps_per_epoch * p.epochs.max(1);
     if p.max_steps > 0 {
         total = total.min(p.max_steps);
     }
     let epochs = total.div_ceil(steps_per_epoch);
     let schedule = Schedule::new(p.lr, p.warmup_ratio, total);
-    let hash = data_hash(&train, &valid);
     let checkpoints = Checkpoints::new(out, opts.checkpoints);
     let mut model = PretrainModel::init(&cfg.model, &device);
     let mut optim = adamw(p.weight_decay, p.grad_clip);
@@ -126,56 +168,77 @@ pub fn pretrain(cfg: &Config, docs: &[String], tokenizer: &WordPieceTokenizer, o
         (model, optim, at) = (r.model, r.optim, r.position);
         say(opts, &format!("pretrain: resumed from {} (step {}, epoch {})", ckpt.display(), at.step, at.epoch));
     }
-    let lengths: Vec<usize> = train.iter().map(|s| s.len()).collect();
     let start = Instant::now();
-    let elapsed = |offset: f64| offset + start.elapsed().as_secs_f64();
     let offset = at.seconds;
+    let elapsed = || offset + start.elapsed().as_secs_f64();
     let metrics_path = out.join(METRICS_FILE);
     while at.epoch <= epochs {
         let epoch = at.epoch;
-        let batches = bucketed_batches(&lengths, p.batch_size, &mut StdRng::seed_from_u64(derived_seed(p.seed, streams::ORDER, epoch as u64)));
-        let n = batches.len().min(total - (at.step - at.batch));
+        let n = steps_per_epoch.min(total - (at.step - at.batch));
         let mut pb = progress::Progress::new((n - at.batch.min(n)) as u64, &format!("epoch {epoch}/{epochs}"), opts.no_bars());
-        for idx in batches.into_iter().take(n).skip(at.batch) {
-            let step = at.step;
-            let mut rng = StdRng::seed_from_u64(derived_seed(p.seed, streams::MASKING, step as u64));
-            device.seed(derived_seed(p.seed, streams::DROPOUT, step as u64));
-            let examples: Vec<MlmExample> = idx.iter().map(|&i| masking.apply(&train[i], &mut rng)).collect();
-            let batch = MlmBatch::new(&examples, &device);
-            let out = model.forward(&batch);
-            let loss_value: f32 = out.loss.clone().into_scalar();
-            if !loss_value.is_finite() {
-                bail!("pre-training diverged at step {} (loss {loss_value}); lower pretrain.lr", step + 1);
+        let (mut buffer, mut buffer_no, mut index) = (Vec::<Vec<u32>>::new(), 0u64, 0usize);
+        let mut slot = Some(model);
+        pass(docs, tokenizer, cfg, None, |seqs, last| {
+            buffer.extend(seqs);
+            if buffer.len() < SHUFFLE_BUFFER && !last {
+                return Ok(true);
             }
-            let correct = out.correct.into_scalar::<i64>() as usize;
-            let s = &mut at.state;
-            s.correct += correct;
-            s.count += out.count;
-            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-            model = optim.step(schedule.lr(step), model, grads);
-            at.step += 1;
-            at.batch += 1;
-            s.seen += 1;
-            s.loss_sum += loss_value as f64;
-            s.window.add(loss_value as f64, correct, out.count, examples.iter().map(|e| e.input_ids.len()).sum(), examples.len());
-            pb.inc();
-            if s.seen % 10 == 0 || at.batch == n {
-                pb.set_message(format!("loss {:.3} acc {:.3}", s.loss_sum / s.seen as f64, s.correct as f64 / s.count.max(1) as f64));
-            }
-            if at.step % LOG_EVERY == 0 {
-                let row = s.window.row(at.step, epoch, schedule.lr(step), elapsed(offset));
-                s.rows.push(row);
-            }
-            if checkpoints.due(at.step) || resume::interrupted() {
-                at.seconds = elapsed(offset);
-                let dir = checkpoints.save(cfg, tokenizer, &model, &optim, &at, &hash)?;
-                write_csv(&at.state.rows, &metrics_path)?;
-                if resume::interrupted() {
-                    pb.finish();
-                    return Err(Interrupted { step: at.step, dir }.into());
+            let lengths: Vec<usize> = buffer.iter().map(|s| s.len()).collect();
+            let order_seed = derived_seed(p.seed, streams::ORDER, ((epoch as u64) << 32) | buffer_no);
+            buffer_no += 1;
+            for idx in bucketed_batches(&lengths, p.batch_size, &mut StdRng::seed_from_u64(order_seed)) {
+                if index >= n {
+                    return Ok(false);
+                }
+                index += 1;
+                if index <= at.batch {
+                    continue; // done before the run was resumed
+                }
+                let step = at.step;
+                let mut rng = StdRng::seed_from_u64(derived_seed(p.seed, streams::MASKING, step as u64));
+                device.seed(derived_seed(p.seed, streams::DROPOUT, step as u64));
+                let examples: Vec<MlmExample> = idx.iter().map(|&i| masking.apply(&buffer[i], &mut rng)).collect();
+                let batch = MlmBatch::new(&examples, &device);
+                let model = slot.as_ref().expect("model present between steps");
+                let out = model.forward(&batch);
+                let loss_value: f32 = out.loss.clone().into_scalar();
+                if !loss_value.is_finite() {
+                    bail!("pre-training diverged at step {} (loss {loss_value}); lower pretrain.lr", step + 1);
+                }
+                let correct = out.correct.into_scalar::<i64>() as usize;
+                let s = &mut at.state;
+                s.correct += correct;
+                s.count += out.count;
+                let grads = GradientsParams::from_grads(out.loss.backward(), model);
+                // The step consumes the model: take it out of the Option the closure borrows.
+                let current = slot.take().expect("model present between steps");
+                slot = Some(optim.step(schedule.lr(step), current, grads));
+                at.step += 1;
+                at.batch += 1;
+                s.seen += 1;
+                s.loss_sum += loss_value as f64;
+                s.window.add(loss_value as f64, correct, out.count, examples.iter().map(|e| e.input_ids.len()).sum(), examples.len());
+                pb.inc();
+                if s.seen % 10 == 0 || at.batch == n {
+                    pb.set_message(format!("loss {:.3} acc {:.3}", s.loss_sum / s.seen as f64, s.correct as f64 / s.count.max(1) as f64));
+                }
+                if at.step % LOG_EVERY == 0 {
+                    let row = s.window.row(at.step, epoch, schedule.lr(step), elapsed());
+                    s.rows.push(row);
+                }
+                if checkpoints.due(at.step) || resume::interrupted() {
+                    at.seconds = elapsed();
+                    let dir = checkpoints.save(cfg, tokenizer, slot.as_ref().expect("model"), &optim, &at, &hash)?;
+                    write_csv(&at.state.rows, &metrics_path)?;
+                    if resume::interrupted() {
+                        return Err(Interrupted { step: at.step, dir }.into());
+                    }
                 }
             }
-        }
+            buffer.clear();
+            Ok(index < n)
+        })?;
+        model = slot.expect("model present after the pass");
         pb.finish();
         let (valid_loss, valid_accuracy) = evaluate_mlm(&model.valid(), &valid, p.batch_size, &plain);
         let s = &mut at.state;
@@ -186,7 +249,7 @@ pub fn pretrain(cfg: &Config, docs: &[String], tokenizer: &WordPieceTokenizer, o
             train_accuracy: s.correct as f64 / s.count.max(1) as f64,
             valid_loss,
             valid_accuracy,
-            seconds: elapsed(offset),
+            seconds: elapsed(),
         };
         let human = format!(
             "epoch {epoch}: step {} train loss {:.4} acc {:.4} | valid loss {:.4} acc {:.4} | {:.0}s",
@@ -201,7 +264,7 @@ pub fn pretrain(cfg: &Config, docs: &[String], tokenizer: &WordPieceTokenizer, o
         write_csv(&s.rows, &metrics_path)?;
         at.epoch += 1;
         at.batch = 0;
-        at.seconds = elapsed(offset);
+        at.seconds = elapsed();
         if at.epoch <= epochs {
             checkpoints.save(cfg, tokenizer, &model, &optim, &at, &hash)?;
         }
