@@ -190,6 +190,10 @@ fn bad_inputs_give_one_line_errors() {
     let e = cmp(&["--backbone", "textcnn", "--pretrained", "transformer=somewhere"]);
     assert!(e.contains("not in --backbone"), "{e}");
     assert!(!p("pre").exists() && !p("cmp").exists());
+    // an output directory that cannot be created (its parent is a file): one line, nothing written
+    let blocked = p("valid.txt").join("clf");
+    let e = fails(&["finetune", "--train", &train, "--valid", s(&p("valid.txt")), "--out", s(&blocked), "--preset", "tiny", "--config", s(&p("tiny.toml")), "-q"]);
+    assert!(e.contains("valid.txt") && e.contains("cannot create"), "{e}");
 }
 
 #[test]
