@@ -283,3 +283,16 @@ pub fn remove_all(out: &Path) -> Result<()> {
 pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checkpoint_numbers_round_trip_bit_for_bit() {
+        // serde_json's default float parser may be off by one unit in the last place; resumed
+        // runs need the exact running sums and learning rates (the float_roundtrip feature).
+        for x in [2.9760522496371554e-3_f64, 0.1 + 0.2, 1.0 / 3.0, 123456.789e-17] {
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
+        }
+    }
+}
