@@ -37,13 +37,29 @@ pub enum Objective {
     Macro,
 }
 
-/// The grid threshold, shared by all labels, with the best micro-F1 (ties: nearest `fallback`).
-pub fn tune_global(probs: &[Vec<f32>], gold: &[Vec<usize>], fallback: f64) -> f64 {
+/// Labels with fewer positive examples than this keep the shared threshold when tuning one a
+/// label (the default of `tune-thresholds --min-support` and of `finetune --tune-thresholds`).
+pub const MIN_SUPPORT: usize = 3;
+
+/// The grid threshold with the highest `f1` (ties: the one nearest `fallback`).
+fn best_on_grid(fallback: f64, f1: impl Fn(f64) -> f64) -> f64 {
     let mut best = (f64::NEG_INFINITY, f64::INFINITY, fallback);
     for t in grid() {
-        let (mut tp, mut fp, mut positives) = (0usize, 0usize, 0usize);
+        let score = f1(t);
+        let distance = (t - fallback).abs();
+        if score > best.0 + 1e-12 || ((score - best.0).abs() <= 1e-12 && distance < best.1) {
+            best = (score, distance, t);
+        }
+    }
+    best.2
+}
+
+/// The grid threshold, shared by all labels, with the best micro-F1 (ties: nearest `fallback`).
+pub fn tune_global(probs: &[Vec<f32>], gold: &[Vec<usize>], fallback: f64) -> f64 {
+    let positives: usize = gold.iter().map(|g| g.len()).sum();
+    best_on_grid(fallback, |t| {
+        let (mut tp, mut fp) = (0usize, 0usize);
         for (p, g) in probs.iter().zip(gold) {
-            positives += g.len();
             for (j, &pj) in p.iter().enumerate() {
                 if pj as f64 >= t {
                     if g.contains(&j) {
@@ -54,13 +70,8 @@ pub fn tune_global(probs: &[Vec<f32>], gold: &[Vec<usize>], fallback: f64) -> f6
                 }
             }
         }
-        let f1 = if tp == 0 { 0.0 } else { 2.0 * tp as f64 / (2 * tp + fp + (positives - tp)) as f64 };
-        let distance = (t - fallback).abs();
-        if f1 > best.0 + 1e-12 || ((f1 - best.0).abs() <= 1e-12 && distance < best.1) {
-            best = (f1, distance, t);
-        }
-    }
-    best.2
+        if tp == 0 { 0.0 } else { 2.0 * tp as f64 / (2 * tp + fp + (positives - tp)) as f64 }
+    })
 }
 
 /// For every label, the grid threshold that maximises the label's F1 on `probs` against `gold`
@@ -83,18 +94,12 @@ pub fn tune(probs: &[Vec<f32>], gold: &[Vec<usize>], num_labels: usize, fallback
         if positives[j].len() < min_support.max(1) {
             continue;
         }
-        let mut best = (f64::NEG_INFINITY, f64::INFINITY, fallback);
-        for t in grid() {
+        out[j] = best_on_grid(fallback, |t| {
             let tp = positives[j].iter().filter(|&&p| p >= t).count() as f64;
             let fp = negatives[j].iter().filter(|&&p| p >= t).count() as f64;
             let fn_ = positives[j].len() as f64 - tp;
-            let f1 = if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) };
-            let distance = (t - fallback).abs();
-            if f1 > best.0 + 1e-12 || ((f1 - best.0).abs() <= 1e-12 && distance < best.1) {
-                best = (f1, distance, t);
-            }
-        }
-        out[j] = best.2;
+            if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) }
+        });
     }
     out
 }

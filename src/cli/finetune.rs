@@ -128,7 +128,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let report = result?;
     if let Some(objective) = a.tune_thresholds {
         let mut clf = bertlu::inference::LoadedClassifier::open(out.path())?;
-        super::tune::tune_and_report(&mut clf, &valid, objective, 3)?;
+        super::tune::tune_and_report(&mut clf, &valid, objective, bertlu::thresholds::MIN_SUPPORT)?;
     }
     let dir = out.commit()?;
     print_summary(&report, &dir, a.common.json_logs);

@@ -21,7 +21,7 @@ pub struct TuneArgs {
     #[arg(long, value_enum, default_value_t = Objective::Micro)]
     pub objective: Objective,
     /// With --objective macro, labels with fewer positive examples in the file keep the global threshold.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = bertlu::thresholds::MIN_SUPPORT)]
     pub min_support: usize,
 }
 

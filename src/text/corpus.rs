@@ -14,37 +14,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
 
 /// [`read_documents`], skipping bad lines (with a warning) under [`BadLines::Skip`].
 pub fn read_documents_with(path: &Path, policy: BadLines) -> Result<Vec<String>> {
-    let mut blocks: Vec<Vec<String>> = vec![Vec::new()];
-    let mut saw_blank = false;
-    let mut skipped = Skipped::default();
-    for line in Lines::open(path)? {
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                skipped.take(e, policy)?;
-                continue;
-            }
-        };
-        let text = line.text.trim();
-        if text.is_empty() {
-            saw_blank = true;
-            if !blocks.last().unwrap().is_empty() {
-                blocks.push(Vec::new());
-            }
-        } else {
-            blocks.last_mut().unwrap().push(text.to_owned());
-        }
-    }
-    let docs: Vec<String> = if saw_blank {
-        blocks.into_iter().filter(|b| !b.is_empty()).map(|b| b.join(" ")).collect()
-    } else {
-        blocks.pop().unwrap_or_default()
-    };
-    skipped.warn(&path.display().to_string());
-    if docs.is_empty() {
-        bail!("{}: corpus has no text (empty file?)", path.display());
-    }
-    Ok(docs)
+    CorpusFile::open(path, policy, None)?.documents()?.collect()
 }
 
 /// Documents a pre-training run reads, once per pass: from memory, or streamed from a file so a
@@ -164,11 +134,13 @@ mod stream_tests {
     #[test]
     fn streamed_documents_equal_the_ones_read_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, text) in [("lines.txt", "one doc\n\ntwo  doc \nthree\n"), ("blocks.txt", "a b\nc\n\n\nd e\nf\n")] {
+        let cases: [(&str, &str, &[&str]); 2] = [("lines.txt", "one doc\n\ntwo  doc \nthree\n", &["one doc", "two  doc three"]), ("blocks.txt", "a b\nc\n\n\nd e\nf\n", &["a b c", "d e f"])];
+        for (name, text, expected) in cases {
             // (the first file has one blank line, so it is read as blocks too)
             let p = dir.path().join(name);
             std::fs::write(&p, text).unwrap();
             let all = read_documents(&p).unwrap();
+            assert_eq!(all, expected, "{name}");
             let src = CorpusFile::open(&p, BadLines::Fail, None).unwrap();
             let streamed: Vec<String> = src.documents().unwrap().map(|d| d.unwrap()).collect();
             assert_eq!(streamed, all, "{name}");

@@ -2,7 +2,7 @@
 
 use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY, METRICS_FILE};
 use super::optim::{adamw, Schedule};
-use super::resume::{self, Checkpoints, Fnv, Interrupted, Position};
+use super::resume::{self, Checkpoints, Fnv, Position};
 use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
 use crate::batch::{bucketed_batches, TokenBatch};
 use crate::checkpoint::{load_prefix, ModelDir, ModelKind, ModelMeta};
@@ -99,30 +99,25 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     let mut optim = adamw(f.weight_decay, f.grad_clip);
     let hash = data_hash(&enc_train, &enc_valid, &labels);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
-    let resumed = match out {
-        Some(out) if opts.resume => {
-            let ckpt = resume::latest(out)?.ok_or_else(|| anyhow::anyhow!("{}: no checkpoint to resume from", out.display()))?;
-            let r = resume::restore(&ckpt, cfg, &hash, model, optim)?;
-            (model, optim, at) = (r.model, r.optim, r.position);
-            say(opts, &format!("finetune: resumed from {} (step {}, epoch {})", ckpt.display(), at.step, at.epoch));
-            true
-        }
-        _ => false,
-    };
-    if !resumed {
-        if let Init::Pretrained(dir) = init {
-            let (m, names) = load_prefix(model, &dir.weights(), dir.meta.weights_bytes, "backbone.")?;
-            model = m;
-            say(opts, &format!("finetune: loaded {} pre-trained tensors from {}", names.len(), dir.path.display()));
-            at.state.loaded_tensors = names;
-        }
-    }
     let evaluate = |m: &Classifier| -> Evaluation {
         let probs = probabilities(&m.valid(), &valid_seqs, problem, 64, &plain);
         score(&probs, valid, &valid_gold, &labels, problem, &Thresholds::Global(f.threshold))
     };
-    if !resumed {
-        at.state.initial_valid_loss = evaluate(&model).loss;
+    match out {
+        Some(out) if opts.resume => {
+            let (r, ckpt) = resume::restore_latest(out, cfg, &hash, model, optim)?;
+            (model, optim, at) = (r.model, r.optim, r.position);
+            say(opts, &format!("finetune: resumed from {} (step {}, epoch {})", ckpt.display(), at.step, at.epoch));
+        }
+        _ => {
+            if let Init::Pretrained(dir) = init {
+                let (m, names) = load_prefix(model, &dir.weights(), dir.meta.weights_bytes, "backbone.")?;
+                model = m;
+                say(opts, &format!("finetune: loaded {} pre-trained tensors from {}", names.len(), dir.path.display()));
+                at.state.loaded_tensors = names;
+            }
+            at.state.initial_valid_loss = evaluate(&model).loss;
+        }
     }
 
     let steps_per_epoch = enc_train.len().div_ceil(f.batch_size);
@@ -170,15 +165,8 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
                 s.rows.push(row);
             }
             if let Some(c) = &checkpoints {
-                if c.due(at.step) || resume::interrupted() {
-                    at.seconds = elapsed();
-                    let dir = c.save(cfg, tokenizer, &model, &optim, &at, &hash)?;
-                    save_metrics(&at.state.rows)?;
-                    if resume::interrupted() {
-                        pb.finish();
-                        return Err(Interrupted { step: at.step, dir }.into());
-                    }
-                }
+                at.seconds = elapsed();
+                c.after_step(cfg, tokenizer, &model, &optim, &at, &hash, &at.state.rows)?;
             }
         }
         pb.finish();

@@ -2,7 +2,7 @@
 
 use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY, METRICS_FILE};
 use super::optim::{adamw, Schedule};
-use super::resume::{self, Checkpoints, Fnv, Interrupted, Position};
+use super::resume::{self, Checkpoints, Fnv, Position};
 use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
 use crate::batch::{bucketed_batch_count, bucketed_batches, MlmBatch};
 use crate::checkpoint::{ModelDir, ModelKind, ModelMeta};
@@ -163,8 +163,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     let mut optim = adamw(p.weight_decay, p.grad_clip);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
     if opts.resume {
-        let ckpt = resume::latest(out)?.ok_or_else(|| anyhow::anyhow!("{}: no checkpoint to resume from", out.display()))?;
-        let r = resume::restore(&ckpt, cfg, &hash, model, optim)?;
+        let (r, ckpt) = resume::restore_latest(out, cfg, &hash, model, optim)?;
         (model, optim, at) = (r.model, r.optim, r.position);
         say(opts, &format!("pretrain: resumed from {} (step {}, epoch {})", ckpt.display(), at.step, at.epoch));
     }
@@ -226,14 +225,8 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
                     let row = s.window.row(at.step, epoch, schedule.lr(step), elapsed());
                     s.rows.push(row);
                 }
-                if checkpoints.due(at.step) || resume::interrupted() {
-                    at.seconds = elapsed();
-                    let dir = checkpoints.save(cfg, tokenizer, slot.as_ref().expect("model"), &optim, &at, &hash)?;
-                    write_csv(&at.state.rows, &metrics_path)?;
-                    if resume::interrupted() {
-                        return Err(Interrupted { step: at.step, dir }.into());
-                    }
-                }
+                at.seconds = elapsed();
+                checkpoints.after_step(cfg, tokenizer, slot.as_ref().expect("model"), &optim, &at, &hash, &at.state.rows)?;
             }
             buffer.clear();
             Ok(index < n)

@@ -56,8 +56,12 @@ impl Progress {
         self.message = message;
     }
 
-    /// Removes the bar.
-    pub fn finish(self) {
+    /// Removes the bar (as dropping it does, also when a loop stops early with an error).
+    pub fn finish(self) {}
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
 }

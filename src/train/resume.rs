@@ -10,6 +10,7 @@
 
 use crate::checkpoint::{check_length, load_weights, save_weights, write_atomic};
 use crate::config::Config;
+use super::metrics_log::{write_csv, MetricsRow, METRICS_FILE};
 use crate::text::tokenizer::WordPieceTokenizer;
 use anyhow::{bail, Context, Result};
 use burn::module::{list_param_ids, Module, ModuleMapper, Param, ParamId};
@@ -131,6 +132,7 @@ impl Fnv {
 
 /// Writes and finds the checkpoints of one output directory.
 pub struct Checkpoints {
+    out: PathBuf,
     dir: PathBuf,
     policy: CheckpointPolicy,
 }
@@ -138,7 +140,23 @@ pub struct Checkpoints {
 impl Checkpoints {
     /// The checkpoints of output directory `out`.
     pub fn new(out: &Path, policy: CheckpointPolicy) -> Self {
-        Self { dir: out.join(CHECKPOINTS), policy }
+        Self { out: out.to_path_buf(), dir: out.join(CHECKPOINTS), policy }
+    }
+
+    /// After a training step: when a checkpoint is due or Ctrl-C was pressed, writes one and
+    /// `metrics.csv` (`rows`); after Ctrl-C, then stops the loop with [`Interrupted`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn after_step<M: Module, S: Serialize>(&self, cfg: &Config, tokenizer: &WordPieceTokenizer, model: &M, optim: &ModuleOptimizer, position: &Position<S>, data_hash: &str, rows: &[MetricsRow]) -> Result<()> {
+        let stop = interrupted();
+        if !stop && !self.due(position.step) {
+            return Ok(());
+        }
+        let dir = self.save(cfg, tokenizer, model, optim, position, data_hash)?;
+        write_csv(rows, &self.out.join(METRICS_FILE))?;
+        if stop {
+            return Err(Interrupted { step: position.step, dir }.into());
+        }
+        Ok(())
     }
 
     /// Whether a checkpoint is due after `step` steps (epoch ends are handled by the caller).
@@ -213,6 +231,13 @@ pub struct Restored<M, S> {
     pub optim: ModuleOptimizer,
     /// Where the loop was.
     pub position: Position<S>,
+}
+
+/// Loads the newest checkpoint of output directory `out` (see [`restore`]); returns it with
+/// the checkpoint's path. No checkpoint is an error.
+pub fn restore_latest<M: Module, S: DeserializeOwned>(out: &Path, cfg: &Config, data_hash: &str, model: M, optim: ModuleOptimizer) -> Result<(Restored<M, S>, PathBuf)> {
+    let ckpt = latest(out)?.ok_or_else(|| anyhow::anyhow!("{}: no checkpoint to resume from", out.display()))?;
+    Ok((restore(&ckpt, cfg, data_hash, model, optim)?, ckpt))
 }
 
 /// Loads checkpoint `ckpt` into a freshly built `model` and `optim`, after checking that it
