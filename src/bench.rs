@@ -165,6 +165,7 @@ pub fn measure(setting: Setting, case: Case, warmup: usize, iters: usize, seed: 
     let plain = crate::device::default_device();
     let train_device = plain.clone().autodiff();
     train_device.seed(seed);
+    crate::model::dropout::seed(seed);
     let (batch, seconds) = match case {
         Case::Pretrain => {
             let examples: Vec<MlmExample> = random_seqs(&mut rng, 32, len)

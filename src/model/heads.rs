@@ -2,7 +2,8 @@
 //! classification head.
 
 use burn::module::Param;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use crate::model::dropout::Dropout;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, tanh};
 
@@ -51,7 +52,7 @@ impl ClassificationHead {
     pub fn init(d_model: usize, num_labels: usize, dropout: f64, device: &Device) -> Self {
         Self {
             dense: LinearConfig::new(d_model, d_model).init(device),
-            dropout: DropoutConfig::new(dropout).init(),
+            dropout: Dropout::new(dropout),
             output: LinearConfig::new(d_model, num_labels).init(device),
         }
     }

@@ -1,6 +1,7 @@
 //! Models: a backbone with the masked-LM head (pre-training) or a classification head.
 
 pub mod backbone;
+pub mod dropout;
 pub mod heads;
 
 use crate::batch::{MlmBatch, TokenBatch};

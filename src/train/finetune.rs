@@ -140,7 +140,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
         let mut pb = progress::Progress::new((batches.len() - at.batch.min(batches.len())) as u64, &format!("epoch {epoch}/{}", f.epochs), opts.no_bars());
         for idx in batches.iter().skip(at.batch) {
             let step = at.step;
-            device.seed(derived_seed(f.seed, streams::DROPOUT, step as u64));
+            super::seed_step(&device, f.seed, step);
             let seqs: Vec<&[u32]> = idx.iter().map(|&k| enc_train[k].input_ids.as_slice()).collect();
             let gold: Vec<Vec<usize>> = idx.iter().map(|&k| enc_train[k].labels.clone()).collect();
             let logits = model.forward(&TokenBatch::new(&seqs, &device));

@@ -43,6 +43,14 @@ pub fn derived_seed(seed: u64, stream: u64, k: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Seeds the randomness of training step `step` (dropout, and anything else drawn on the device)
+/// from the run's seed alone.
+pub(crate) fn seed_step(device: &burn::tensor::Device, seed: u64, step: usize) {
+    let s = derived_seed(seed, streams::DROPOUT, step as u64);
+    device.seed(s);
+    crate::model::dropout::seed(s);
+}
+
 /// Random streams of [`derived_seed`].
 pub mod streams {
     /// Batch order of an epoch.

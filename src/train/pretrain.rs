@@ -195,7 +195,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
                 }
                 let step = at.step;
                 let mut rng = StdRng::seed_from_u64(derived_seed(p.seed, streams::MASKING, step as u64));
-                device.seed(derived_seed(p.seed, streams::DROPOUT, step as u64));
+                super::seed_step(&device, p.seed, step);
                 let examples: Vec<MlmExample> = idx.iter().map(|&i| masking.apply(&buffer[i], &mut rng)).collect();
                 let batch = MlmBatch::new(&examples, &device);
                 let model = slot.as_ref().expect("model present between steps");

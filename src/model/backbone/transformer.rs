@@ -1,15 +1,156 @@
-//! BERT-style encoder: token + learned position embeddings, LayerNorm, post-LN Transformer
-//! layers with GELU feed-forward blocks; pooled output = the [CLS] state or the mean state.
+//! BERT-style encoder: token + learned position embeddings, LayerNorm, then Transformer layers
+//! (self-attention and a GELU feed-forward block, each with dropout, a residual connection and
+//! LayerNorm, after the block by default or before it with `norm_first`); pooled output = the
+//! [CLS] state or the mean state.
+//!
+//! Written out here rather than taken from `burn::nn::transformer` so that the hot path is ours:
+//! a cheap dropout mask, the attention scale applied to the queries (`[b, h, l, d_k]`) instead
+//! of the scores (`[b, h, l, l]`), and padding as one additive bias computed once a batch. The
+//! parameter names are those of Burn's encoder (`encoder.layers.N.mha.query`, `pwff.linear_inner`,
+//! `norm_1`, …), so weights saved by either load into the other.
 
 use super::BackboneOutput;
 use crate::batch::TokenBatch;
 use crate::config::{ModelConfig, Pooling};
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
+use crate::model::dropout::Dropout;
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
 
 /// BERT's embedding initialisation: small enough that the tied output projection starts near uniform.
 const EMBED_INIT: Initializer = Initializer::Normal { mean: 0.0, std: 0.02 };
+/// PyTorch's `nn.Linear` default, which is also Burn's.
+const LINEAR_INIT: Initializer = Initializer::KaimingUniform { gain: 0.577_350_26, fan_out_only: false };
+/// Added to the attention scores of padding keys: exp() of it is 0 in f32.
+const PAD_BIAS: f32 = -1.0e4;
+
+fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out).with_initializer(LINEAR_INIT).init(device)
+}
+
+fn layer_norm(d: usize, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(d).with_epsilon(1e-12).init(device)
+}
+
+/// Multi-head self-attention.
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    /// Query projection.
+    pub query: Linear,
+    /// Key projection.
+    pub key: Linear,
+    /// Value projection.
+    pub value: Linear,
+    /// Output projection.
+    pub output: Linear,
+    /// Dropout on the attention probabilities.
+    pub dropout: Dropout,
+    /// Number of heads (configuration).
+    #[module(skip)]
+    pub n_heads: usize,
+}
+
+impl SelfAttention {
+    fn init(config: &ModelConfig, device: &Device) -> Self {
+        let d = config.d_model;
+        Self {
+            query: linear(d, d, device),
+            key: linear(d, d, device),
+            value: linear(d, d, device),
+            output: linear(d, d, device),
+            dropout: Dropout::new(config.dropout),
+            n_heads: config.n_heads,
+        }
+    }
+
+    fn heads(&self, x: Tensor<3>, proj: &Linear) -> Tensor<4> {
+        let [b, l, d] = x.dims();
+        proj.forward(x).reshape([b, l, self.n_heads, d / self.n_heads]).swap_dims(1, 2)
+    }
+
+    /// `x` `[b, l, d]`, `pad_bias` `[b, 1, 1, l]` → `[b, l, d]`.
+    pub fn forward(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
+        let [b, l, d] = x.dims();
+        let scale = 1.0 / ((d / self.n_heads) as f32).sqrt();
+        let q = self.heads(x.clone(), &self.query) * scale;
+        let k = self.heads(x.clone(), &self.key);
+        let v = self.heads(x, &self.value);
+        let probs = softmax(q.matmul(k.transpose()) + pad_bias, 3);
+        let context = self.dropout.forward(probs).matmul(v).swap_dims(1, 2).reshape([b, l, d]);
+        self.output.forward(context)
+    }
+}
+
+/// The position-wise feed-forward block: linear, GELU, dropout, linear.
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    /// `d_model` → `d_ff`.
+    pub linear_inner: Linear,
+    /// `d_ff` → `d_model`.
+    pub linear_outer: Linear,
+    /// Dropout after the activation.
+    pub dropout: Dropout,
+}
+
+impl FeedForward {
+    /// `[b, l, d]` → `[b, l, d]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.linear_outer.forward(self.dropout.forward(gelu(self.linear_inner.forward(x))))
+    }
+}
+
+/// One encoder layer.
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    /// Self-attention block.
+    pub mha: SelfAttention,
+    /// Feed-forward block.
+    pub pwff: FeedForward,
+    /// LayerNorm after attention (post-LN) or before the feed-forward block (pre-LN).
+    pub norm_1: LayerNorm,
+    /// LayerNorm after the feed-forward block (post-LN) or before attention (pre-LN).
+    pub norm_2: LayerNorm,
+    /// Dropout on each block's output before the residual sum.
+    pub dropout: Dropout,
+    /// Pre-LN instead of BERT's post-LN (configuration).
+    #[module(skip)]
+    pub norm_first: bool,
+}
+
+impl EncoderLayer {
+    fn init(config: &ModelConfig, device: &Device) -> Self {
+        Self {
+            mha: SelfAttention::init(config, device),
+            pwff: FeedForward {
+                linear_inner: linear(config.d_model, config.d_ff, device),
+                linear_outer: linear(config.d_ff, config.d_model, device),
+                dropout: Dropout::new(config.dropout),
+            },
+            norm_1: layer_norm(config.d_model, device),
+            norm_2: layer_norm(config.d_model, device),
+            dropout: Dropout::new(config.dropout),
+            norm_first: config.norm_first,
+        }
+    }
+
+    /// `[b, l, d]` → `[b, l, d]`.
+    pub fn forward(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
+        if self.norm_first {
+            let x = x.clone() + self.dropout.forward(self.mha.forward(self.norm_2.forward(x), pad_bias));
+            x.clone() + self.dropout.forward(self.pwff.forward(self.norm_1.forward(x)))
+        } else {
+            let x = self.norm_1.forward(x.clone() + self.dropout.forward(self.mha.forward(x, pad_bias)));
+            self.norm_2.forward(x.clone() + self.dropout.forward(self.pwff.forward(x)))
+        }
+    }
+}
+
+/// The stack of encoder layers.
+#[derive(Module, Debug)]
+pub struct Encoder {
+    /// The layers, applied in order.
+    pub layers: Vec<EncoderLayer>,
+}
 
 /// The Transformer backbone.
 #[derive(Module, Debug)]
@@ -23,7 +164,7 @@ pub struct TransformerBackbone {
     /// Dropout on the embeddings.
     pub dropout: Dropout,
     /// The encoder layers.
-    pub encoder: TransformerEncoder,
+    pub encoder: Encoder,
     /// Final LayerNorm of a pre-LN encoder (absent for post-LN, whose layers end normalised).
     pub final_norm: Option<LayerNorm>,
     /// How the pooled vector is made (configuration, not a weight).
@@ -37,14 +178,10 @@ impl TransformerBackbone {
         Self {
             token_embedding: EmbeddingConfig::new(config.vocab_size, config.d_model).with_initializer(EMBED_INIT).init(device),
             position_embedding: EmbeddingConfig::new(config.max_len, config.d_model).with_initializer(EMBED_INIT).init(device),
-            embed_norm: LayerNormConfig::new(config.d_model).with_epsilon(1e-12).init(device),
-            dropout: DropoutConfig::new(config.dropout).init(),
-            encoder: TransformerEncoderConfig::new(config.d_model, config.d_ff, config.n_heads, config.n_layers)
-                .with_dropout(config.dropout)
-                .with_layer_norm_eps(1e-12)
-                .with_norm_first(config.norm_first)
-                .init(device),
-            final_norm: config.norm_first.then(|| LayerNormConfig::new(config.d_model).with_epsilon(1e-12).init(device)),
+            embed_norm: layer_norm(config.d_model, device),
+            dropout: Dropout::new(config.dropout),
+            encoder: Encoder { layers: (0..config.n_layers).map(|_| EncoderLayer::init(config, device)).collect() },
+            final_norm: config.norm_first.then(|| layer_norm(config.d_model, device)),
             pooling: config.pooling,
         }
     }
@@ -57,13 +194,15 @@ impl TransformerBackbone {
         let pos = self.position_embedding.forward(positions);
         let tok = self.token_embedding.forward(tokens.ids.clone());
         let d = tok.dims()[2];
-        let x = tok + pos.expand([b, l, d]);
-        let x = self.dropout.forward(self.embed_norm.forward(x));
-        let mut states = self.encoder.forward(TransformerEncoderInput::new(x).mask_pad(tokens.pad_mask.clone()));
-        if let Some(norm) = &self.final_norm {
-            states = norm.forward(states);
+        let mut x = self.dropout.forward(self.embed_norm.forward(tok + pos.expand([b, l, d])));
+        let pad_bias = tokens.pad_mask.clone().float().mul_scalar(PAD_BIAS).reshape([b, 1, 1, l]);
+        for layer in &self.encoder.layers {
+            x = layer.forward(x, pad_bias.clone());
         }
-        let pooled = super::pool(states.clone(), &tokens.pad_mask, self.pooling);
-        BackboneOutput { states, pooled }
+        if let Some(norm) = &self.final_norm {
+            x = norm.forward(x);
+        }
+        let pooled = super::pool(x.clone(), &tokens.pad_mask, self.pooling);
+        BackboneOutput { states: x, pooled }
     }
 }
