@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
+use rayon::prelude::*;
 use std::cell::RefCell;
 
 thread_local! {
@@ -23,19 +24,23 @@ pub fn seed(seed: u64) {
     GENERATOR.with(|g| *g.borrow_mut() = SmallRng::seed_from_u64(seed));
 }
 
-/// A mask of `n` values: 0 with probability `prob`, else `1 / (1 - prob)`.
+/// Elements a parallel block of the mask holds; each block has its own generator, seeded from
+/// one draw of the thread's generator, so the mask does not depend on the number of threads.
+const BLOCK: usize = 1 << 16;
+
+/// A mask of `n` values: 0 with probability `prob` (to 1/65536), else `1 / (1 - prob)`.
 pub fn mask(n: usize, prob: f64) -> Vec<f32> {
-    // An element is dropped when its 32 random bits fall below prob × 2^32.
-    let cut = (prob * 4_294_967_296.0).round() as u64;
+    // An element is dropped when its 16 random bits fall below prob × 2^16.
+    let cut = (prob * 65_536.0).round() as u64;
     let keep = (1.0 / (1.0 - prob)) as f32;
+    let base = GENERATOR.with(|g| g.borrow_mut().next_u64());
     let mut out = vec![0.0f32; n];
-    GENERATOR.with(|g| {
-        let mut g = g.borrow_mut();
-        for pair in out.chunks_mut(2) {
+    out.par_chunks_mut(BLOCK).enumerate().for_each(|(block, chunk)| {
+        let mut g = SmallRng::seed_from_u64(base ^ (block as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        for quad in chunk.chunks_mut(4) {
             let r = g.next_u64();
-            for (i, v) in pair.iter_mut().enumerate() {
-                let bits = (r >> (32 * i)) & 0xffff_ffff;
-                *v = if bits < cut { 0.0 } else { keep };
+            for (i, v) in quad.iter_mut().enumerate() {
+                *v = if (r >> (16 * i)) & 0xffff < cut { 0.0 } else { keep };
             }
         }
     });
@@ -106,9 +111,9 @@ mod tests {
         seed(11);
         let x = Tensor::<2>::ones([4, 8], &ad).require_grad();
         let y = d.forward(x.clone());
-        let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+        let out: Vec<f32> = y.clone().into_data().try_to_vec().unwrap();
         let grads = y.sum().backward();
-        let g: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
+        let g: Vec<f32> = x.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
         assert_eq!(out, g, "d(sum(dropout(x)))/dx is the mask itself");
         assert!(out.iter().any(|&v| v == 0.0) && out.iter().any(|&v| v == 2.0));
     }

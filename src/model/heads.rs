@@ -3,9 +3,10 @@
 
 use burn::module::Param;
 use crate::model::dropout::Dropout;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, tanh};
+use crate::model::fused::{gelu, LayerNorm};
+use burn::tensor::activation::tanh;
 
 /// Dense + GELU + LayerNorm, then the transposed token embedding plus a bias: scores over the vocabulary.
 #[derive(Module, Debug)]
@@ -23,7 +24,7 @@ impl MlmHead {
     pub fn init(d_in: usize, d_model: usize, vocab_size: usize, device: &Device) -> Self {
         Self {
             transform: LinearConfig::new(d_in, d_model).init(device),
-            norm: LayerNormConfig::new(d_model).with_epsilon(1e-12).init(device),
+            norm: LayerNorm::new(d_model, 1e-12, device),
             bias: Param::from_tensor(Tensor::zeros([vocab_size], device)),
         }
     }

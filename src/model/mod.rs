@@ -2,6 +2,7 @@
 
 pub mod backbone;
 pub mod dropout;
+pub mod fused;
 pub mod heads;
 
 use crate::batch::{MlmBatch, TokenBatch};

@@ -13,9 +13,9 @@ use super::BackboneOutput;
 use crate::batch::TokenBatch;
 use crate::config::{ModelConfig, Pooling};
 use crate::model::dropout::Dropout;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use crate::model::fused::{gelu, softmax_last, LayerNorm};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
 
 /// BERT's embedding initialisation: small enough that the tied output projection starts near uniform.
 const EMBED_INIT: Initializer = Initializer::Normal { mean: 0.0, std: 0.02 };
@@ -29,7 +29,7 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
 }
 
 fn layer_norm(d: usize, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(d).with_epsilon(1e-12).init(device)
+    LayerNorm::new(d, 1e-12, device)
 }
 
 /// Multi-head self-attention.
@@ -75,7 +75,7 @@ impl SelfAttention {
         let q = self.heads(x.clone(), &self.query) * scale;
         let k = self.heads(x.clone(), &self.key);
         let v = self.heads(x, &self.value);
-        let probs = softmax(q.matmul(k.transpose()) + pad_bias, 3);
+        let probs = softmax_last(q.matmul(k.transpose()) + pad_bias);
         let context = self.dropout.forward(probs).matmul(v).swap_dims(1, 2).reshape([b, l, d]);
         self.output.forward(context)
     }

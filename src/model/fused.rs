@@ -1,0 +1,552 @@
+//! Fused CPU kernels, with their gradients, for the element-wise and normalisation operations
+//! that dominate a Transformer step on the flex backend.
+//!
+//! Under autodiff Burn composes softmax and LayerNorm from primitive operations (max, subtract,
+//! exp, sum, divide, …: a pass over memory each, forward and backward), and its GELU evaluates
+//! `erf` one scalar at a time. Here each is one backend-extension operation
+//! (`#[backend_extension]`) with a hand-written backward: row-parallel over two threads, and
+//! `erf`/`exp` as branch-free polynomials the compiler vectorises. On any other device (CUDA,
+//! …) the public functions fall back to Burn's own operations, so models run everywhere.
+//! Each kernel is checked against the Burn operation, values and gradients, in the tests.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Dispatch, Flex};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
+
+/// Elements a parallel task handles (large enough to amortise scheduling).
+const TASK: usize = 1 << 14;
+
+/// The operations this module adds to a backend.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: burn::backend::Backend {
+    /// Softmax over the last dimension.
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Exact (erf) GELU.
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// LayerNorm over the last dimension with scale and shift.
+    fn fused_layer_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
+}
+
+/// Whether `device` (with or without autodiff) runs the kernels of this module.
+fn on_flex(device: &Device) -> bool {
+    device.clone().without_autodiff() == Device::flex()
+}
+
+/// Softmax over the last dimension.
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !on_flex(&x.device()) || x.dtype() != DType::F32 {
+        return burn::tensor::activation::softmax(x, D - 1);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax(x.into_dispatch()))
+}
+
+/// GELU, `x Φ(x)` with the exact normal CDF.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !on_flex(&x.device()) || x.dtype() != DType::F32 {
+        return burn::tensor::activation::gelu(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
+}
+
+/// LayerNorm over the last dimension, with scale `gamma` and shift `beta` (Burn's parameter
+/// names, so weights saved with `burn::nn::LayerNorm` load into it).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// Scale, one a feature.
+    pub gamma: burn::module::Param<Tensor<1>>,
+    /// Shift, one a feature.
+    pub beta: burn::module::Param<Tensor<1>>,
+    /// Added to the variance.
+    #[module(skip)]
+    pub epsilon: f64,
+}
+
+impl LayerNorm {
+    /// γ = 1, β = 0 over `d` features.
+    pub fn new(d: usize, epsilon: f64, device: &Device) -> Self {
+        Self {
+            gamma: burn::module::Param::from_tensor(Tensor::ones([d], device)),
+            beta: burn::module::Param::from_tensor(Tensor::zeros([d], device)),
+            epsilon,
+        }
+    }
+
+    /// Normalises `x` over its last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if on_flex(&x.device()) && x.dtype() == DType::F32 {
+            return Tensor::from_dispatch(<Dispatch as FusedOps>::fused_layer_norm(
+                x.into_dispatch(),
+                self.gamma.val().into_dispatch(),
+                self.beta.val().into_dispatch(),
+                self.epsilon,
+            ));
+        }
+        burn::tensor::module::layer_norm(x, self.gamma.val(), Some(self.beta.val()), self.epsilon)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels on plain slices.
+
+/// Contiguous f32 values of a flex tensor (copied only when it is a strided view).
+fn values(t: &FloatTensor<Flex>) -> std::borrow::Cow<'_, [f32]> {
+    assert_eq!(t.dtype(), DType::F32, "fused kernels take f32 tensors");
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
+    }
+}
+
+fn flex_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FloatTensor<Flex> {
+    FloatTensor::<Flex>::from_data(TensorData::new(values, shape))
+}
+
+fn last_dim(t: &FloatTensor<Flex>) -> usize {
+    *t.layout().shape().last().expect("a tensor with dimensions")
+}
+
+/// Rows a parallel task takes so that it holds about [`TASK`] elements.
+fn rows_per_task(row: usize) -> usize {
+    (TASK / row.max(1)).max(1)
+}
+
+/// Runs `f` over matching chunks of whole rows of `out` and `inputs`, in parallel.
+fn par_rows(out: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let chunk = rows_per_task(row) * row;
+    out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| f(i * chunk, o));
+}
+
+/// `exp(x)` for f32 by range reduction and a degree-6 polynomial (Cephes' expf), branch-free so
+/// loops over it vectorise; relative error about 2e-7.
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.7);
+    // Round to nearest by the 1.5 × 2^23 trick: `f32::round` does not vectorise.
+    const SHIFT: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `erf(x)` by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7), branch-free.
+#[inline(always)]
+fn erf_approx(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_7) * t - 0.284_496_74) * t + 0.254_829_6) * t;
+    let y = 1.0 - poly * exp_approx(-a * a);
+    y.copysign(x)
+}
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1/√(2π).
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// Compiles `body` once plainly and once for AVX2+FMA, picking at run time.
+macro_rules! simd_dispatch {
+    ($name:ident ($($arg:ident : $ty:ty),*) $body:block) => {
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn inner($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) { inner($($arg),*) }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            inner($($arg),*)
+        }
+    };
+}
+
+/// Lanes of the partial sums and maxima below: independent accumulators let the compiler
+/// vectorise a reduction it must otherwise keep in order.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn row_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    let m = acc.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    chunks.remainder().iter().fold(m, |m, &v| if v > m { v } else { m })
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum::<f32>()
+}
+
+#[inline(always)]
+fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut c = a.chunks_exact(LANES);
+    for x in &mut c {
+        for i in 0..LANES {
+            acc[i] += x[i];
+        }
+    }
+    acc.iter().sum::<f32>() + c.remainder().iter().sum::<f32>()
+}
+
+simd_dispatch!(gelu_chunk(x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = 0.5 * v * (1.0 + erf_approx(v * FRAC_1_SQRT_2));
+    }
+});
+
+simd_dispatch!(gelu_backward_chunk(x: &[f32], g: &[f32], out: &mut [f32]) {
+    for ((o, &v), &gv) in out.iter_mut().zip(x).zip(g) {
+        let cdf = 0.5 * (1.0 + erf_approx(v * FRAC_1_SQRT_2));
+        let pdf = FRAC_1_SQRT_2PI * exp_approx(-0.5 * v * v);
+        *o = gv * (cdf + v * pdf);
+    }
+});
+
+simd_dispatch!(softmax_rows(x: &[f32], out: &mut [f32], row: usize) {
+    for (xr, or) in x.chunks_exact(row).zip(out.chunks_exact_mut(row)) {
+        let max = row_max(xr);
+        for (o, &v) in or.iter_mut().zip(xr) {
+            *o = exp_approx(v - max);
+        }
+        let inv = 1.0 / sum(or);
+        for o in or.iter_mut() {
+            *o *= inv;
+        }
+    }
+});
+
+simd_dispatch!(softmax_backward_rows(y: &[f32], g: &[f32], out: &mut [f32], row: usize) {
+    for ((yr, gr), or) in y.chunks_exact(row).zip(g.chunks_exact(row)).zip(out.chunks_exact_mut(row)) {
+        let dot = dot(yr, gr);
+        for ((o, &yv), &gv) in or.iter_mut().zip(yr).zip(gr) {
+            *o = yv * (gv - dot);
+        }
+    }
+});
+
+// Normalises rows: writes x̂ into `xhat`, 1/σ into `rstd`, x̂ γ + β into `out`.
+simd_dispatch!(layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, xhat: &mut [f32], rstd: &mut [f32], out: &mut [f32]) {
+    let d = gamma.len();
+    for (r, ((xr, hr), or)) in x.chunks_exact(d).zip(xhat.chunks_exact_mut(d)).zip(out.chunks_exact_mut(d)).enumerate() {
+        let mean = sum(xr) / d as f32;
+        for (h, &v) in hr.iter_mut().zip(xr) {
+            *h = v - mean;
+        }
+        let rs = 1.0 / (dot(hr, hr) / d as f32 + eps).sqrt();
+        rstd[r] = rs;
+        for i in 0..d {
+            hr[i] *= rs;
+            or[i] = hr[i] * gamma[i] + beta[i];
+        }
+    }
+});
+
+// LayerNorm input gradient of rows, adding this chunk's γ and β gradients into `dgamma`, `dbeta`.
+simd_dispatch!(layer_norm_backward_rows(g: &[f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
+    let d = gamma.len();
+    for (r, ((gr, hr), dr)) in g.chunks_exact(d).zip(xhat.chunks_exact(d)).zip(dx.chunks_exact_mut(d)).enumerate() {
+        for i in 0..d {
+            dr[i] = gr[i] * gamma[i];
+            dgamma[i] += gr[i] * hr[i];
+            dbeta[i] += gr[i];
+        }
+        let mean_gg = sum(dr) / d as f32;
+        let mean_ggh = dot(dr, hr) / d as f32;
+        for i in 0..d {
+            dr[i] = rstd[r] * (dr[i] - mean_gg - hr[i] * mean_ggh);
+        }
+    }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Flex forward implementations and the backward passes they share with autodiff.
+
+fn softmax_forward(x: &FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let row = last_dim(x);
+    let xv = values(x);
+    let mut out = vec![0.0f32; xv.len()];
+    par_rows(&mut out, row, |start, o| softmax_rows(&xv[start..start + o.len()], o, row));
+    flex_tensor(out, x.layout().shape().clone())
+}
+
+fn softmax_backward(y: &FloatTensor<Flex>, g: &FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let row = last_dim(y);
+    let (yv, gv) = (values(y), values(g));
+    let mut out = vec![0.0f32; yv.len()];
+    par_rows(&mut out, row, |s, o| softmax_backward_rows(&yv[s..s + o.len()], &gv[s..s + o.len()], o, row));
+    flex_tensor(out, y.layout().shape().clone())
+}
+
+fn gelu_forward(x: &FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let xv = values(x);
+    let mut out = vec![0.0f32; xv.len()];
+    par_rows(&mut out, 1, |s, o| gelu_chunk(&xv[s..s + o.len()], o));
+    flex_tensor(out, x.layout().shape().clone())
+}
+
+fn gelu_backward(x: &FloatTensor<Flex>, g: &FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let (xv, gv) = (values(x), values(g));
+    let mut out = vec![0.0f32; xv.len()];
+    par_rows(&mut out, 1, |s, o| gelu_backward_chunk(&xv[s..s + o.len()], &gv[s..s + o.len()], o));
+    flex_tensor(out, x.layout().shape().clone())
+}
+
+/// What the LayerNorm backward needs: `x̂`, `1/σ` a row, and `γ`.
+#[derive(Debug, Clone)]
+struct LayerNormState {
+    xhat: Vec<f32>,
+    rstd: Vec<f32>,
+    gamma: Vec<f32>,
+    shape: burn::tensor::Shape,
+}
+
+fn layer_norm_forward(x: &FloatTensor<Flex>, gamma: &FloatTensor<Flex>, beta: &FloatTensor<Flex>, eps: f64) -> (FloatTensor<Flex>, LayerNormState) {
+    let d = last_dim(x);
+    let (xv, gv, bv) = (values(x), values(gamma), values(beta));
+    let rows = xv.len() / d;
+    let (mut xhat, mut rstd, mut out) = (vec![0.0f32; xv.len()], vec![0.0f32; rows], vec![0.0f32; xv.len()]);
+    let per = rows_per_task(d);
+    xhat.par_chunks_mut(per * d)
+        .zip(rstd.par_chunks_mut(per))
+        .zip(out.par_chunks_mut(per * d))
+        .enumerate()
+        .for_each(|(i, ((h, r), o))| {
+            let s = i * per * d;
+            layer_norm_rows(&xv[s..s + o.len()], &gv, &bv, eps as f32, h, r, o)
+        });
+    let shape = x.layout().shape().clone();
+    let state = LayerNormState { xhat, rstd, gamma: gv.into_owned(), shape: shape.clone() };
+    (flex_tensor(out, shape), state)
+}
+
+fn layer_norm_backward(st: &LayerNormState, g: &FloatTensor<Flex>) -> (FloatTensor<Flex>, FloatTensor<Flex>, FloatTensor<Flex>) {
+    let d = st.gamma.len();
+    let gv = values(g);
+    let mut dx = vec![0.0f32; gv.len()];
+    let per = rows_per_task(d);
+    let (dgamma, dbeta) = dx
+        .par_chunks_mut(per * d)
+        .zip(st.rstd.par_chunks(per))
+        .enumerate()
+        .map(|(i, (dxc, rs))| {
+            let s = i * per * d;
+            let (mut dg, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
+            layer_norm_backward_rows(&gv[s..s + dxc.len()], &st.xhat[s..s + dxc.len()], rs, &st.gamma, dxc, &mut dg, &mut db);
+            (dg, db)
+        })
+        .reduce(
+            || (vec![0.0f32; d], vec![0.0f32; d]),
+            |(mut a, mut b), (c, e)| {
+                a.iter_mut().zip(&c).for_each(|(x, y)| *x += y);
+                b.iter_mut().zip(&e).for_each(|(x, y)| *x += y);
+                (a, b)
+            },
+        );
+    let vec_shape = burn::tensor::Shape::new([d]);
+    (flex_tensor(dx, st.shape.clone()), flex_tensor(dgamma, vec_shape.clone()), flex_tensor(dbeta, vec_shape))
+}
+
+impl FusedOps for Flex {
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        softmax_forward(&x)
+    }
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu_forward(&x)
+    }
+    fn fused_layer_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        layer_norm_forward(&x, &gamma, &beta, epsilon).0
+    }
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl Backward<Flex, 1> for SoftmaxBackward {
+    type State = FloatTensor<Flex>;
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<Flex>(node.id, softmax_backward(&ops.state, &g));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FloatTensor<Flex>;
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<Flex>(node.id, gelu_backward(&ops.state, &g));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    type State = LayerNormState;
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pgamma, pbeta] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        let (dx, dgamma, dbeta) = layer_norm_backward(&ops.state, &g);
+        for (node, grad) in [(px, dx), (pgamma, dgamma), (pbeta, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SoftmaxBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = softmax_forward(x.primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(softmax_forward(x.primitive())),
+        }
+    }
+
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let input = x.primitive().clone();
+                let y = gelu_forward(&input);
+                prep.finish(input, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(gelu_forward(x.primitive())),
+        }
+    }
+
+    fn fused_layer_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        let (y, state) = layer_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon);
+        match LayerNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        (a - b).abs().max().into_scalar()
+    }
+
+    /// Runs `ours` and `burns` on the same random input (scaled by `scale`) and a random upstream
+    /// gradient; returns the largest differences of the outputs and of the input gradients.
+    fn compare(shape: [usize; 3], scale: f32, ours: impl Fn(Tensor<3>) -> Tensor<3>, burns: impl Fn(Tensor<3>) -> Tensor<3>) -> (f32, f32) {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let x0 = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device) * scale;
+        let up = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let run = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
+            let x = x0.clone().detach().require_grad();
+            let y = f(x.clone());
+            let grads = (y.clone() * up.clone()).sum().backward();
+            (y.inner(), x.grad(&grads).unwrap())
+        };
+        let (ya, ga) = run(&ours);
+        let (yb, gb) = run(&burns);
+        (max_diff(ya, yb), max_diff(ga, gb))
+    }
+
+    #[test]
+    fn softmax_matches_burn_in_values_and_gradients() {
+        let (v, g) = compare([3, 5, 37], 4.0, softmax_last, |x| burn::tensor::activation::softmax(x, 2));
+        assert!(v < 1e-6 && g < 1e-5, "softmax differs: values {v}, gradients {g}");
+    }
+
+    #[test]
+    fn gelu_matches_burn_in_values_and_gradients() {
+        let (v, g) = compare([4, 9, 1000], 3.0, gelu, burn::tensor::activation::gelu);
+        assert!(v < 1e-5 && g < 1e-5, "gelu differs: values {v}, gradients {g}");
+    }
+
+    #[test]
+    fn layer_norm_matches_burn_in_values_and_all_gradients() {
+        let device = Device::flex().autodiff();
+        device.seed(9);
+        // Non-trivial γ and β so their gradients are tested too.
+        let ours = LayerNorm {
+            gamma: burn::module::Param::from_tensor(Tensor::random([24], Distribution::Normal(1.0, 0.5), &device)),
+            beta: burn::module::Param::from_tensor(Tensor::random([24], Distribution::Normal(0.0, 0.5), &device)),
+            epsilon: 1e-5,
+        };
+        let x0 = Tensor::<3>::random([6, 50, 24], Distribution::Normal(2.0, 3.0), &device);
+        let up = Tensor::<3>::random([6, 50, 24], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = if fused { ours.forward(x.clone()) } else { burn::tensor::module::layer_norm(x.clone(), ours.gamma.val(), Some(ours.beta.val()), 1e-5) };
+            let grads = (y.clone() * up.clone()).sum().backward();
+            let gamma = ours.gamma.val().grad(&grads).unwrap();
+            let beta = ours.beta.val().grad(&grads).unwrap();
+            (y.inner(), x.grad(&grads).unwrap(), gamma, beta)
+        };
+        let (y1, gx1, gg1, gb1) = run(true);
+        let (y2, gx2, gg2, gb2) = run(false);
+        assert!(max_diff(y1, y2) < 1e-5);
+        assert!(max_diff(gx1, gx2) < 1e-4);
+        assert!(max_diff(gg1, gg2) < 1e-3, "γ gradient sums 300 rows");
+        assert!(max_diff(gb1, gb2) < 1e-3);
+    }
+
+    #[test]
+    fn approximations_are_accurate() {
+        let (mut exp_err, mut erf_err) = (0.0f64, 0.0f64);
+        for i in -8000..8000 {
+            let x = i as f32 / 100.0;
+            let exact = (x as f64).exp();
+            exp_err = exp_err.max(((exp_approx(x) as f64 - exact) / exact).abs());
+            erf_err = erf_err.max((erf_approx(x / 10.0) as f64 - libm::erf((x / 10.0) as f64)).abs());
+        }
+        assert!(exp_err < 1e-6, "exp relative error {exp_err}");
+        assert!(erf_err < 1e-6, "erf absolute error {erf_err}");
+    }
+
+    #[test]
+    fn without_autodiff_the_same_kernels_serve_inference() {
+        let device = Device::flex();
+        let x = Tensor::<2>::random([7, 33], Distribution::Normal(0.0, 2.0), &device);
+        assert!(max_diff(softmax_last(x.clone()), burn::tensor::activation::softmax(x.clone(), 1)) < 1e-6);
+        assert!(max_diff(gelu(x.clone()), burn::tensor::activation::gelu(x)) < 1e-5);
+    }
+}
