@@ -4,6 +4,11 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc keeps freed tensor buffers for reuse; with the system allocator every large tensor
+/// was a fresh mapping whose pages the kernel faulted in and zeroed again, step after step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
