@@ -108,9 +108,7 @@ pub struct Measurement {
 impl Measurement {
     /// Median seconds an iteration.
     pub fn median(&self) -> f64 {
-        let mut v = self.seconds.clone();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
+        median(&self.seconds)
     }
     /// Fastest iteration.
     pub fn min(&self) -> f64 {
@@ -216,6 +214,71 @@ pub fn measure(setting: Setting, case: Case, warmup: usize, iters: usize, seed: 
         }
     };
     Ok(Measurement { setting, case, seconds, examples: batch, tokens: batch * len, peak_rss_mib: peak_rss_mib() })
+}
+
+/// Speed of a fine-tuned model on real text: what `predict` does, from raw text to probabilities.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelMeasurement {
+    /// Examples in the data file.
+    pub examples: usize,
+    /// Mean word pieces an example (after wrapping and truncation).
+    pub mean_pieces: f64,
+    /// Seconds of each timed pass over the whole file at the batch size (tokenising included).
+    pub pass_seconds: Vec<f64>,
+    /// The batch size of those passes.
+    pub batch_size: usize,
+    /// Seconds of each single-example prediction (tokenising included).
+    pub single_seconds: Vec<f64>,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Times `passes` passes of batched prediction over the texts of `data` (after one untimed
+/// pass) and one-at-a-time prediction of its first `singles` examples.
+pub fn measure_model(model: &std::path::Path, data: &std::path::Path, batch_size: usize, passes: usize, singles: usize) -> Result<ModelMeasurement> {
+    if passes == 0 || batch_size == 0 {
+        bail!("--iters and --batch-size must be positive");
+    }
+    let clf = crate::inference::LoadedClassifier::open(model)?;
+    let texts: Vec<String> = crate::text::labelled::read_examples(data)?.into_iter().map(|e| e.text).collect();
+    if texts.is_empty() {
+        bail!("{}: no examples", data.display());
+    }
+    let pieces: usize = clf.encode(&texts).iter().map(|s| s.len()).sum();
+    let pass_seconds = timed(1, passes, || {
+        let _ = clf.probabilities(&texts, batch_size);
+    });
+    let singles = singles.min(texts.len());
+    let single_seconds = texts[..singles]
+        .iter()
+        .map(|t| {
+            let one = [t.clone()];
+            let start = Instant::now();
+            let _ = clf.probabilities(&one, 1);
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    Ok(ModelMeasurement { examples: texts.len(), mean_pieces: pieces as f64 / texts.len() as f64, pass_seconds, batch_size, single_seconds, peak_rss_mib: peak_rss_mib() })
+}
+
+/// The median of `v` (which must not be empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// The Markdown table of a model measurement.
+pub fn model_table(m: &ModelMeasurement) -> String {
+    let pass = median(&m.pass_seconds);
+    let single = median(&m.single_seconds);
+    let mut sorted = m.single_seconds.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p90 = sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)];
+    format!(
+        "| case | median | examples/s |\n|---|---|---|\n| whole file, batch {} ({} examples, {:.1} pieces each) | {:.3} s | {:.0} |\n| one example at a time ({} examples; p90 {:.2} ms) | {:.2} ms | {:.0} |\n",
+        m.batch_size, m.examples, m.mean_pieces, pass, m.examples as f64 / pass, m.single_seconds.len(), p90 * 1e3, single * 1e3, 1.0 / single
+    )
 }
 
 /// The Markdown table of measurements: median and min–max per iteration, throughput, peak memory.

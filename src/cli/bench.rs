@@ -25,6 +25,19 @@ pub struct BenchArgs {
     /// Measure in this process and print one JSON object (what each child process runs).
     #[arg(long, hide = true)]
     pub child: bool,
+    /// Measure a fine-tuned model on real text instead (with --data): batched passes over the
+    /// file and one-example-at-a-time latency, tokenising included, as `predict` runs.
+    #[arg(long, requires = "data")]
+    pub model: Option<std::path::PathBuf>,
+    /// Labelled or plain text file for --model (label words are ignored).
+    #[arg(long, requires = "model")]
+    pub data: Option<std::path::PathBuf>,
+    /// Batch size of the --model passes.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Examples timed one at a time with --model.
+    #[arg(long, default_value_t = 200)]
+    pub singles: usize,
     /// Random seed of the synthetic batches and weights.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -32,6 +45,16 @@ pub struct BenchArgs {
 
 /// Runs `bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
+    if let (Some(model), Some(data)) = (&a.model, &a.data) {
+        let m = bertlu::bench::measure_model(model, data, a.batch_size, a.iters, a.singles)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        } else {
+            print!("{}", bertlu::bench::model_table(&m));
+            println!("{} threads; median of {} passes after one warm-up pass; peak RSS {} MiB.", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), a.iters, m.peak_rss_mib.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into()));
+        }
+        return Ok(());
+    }
     let settings = if a.setting.is_empty() { Setting::ALL.to_vec() } else { a.setting.clone() };
     let cases = if a.case.is_empty() { Case::ALL.to_vec() } else { a.case.clone() };
     if a.child {
