@@ -115,6 +115,13 @@ pub struct PretrainConfig {
     pub valid_fraction: f64,
     /// Random seed (masking, data order, initial weights).
     pub seed: u64,
+    /// Whole-word masking: all pieces of a chosen word are masked together.
+    #[serde(default)]
+    pub whole_word_mask: bool,
+    /// With whole-word masking, a file of words (one a line) whose runs of CJK characters are
+    /// masked as one word; empty: none.
+    #[serde(default)]
+    pub word_list: String,
 }
 
 /// Fine-tuning settings.
@@ -199,6 +206,8 @@ impl Config {
                 max_predictions: 20,
                 valid_fraction: 0.01,
                 seed: 42,
+                whole_word_mask: false,
+                word_list: String::new(),
             },
             finetune: FinetuneConfig {
                 batch_size: 32,
@@ -281,6 +290,9 @@ impl Config {
         }
         if p.max_predictions == 0 {
             bail!("pretrain.max_predictions must be positive");
+        }
+        if !p.word_list.is_empty() && !p.whole_word_mask {
+            bail!("pretrain.word_list needs whole_word_mask (--whole-word-mask)");
         }
         if !(0.0..0.5).contains(&p.valid_fraction) {
             bail!("pretrain.valid_fraction must be in [0, 0.5) (got {})", p.valid_fraction);

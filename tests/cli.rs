@@ -114,6 +114,20 @@ fn scratch_single_label_and_chinese() {
     assert_eq!(pred, "__label__gfx\n__label__net\n");
     let e = fails(&["tune-thresholds", "--model", s(&p("clf")), "--data", s(&p("valid.txt.gz"))]);
     assert!(e.contains("multi-label"), "{e}");
+
+    // whole-word masking of Chinese with a word list: the run records both and trains
+    let corpus: String = train.lines().map(|l| l.split('\t').next().unwrap().to_string() + "\n").collect();
+    write(d.path(), "corpus.txt", corpus.as_bytes());
+    write(d.path(), "words.txt", "网络\n图形\n声音\n软件包\n".as_bytes());
+    let (corpus_p, clf_p, pre_p, tiny_p, words_p, missing_p) = (p("corpus.txt"), p("clf"), p("pre"), p("tiny.toml"), p("words.txt"), p("no-such-words.txt"));
+    let pre = |words: &std::path::Path| {
+        ok(&["pretrain", "--corpus", s(&corpus_p), "--vocab", s(&clf_p), "--out", s(&pre_p), "--preset", "tiny", "--config", s(&tiny_p), "--max-steps", "5", "-q", "--whole-word-mask", "--word-list", s(words)])
+    };
+    pre(&words_p);
+    let cfg = std::fs::read_to_string(p("pre").join("config.toml")).unwrap();
+    assert!(cfg.contains("whole_word_mask = true") && cfg.contains("words.txt"), "{cfg}");
+    let e = fails(&["pretrain", "--corpus", s(&corpus_p), "--vocab", s(&clf_p), "--out", s(&p("pre2")), "--preset", "tiny", "--config", s(&tiny_p), "--whole-word-mask", "--word-list", s(&missing_p)]);
+    assert!(e.contains("no-such-words.txt") && e.lines().count() == 1, "{e}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `bertlu pretrain`: masked-LM pre-training.
 
 use super::{load_tokenizer, resumed_tokenizer, test_mode, CommonTrain, StepArgs};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bertlu::config::Config;
 use bertlu::text::corpus::{CorpusFile, DocumentSource};
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
@@ -32,6 +32,12 @@ pub struct PretrainArgs {
     /// Stop after this many steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Whole-word masking: mask all word pieces of a chosen word together.
+    #[arg(long)]
+    pub whole_word_mask: bool,
+    /// With --whole-word-mask: words (one a line, e.g. Chinese) whose characters are masked together.
+    #[arg(long, requires = "whole_word_mask")]
+    pub word_list: Option<PathBuf>,
     /// Epochs, learning rate, batch size.
     #[command(flatten)]
     pub steps: StepArgs,
@@ -47,6 +53,12 @@ fn configure(a: &PretrainArgs) -> Result<Config> {
     a.steps.apply(&mut p.epochs, &mut p.lr, &mut p.batch_size, &mut p.seed, &a.common);
     if let Some(v) = a.max_steps {
         p.max_steps = v;
+    }
+    if a.whole_word_mask {
+        p.whole_word_mask = true;
+    }
+    if let Some(w) = &a.word_list {
+        p.word_list = std::fs::canonicalize(w).with_context(|| format!("{}: cannot open the word list", w.display()))?.display().to_string();
     }
     a.common.cap(&mut cfg);
     cfg.validate()?;

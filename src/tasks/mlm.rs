@@ -1,9 +1,15 @@
 //! Masked-language-model examples: documents cut into [CLS] … [SEP] sequences, and BERT's
-//! 80/10/10 masking of a capped share of the non-special positions.
+//! 80/10/10 masking of a capped share of the non-special positions — one piece at a time, or
+//! whole words at a time (all pieces of a word, or a run of Chinese characters that a word list
+//! names as one word).
 
 use crate::text::tokenizer::{CLS, MASK, NUM_SPECIAL, SEP};
+use crate::text::tokenizer::WordPieceTokenizer;
 use rand::seq::index::sample;
+use rand::seq::SliceRandom;
 use rand::Rng;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// One masked sequence: what the model sees and what it must predict.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,8 +40,89 @@ pub fn chunk_document(ids: &[u32], max_len: usize) -> Vec<Vec<u32>> {
     out
 }
 
+/// Which word pieces form one word, for whole-word masking.
+#[derive(Debug, Clone)]
+pub struct WordBoundaries {
+    /// Per id: a continuation piece (`##…`), masked with the piece before it.
+    continuation: Vec<bool>,
+    /// Per id: the character, when the piece is one CJK character (the tokenizer splits those).
+    cjk_char: Vec<Option<char>>,
+    /// Words of several CJK characters whose characters are masked together (may be empty).
+    cjk_words: HashSet<String>,
+    /// Characters in the longest of `cjk_words`.
+    longest: usize,
+}
+
+impl WordBoundaries {
+    /// Boundaries from a tokenizer's vocabulary, with an optional list of (Chinese) words.
+    pub fn new(tokenizer: &WordPieceTokenizer, words: impl IntoIterator<Item = String>) -> Self {
+        let n = tokenizer.vocab_size() as u32;
+        let tokens: Vec<Option<String>> = (0..n).map(|id| tokenizer.id_to_token(id)).collect();
+        let continuation = tokens.iter().map(|t| t.as_deref().is_some_and(|t| t.starts_with("##"))).collect();
+        let cjk_char = tokens
+            .iter()
+            .map(|t| {
+                let mut cs = t.as_deref()?.chars();
+                match (cs.next(), cs.next()) {
+                    (Some(c), None) if is_cjk(c) => Some(c),
+                    _ => None,
+                }
+            })
+            .collect();
+        let cjk_words: HashSet<String> = words.into_iter().map(|w| w.trim().to_string()).filter(|w| w.chars().count() > 1).collect();
+        let longest = cjk_words.iter().map(|w| w.chars().count()).max().unwrap_or(0);
+        Self { continuation, cjk_char, cjk_words, longest }
+    }
+
+    fn is_continuation(&self, id: u32) -> bool {
+        self.continuation.get(id as usize).copied().unwrap_or(false)
+    }
+
+    fn cjk(&self, id: u32) -> Option<char> {
+        self.cjk_char.get(id as usize).copied().flatten()
+    }
+
+    /// The candidate positions grouped into words, in order.
+    pub fn groups(&self, seq: &[u32], candidates: &[usize]) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut k = 0;
+        while k < candidates.len() {
+            let p = candidates[k];
+            let follows = |q: usize| groups.last().and_then(|g| g.last()).is_some_and(|&last| last + 1 == q);
+            if self.is_continuation(seq[p]) && follows(p) {
+                groups.last_mut().expect("a group to continue").push(p);
+                k += 1;
+                continue;
+            }
+            // the longest listed word starting here, over consecutive single CJK characters
+            let mut len = 1;
+            if self.longest > 1 && self.cjk(seq[p]).is_some() {
+                let mut word = String::new();
+                for j in 0..self.longest.min(candidates.len() - k) {
+                    let q = candidates[k + j];
+                    match self.cjk(seq[q]) {
+                        Some(c) if q == p + j => word.push(c),
+                        _ => break,
+                    }
+                    if j > 0 && self.cjk_words.contains(&word) {
+                        len = j + 1;
+                    }
+                }
+            }
+            groups.push(candidates[k..k + len].to_vec());
+            k += len;
+        }
+        groups
+    }
+}
+
+/// Is `c` a CJK ideograph (the characters BERT's pre-tokenizer splits one by one)?
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F | 0x2B740..=0x2B81F | 0x2B820..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
+}
+
 /// Masking settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Masking {
     /// Share of non-special positions chosen.
     pub prob: f64,
@@ -43,6 +130,8 @@ pub struct Masking {
     pub max_predictions: usize,
     /// Vocabulary size; random replacements are drawn from the non-special ids.
     pub vocab_size: u32,
+    /// Whole-word masking: choose words, not pieces.
+    pub whole_words: Option<Arc<WordBoundaries>>,
 }
 
 impl Masking {
@@ -60,7 +149,24 @@ impl Masking {
     pub fn apply<R: Rng>(&self, seq: &[u32], rng: &mut R) -> MlmExample {
         let candidates: Vec<usize> = (0..seq.len()).filter(|&i| seq[i] >= NUM_SPECIAL || seq[i] == crate::text::tokenizer::UNK).collect();
         let n = self.num_predictions(candidates.len());
-        let mut positions: Vec<usize> = sample(rng, candidates.len(), n).into_iter().map(|k| candidates[k]).collect();
+        let mut positions: Vec<usize> = match &self.whole_words {
+            None => sample(rng, candidates.len(), n).into_iter().map(|k| candidates[k]).collect(),
+            Some(words) => {
+                // words in random order, each taken whole while it fits in the budget
+                let mut groups = words.groups(seq, &candidates);
+                groups.shuffle(rng);
+                let mut chosen = Vec::with_capacity(n);
+                for g in groups {
+                    if chosen.len() + g.len() <= n {
+                        chosen.extend(g);
+                    }
+                    if chosen.len() == n {
+                        break;
+                    }
+                }
+                chosen
+            }
+        };
         positions.sort_unstable();
         let mut input_ids = seq.to_vec();
         let targets = positions.iter().map(|&p| seq[p]).collect();
@@ -98,7 +204,7 @@ mod tests {
 
     #[test]
     fn masking_statistics() {
-        let m = Masking { prob: 0.15, max_predictions: 20, vocab_size: 1000 };
+        let m = Masking { prob: 0.15, max_predictions: 20, vocab_size: 1000, whole_words: None };
         let mut rng = StdRng::seed_from_u64(7);
         let seq: Vec<u32> = std::iter::once(CLS).chain((0..100).map(|i| 100 + i)).chain(std::iter::once(SEP)).collect();
         let (mut chosen, mut masked, mut random, mut kept) = (0usize, 0usize, 0usize, 0usize);
@@ -150,12 +256,59 @@ mod tests {
 
     #[test]
     fn cap_and_short_sequences() {
-        let m = Masking { prob: 0.15, max_predictions: 5, vocab_size: 1000 };
+        let m = Masking { prob: 0.15, max_predictions: 5, vocab_size: 1000, whole_words: None };
         assert_eq!(m.num_predictions(100), 5);
         assert_eq!(m.num_predictions(3), 1);
         assert_eq!(m.num_predictions(0), 0);
         let mut rng = StdRng::seed_from_u64(1);
         let ex = m.apply(&[CLS, SEP, PAD], &mut rng);
         assert!(ex.positions.is_empty());
+    }
+
+    fn tokenizer() -> WordPieceTokenizer {
+        WordPieceTokenizer::from_words(&["play", "##ing", "##ed", "the", "game", "##s", "run", "中", "国", "人", "民", "好"]).unwrap()
+    }
+
+    #[test]
+    fn whole_word_masking_keeps_the_pieces_of_a_word_together() {
+        let tok = tokenizer();
+        let words = Arc::new(WordBoundaries::new(&tok, Vec::<String>::new()));
+        let m = Masking { prob: 0.3, max_predictions: 20, vocab_size: tok.vocab_size() as u32, whole_words: Some(words.clone()) };
+        let text = "playing the games played run the game playing run games";
+        let seq: Vec<u32> = std::iter::once(CLS).chain(tok.encode(text)).chain(std::iter::once(SEP)).collect();
+        let candidates: Vec<usize> = (1..seq.len() - 1).collect();
+        let groups = words.groups(&seq, &candidates);
+        assert_eq!(groups.len(), 10, "ten words: {groups:?}");
+        assert_eq!(groups[0], vec![1, 2], "play ##ing");
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut chosen_total = 0;
+        let mut per_word = vec![0usize; groups.len()];
+        for _ in 0..2000 {
+            let ex = m.apply(&seq, &mut rng);
+            assert!(ex.positions.len() <= m.num_predictions(candidates.len()));
+            for (w, g) in groups.iter().enumerate() {
+                let hit = g.iter().filter(|p| ex.positions.contains(p)).count();
+                assert!(hit == 0 || hit == g.len(), "word {g:?} split: {:?}", ex.positions);
+                per_word[w] += (hit > 0) as usize;
+            }
+            chosen_total += ex.positions.len();
+        }
+        // the budget is round(0.3 × 15) = 5 pieces; whole words of 1–2 pieces fill most of it
+        let mean = chosen_total as f64 / 2000.0;
+        assert!(mean > 4.0 && mean <= 5.0, "mean chosen {mean}");
+        assert!(per_word.iter().all(|&c| c > 300), "every word gets chosen: {per_word:?}");
+    }
+
+    #[test]
+    fn listed_chinese_words_are_masked_as_one() {
+        let tok = tokenizer();
+        let seq: Vec<u32> = std::iter::once(CLS).chain(tok.encode("中国人民好")).chain(std::iter::once(SEP)).collect();
+        assert_eq!(seq.len(), 7, "one piece a character");
+        let candidates: Vec<usize> = (1..6).collect();
+        let plain = WordBoundaries::new(&tok, Vec::<String>::new());
+        assert_eq!(plain.groups(&seq, &candidates).len(), 5, "without a word list each character is a word");
+        let listed = WordBoundaries::new(&tok, ["中国".to_string(), "中国人".to_string(), "人民".to_string()]);
+        // longest match first: 中国人 | 民 | 好
+        assert_eq!(listed.groups(&seq, &candidates), vec![vec![1, 2, 3], vec![4], vec![5]]);
     }
 }

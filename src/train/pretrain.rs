@@ -8,7 +8,7 @@ use crate::batch::{bucketed_batch_count, bucketed_batches, MlmBatch};
 use crate::checkpoint::{ModelDir, ModelKind, ModelMeta};
 use crate::config::Config;
 use crate::model::PretrainModel;
-use crate::tasks::mlm::{chunk_document, Masking, MlmExample};
+use crate::tasks::mlm::{chunk_document, Masking, MlmExample, WordBoundaries};
 use crate::text::corpus::DocumentSource;
 use crate::text::tokenizer::WordPieceTokenizer;
 use anyhow::{bail, Result};
@@ -117,7 +117,18 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     let (device, plain) = devices();
     device.seed(cfg.pretrain.seed);
     let p = &cfg.pretrain;
-    let masking = Masking { prob: p.mask_prob, max_predictions: p.max_predictions, vocab_size: cfg.model.vocab_size as u32 };
+    let whole_words = if p.whole_word_mask {
+        let words = if p.word_list.is_empty() {
+            Vec::new()
+        } else {
+            let path = Path::new(&p.word_list);
+            crate::text::reader::Lines::open(path)?.map(|l| l.map(|l| l.text)).collect::<Result<Vec<String>>>()?
+        };
+        Some(std::sync::Arc::new(WordBoundaries::new(tokenizer, words)))
+    } else {
+        None
+    };
+    let masking = Masking { prob: p.mask_prob, max_predictions: p.max_predictions, vocab_size: cfg.model.vocab_size as u32, whole_words };
 
     // Counting pass: batches an epoch (buffers are cut exactly as in the training passes), the
     // data hash a resumed run must match, and the held-out sequences.
