@@ -267,6 +267,30 @@ fn bad_checkpoints_are_refused() {
 /// Training is deterministic for a given vocabulary. (Vocabulary training itself is not: HF
 /// tokenizers breaks ties between equally frequent merges in hash order; see the README.)
 #[test]
+fn word_vectors_initialise_a_scratch_model() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    // vectors of dimension 32 (the tiny test config's d_model) for some corpus words, and noise
+    let mut vec_file = String::from("6 32\n");
+    for (k, w) in common::FILLER.iter().take(4).chain(["zzz-not-in-vocab", "qqq"].iter()).enumerate() {
+        let values: Vec<String> = (0..32).map(|i| format!("{:.3}", ((i + k) % 7) as f32 / 10.0 - 0.3)).collect();
+        vec_file.push_str(&format!("{w} {}\n", values.join(" ")));
+    }
+    write(d.path(), "vectors.vec", vec_file.as_bytes());
+    let out = ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "120", "--epochs", "1", "--word-vectors", s(&p("vectors.vec"))]);
+    let found: usize = out.split("word vectors: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!((1..=4).contains(&found), "{out}");
+    assert!(out.contains("(6 words, dimension 32)"), "{out}");
+    let run = std::fs::read_to_string(p("clf").join("run.json")).unwrap();
+    assert!(run.contains("word-vectors"), "the vectors file is recorded as an input");
+    // a dimension other than d_model is a clear error, and --init excludes it
+    write(d.path(), "v16.vec", "1 16\nword 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n".as_bytes());
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf2")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "120", "--word-vectors", s(&p("v16.vec"))]);
+    assert!(e.contains("v16.vec") && e.contains("dimension 16") && e.lines().count() == 1, "{e}");
+    assert!(!p("clf2").exists(), "nothing left behind");
+}
+
+#[test]
 fn same_seed_same_numbers() {
     let d = setup();
     let p = |n: &str| d.path().join(n);

@@ -50,7 +50,7 @@ fn learns_one_batch(cfg: &Config, tok: &WordPieceTokenizer) {
     let device = Device::flex().autodiff();
     device.seed(3);
     let mut model = PretrainModel::init(&cfg.model, &device);
-    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32 };
+    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, whole_words: None };
     let mut rng = StdRng::seed_from_u64(5);
     let examples: Vec<_> = seqs(tok, 16).iter().map(|s| masking.apply(s, &mut rng)).collect();
     let batch = MlmBatch::new(&examples, &device);
@@ -166,4 +166,27 @@ fn output_bias_starts_at_the_label_prior() {
     let m = Classifier::init(&cfg.model, 2, &device).with_prior_bias(&[0.25, 0.75], Problem::SingleLabel);
     let b: Vec<f32> = m.head.output.bias.as_ref().unwrap().val().into_data().try_into_vec().unwrap();
     assert!((b[0] - 0.25f32.ln()).abs() < 1e-6 && (b[1] - 0.75f32.ln()).abs() < 1e-6, "{b:?}");
+}
+
+#[test]
+fn word_vectors_initialise_exactly_their_embedding_rows() {
+    let tok = tokenizer();
+    let d = Device::flex();
+    for backbone in [BackboneKind::Transformer, BackboneKind::TextCnn] {
+        let mut cfg = tiny_config(&tok);
+        cfg.model.backbone = backbone;
+        let dim = cfg.model.d_model;
+        let before = Classifier::init(&cfg.model, 3, &d);
+        let old: Vec<f32> = before.backbone.token_embedding().into_data().try_into_vec().unwrap();
+        let rows = vec![(7u32, vec![0.5f32; dim]), (11u32, (0..dim).map(|i| i as f32).collect())];
+        let after = before.backbone.with_token_rows(&rows);
+        let new: Vec<f32> = after.token_embedding().into_data().try_into_vec().unwrap();
+        for id in 0..tok.vocab_size() {
+            let (a, b) = (&old[id * dim..(id + 1) * dim], &new[id * dim..(id + 1) * dim]);
+            match rows.iter().find(|r| r.0 as usize == id) {
+                Some((_, v)) => assert_eq!(b, v.as_slice(), "{backbone:?} row {id}"),
+                None => assert_eq!(a, b, "{backbone:?} row {id} must stay as initialised"),
+            }
+        }
+    }
 }

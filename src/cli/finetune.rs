@@ -30,6 +30,10 @@ pub struct FinetuneArgs {
     /// the training texts if absent. Use a pre-trained model's to compare like with like.
     #[arg(long, conflicts_with = "init")]
     pub vocab: Option<PathBuf>,
+    /// Initialise the token embeddings of a from-scratch model from word vectors (word2vec /
+    /// fastText text format: `N D` header, then `word v1 … vD`; .gz accepted); D must equal d_model.
+    #[arg(long, conflicts_with = "init")]
+    pub word_vectors: Option<PathBuf>,
     /// Vocabulary size when one is trained on the training texts.
     #[arg(long, default_value_t = 8000)]
     pub vocab_size: usize,
@@ -110,9 +114,26 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         (None, None, None) => WordPieceTokenizer::train(train.iter().map(|e| e.text.clone()), &VocabOptions { size: a.vocab_size, ..Default::default() })?,
     };
     cfg.model.vocab_size = tokenizer.vocab_size();
-    let init = match &base {
-        Some(dir) => Init::Pretrained(dir),
-        None => Init::Scratch,
+    let vectors = match &a.word_vectors {
+        Some(path) => {
+            let v = bertlu::text::word_vectors::WordVectors::read(path, &tokenizer, cfg.model.d_model)?;
+            let line = format!(
+                "word vectors: {} of {} vocabulary words found in {} ({} words, dimension {}); the other embeddings stay random",
+                v.rows.len(), v.candidates, path.display(), v.file_words, v.dim
+            );
+            if a.common.json_logs {
+                println!("{}", serde_json::json!({ "event": "message", "text": line }));
+            } else if !a.common.quiet {
+                println!("{line}");
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    let init = match (&base, &vectors) {
+        (Some(dir), _) => Init::Pretrained(dir),
+        (None, Some(v)) => Init::WordVectors(v),
+        (None, None) => Init::Scratch,
     };
     if a.tune_thresholds.is_some() && problem != Problem::MultiLabel {
         bail!("--tune-thresholds applies to multi-label problems only");
@@ -121,6 +142,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let mut inputs = vec![bertlu::run_info::InputFile::of("train", &a.train)?, bertlu::run_info::InputFile::of("valid", &a.valid)?];
     if let Some(dir) = &base {
         inputs.push(bertlu::run_info::InputFile::of("init", &dir.weights())?);
+    }
+    if let Some(path) = &a.word_vectors {
+        inputs.push(bertlu::run_info::InputFile::of("word-vectors", path)?);
     }
     let mut info = bertlu::run_info::RunInfo::start(out.path(), "finetune", &cfg, cfg.finetune.seed, inputs)?;
     let result = finetune(&cfg, init, &tokenizer, &train, &valid, problem, Some(out.path()), &a.common.run_options());

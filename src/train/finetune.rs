@@ -66,6 +66,8 @@ pub enum Init<'a> {
     Scratch,
     /// Backbone (embeddings included) from a pre-trained model directory.
     Pretrained(&'a ModelDir),
+    /// Random weights, except the token embeddings of the words that have a pre-trained vector.
+    WordVectors(&'a crate::text::word_vectors::WordVectors),
 }
 
 /// Fine-tunes on `train`, selects by validation micro-F1, writes the best model into `out` (when given).
@@ -110,11 +112,18 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             say(opts, &format!("finetune: resumed from {} (step {}, epoch {})", ckpt.display(), at.step, at.epoch));
         }
         _ => {
-            if let Init::Pretrained(dir) = init {
-                let (m, names) = load_prefix(model, &dir.weights(), dir.meta.weights_bytes, "backbone.")?;
-                model = m;
-                say(opts, &format!("finetune: loaded {} pre-trained tensors from {}", names.len(), dir.path.display()));
-                at.state.loaded_tensors = names;
+            match init {
+                Init::Pretrained(dir) => {
+                    let (m, names) = load_prefix(model, &dir.weights(), dir.meta.weights_bytes, "backbone.")?;
+                    model = m;
+                    say(opts, &format!("finetune: loaded {} pre-trained tensors from {}", names.len(), dir.path.display()));
+                    at.state.loaded_tensors = names;
+                }
+                Init::WordVectors(v) => {
+                    model.backbone = model.backbone.with_token_rows(&v.rows);
+                    at.state.loaded_tensors = vec![format!("backbone token embedding: {} rows from word vectors", v.rows.len())];
+                }
+                Init::Scratch => {}
             }
             at.state.initial_valid_loss = evaluate(&model).loss;
         }

@@ -58,6 +58,33 @@ impl Backbone {
         }
     }
 
+    /// The backbone with rows of its token embedding replaced: `(id, vector)` pairs.
+    pub fn with_token_rows(self, rows: &[(u32, Vec<f32>)]) -> Self {
+        let replace = |weight: burn::module::Param<Tensor<2>>| {
+            weight.map(|w| {
+                let [v, d] = w.dims();
+                let device = w.device();
+                let mut data: Vec<f32> = w.into_data().convert::<f32>().try_into_vec().expect("f32 embeddings");
+                for (id, vec) in rows {
+                    let i = *id as usize;
+                    assert!(i < v && vec.len() == d, "embedding row {i} of [{v}, {d}] from a vector of {}", vec.len());
+                    data[i * d..(i + 1) * d].copy_from_slice(vec);
+                }
+                Tensor::from_data(burn::tensor::TensorData::new(data, [v, d]), &device)
+            })
+        };
+        match self {
+            Backbone::Transformer(mut b) => {
+                b.token_embedding.weight = replace(b.token_embedding.weight);
+                Backbone::Transformer(b)
+            }
+            Backbone::TextCnn(mut b) => {
+                b.token_embedding.weight = replace(b.token_embedding.weight);
+                Backbone::TextCnn(b)
+            }
+        }
+    }
+
     /// The token embedding matrix `[vocab, d]`, shared with the masked-LM output projection.
     pub fn token_embedding(&self) -> Tensor<2> {
         match self {
