@@ -386,30 +386,18 @@ impl FusedOps for Flex {
     }
 }
 
+/// Backward of a one-input operation: `grad_input = f(saved, grad_output)`, where `saved` is the
+/// output (softmax) or the input (GELU).
 #[derive(Debug)]
-struct SoftmaxBackward;
+struct UnaryBackward(fn(&FloatTensor<Flex>, &FloatTensor<Flex>) -> FloatTensor<Flex>);
 
-impl Backward<Flex, 1> for SoftmaxBackward {
+impl Backward<Flex, 1> for UnaryBackward {
     type State = FloatTensor<Flex>;
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [parent] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
         if let Some(node) = parent {
-            grads.register::<Flex>(node.id, softmax_backward(&ops.state, &g));
-        }
-    }
-}
-
-#[derive(Debug)]
-struct GeluBackward;
-
-impl Backward<Flex, 1> for GeluBackward {
-    type State = FloatTensor<Flex>;
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = parent {
-            grads.register::<Flex>(node.id, gelu_backward(&ops.state, &g));
+            grads.register::<Flex>(node.id, (self.0)(&ops.state, &g));
         }
     }
 }
@@ -433,7 +421,7 @@ impl Backward<Flex, 3> for LayerNormBackward {
 
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match SoftmaxBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match UnaryBackward(softmax_backward).prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let y = softmax_forward(x.primitive());
                 prep.finish(y.clone(), y)
@@ -443,7 +431,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     }
 
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match UnaryBackward(gelu_backward).prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let input = x.primitive().clone();
                 let y = gelu_forward(&input);
