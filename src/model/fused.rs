@@ -118,7 +118,7 @@ fn rows_per_task(row: usize) -> usize {
 
 /// Runs `f` over matching chunks of whole rows of `out` and `inputs`, in parallel.
 fn par_rows(out: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    let chunk = rows_per_task(row) * row;
+    let chunk = (rows_per_task(row) * row).max(1);
     out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| f(i * chunk, o));
 }
 
@@ -136,7 +136,7 @@ fn exp_approx(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
