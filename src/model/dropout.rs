@@ -28,22 +28,38 @@ pub fn seed(seed: u64) {
 /// one draw of the thread's generator, so the mask does not depend on the number of threads.
 const BLOCK: usize = 1 << 16;
 
-/// A mask of `n` values: 0 with probability `prob` (to 1/65536), else `1 / (1 - prob)`.
-pub fn mask(n: usize, prob: f64) -> Vec<f32> {
+/// Draws the base seed of the next mask from this thread's generator.
+pub(crate) fn next_base() -> u64 {
+    GENERATOR.with(|g| g.borrow_mut().next_u64())
+}
+
+/// Writes `input × mask` into `out` (or the mask itself without an input), for the mask drawn
+/// from `base`: each element is 0 with probability `prob` (to 1/65536), else `1 / (1 - prob)`.
+/// The same `base` gives the same mask, so a backward pass regenerates it instead of storing it.
+pub(crate) fn masked(base: u64, prob: f64, input: Option<&[f32]>, out: &mut [f32]) {
     // An element is dropped when its 16 random bits fall below prob × 2^16.
     let cut = (prob * 65_536.0).round() as u64;
     let keep = (1.0 / (1.0 - prob)) as f32;
-    let base = GENERATOR.with(|g| g.borrow_mut().next_u64());
-    let mut out = vec![0.0f32; n];
     out.par_chunks_mut(BLOCK).enumerate().for_each(|(block, chunk)| {
         let mut g = SmallRng::seed_from_u64(base ^ (block as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        for quad in chunk.chunks_mut(4) {
+        let start = block * BLOCK;
+        for (q, quad) in chunk.chunks_mut(4).enumerate() {
             let r = g.next_u64();
             for (i, v) in quad.iter_mut().enumerate() {
-                *v = if (r >> (16 * i)) & 0xffff < cut { 0.0 } else { keep };
+                let m = if (r >> (16 * i)) & 0xffff < cut { 0.0 } else { keep };
+                *v = match input {
+                    Some(x) => x[start + 4 * q + i] * m,
+                    None => m,
+                };
             }
         }
     });
+}
+
+/// A mask of `n` values: 0 with probability `prob` (to 1/65536), else `1 / (1 - prob)`.
+pub fn mask(n: usize, prob: f64) -> Vec<f32> {
+    let mut out = vec![0.0f32; n];
+    masked(next_base(), prob, None, &mut out);
     out
 }
 
@@ -68,6 +84,10 @@ impl Dropout {
         let device = input.device();
         if self.prob == 0.0 || !device.is_autodiff() {
             return input;
+        }
+        if crate::model::fused::on_flex(&device) && input.dtype() == burn::tensor::DType::F32 {
+            // one parallel pass that draws and applies the mask; the backward pass redraws it
+            return crate::model::fused::dropout(input, self.prob, next_base());
         }
         let shape = input.shape();
         let m = Tensor::<D>::from_data(TensorData::new(mask(shape.num_elements(), self.prob), shape), &device);
@@ -116,5 +136,19 @@ mod tests {
         let g: Vec<f32> = x.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
         assert_eq!(out, g, "d(sum(dropout(x)))/dx is the mask itself");
         assert!(out.iter().any(|&v| v == 0.0) && out.iter().any(|&v| v == 2.0));
+        // the fused path applies exactly the mask `mask` draws from the same seed
+        seed(11);
+        assert_eq!(out, mask(32, 0.5));
+        // and its gradient follows the mask for any upstream gradient
+        seed(12);
+        let x = Tensor::<2>::random([300, 700], burn::tensor::Distribution::Normal(0.0, 1.0), &ad).require_grad();
+        let up = Tensor::<2>::random([300, 700], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
+        let y = Dropout::new(0.1).forward(x.clone());
+        let grads = (y.clone() * up.clone()).sum().backward();
+        seed(12);
+        let m = Tensor::<2>::from_data(TensorData::new(mask(300 * 700, 0.1), [300, 700]), &ad);
+        let d1: f32 = (y.inner() - (x.clone().inner() * m.clone().inner())).abs().max().into_scalar();
+        let d2: f32 = (x.grad(&grads).unwrap() - (up.inner() * m.inner())).abs().max().into_scalar();
+        assert!(d1 == 0.0 && d2 == 0.0, "values {d1}, gradients {d2}");
     }
 }

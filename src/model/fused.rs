@@ -29,12 +29,14 @@ pub trait FusedOps: burn::backend::Backend {
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Exact (erf) GELU.
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Inverted dropout with the mask drawn from `base` (see `dropout::masked`).
+    fn fused_dropout(x: FloatTensor<Self>, prob: f64, base: u64) -> FloatTensor<Self>;
     /// LayerNorm over the last dimension with scale and shift.
     fn fused_layer_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
 }
 
 /// Whether `device` (with or without autodiff) runs the kernels of this module.
-fn on_flex(device: &Device) -> bool {
+pub(crate) fn on_flex(device: &Device) -> bool {
     device.clone().without_autodiff() == Device::flex()
 }
 
@@ -44,6 +46,11 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return burn::tensor::activation::softmax(x, D - 1);
     }
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax(x.into_dispatch()))
+}
+
+/// Dropout of `x` (f32 on flex) with the mask drawn from `base`, in one parallel pass.
+pub(crate) fn dropout<const D: usize>(x: Tensor<D>, prob: f64, base: u64) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_dropout(x.into_dispatch(), prob, base))
 }
 
 /// GELU, `x Φ(x)` with the exact normal CDF.
@@ -374,7 +381,17 @@ fn layer_norm_backward(st: &LayerNormState, g: &FloatTensor<Flex>) -> (FloatTens
     (flex_tensor(dx, st.shape.clone()), flex_tensor(dgamma, vec_shape.clone()), flex_tensor(dbeta, vec_shape))
 }
 
+fn dropout_apply(x: &FloatTensor<Flex>, prob: f64, base: u64) -> FloatTensor<Flex> {
+    let xv = values(x);
+    let mut out = vec![0.0f32; xv.len()];
+    crate::model::dropout::masked(base, prob, Some(&xv), &mut out);
+    flex_tensor(out, x.layout().shape().clone())
+}
+
 impl FusedOps for Flex {
+    fn fused_dropout(x: FloatTensor<Self>, prob: f64, base: u64) -> FloatTensor<Self> {
+        dropout_apply(&x, prob, base)
+    }
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         softmax_forward(&x)
     }
@@ -402,6 +419,22 @@ impl Backward<Flex, 1> for UnaryBackward {
     }
 }
 
+/// Dropout's backward: the upstream gradient times the same mask, redrawn from its seed.
+#[derive(Debug)]
+struct DropoutBackward;
+
+impl Backward<Flex, 1> for DropoutBackward {
+    type State = (f64, u64);
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = parent {
+            let (prob, base) = ops.state;
+            grads.register::<Flex>(node.id, dropout_apply(&g, prob, base));
+        }
+    }
+}
+
 #[derive(Debug)]
 struct LayerNormBackward;
 
@@ -420,6 +453,14 @@ impl Backward<Flex, 3> for LayerNormBackward {
 }
 
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_dropout(x: FloatTensor<Self>, prob: f64, base: u64) -> FloatTensor<Self> {
+        let y = dropout_apply(x.primitive(), prob, base);
+        match DropoutBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((prob, base), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match UnaryBackward(softmax_backward).prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
