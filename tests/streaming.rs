@@ -44,6 +44,8 @@ fn pretraining_memory_does_not_grow_with_the_corpus() {
     assert!(docs > 600_000, "{out}");
     assert!(out.contains("(20 steps"), "{out}");
     let (_, small) = peak("eighth.txt", "pre-eighth");
-    // a loaded corpus would add ≈ 56 MiB of text alone between the two runs
-    assert!(big < small * 1.2 + 4.0, "peak resident memory grows with the corpus: {small:.0} MiB for an eighth, {big:.0} MiB for all {corpus_mib:.0} MiB");
+    // a loaded corpus would add ≈ 56 MiB of text alone between the two runs; the allocator's
+    // per-thread caches move the peak of either run by up to ≈ 17 MiB (measured), so the margin
+    // is half the corpus difference
+    assert!(big < small + 28.0, "peak resident memory grows with the corpus: {small:.0} MiB for an eighth, {big:.0} MiB for all {corpus_mib:.0} MiB");
 }
