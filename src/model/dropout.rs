@@ -85,7 +85,7 @@ impl Dropout {
         if self.prob == 0.0 || !device.is_autodiff() {
             return input;
         }
-        if crate::model::fused::on_flex(&device) && input.dtype() == burn::tensor::DType::F32 {
+        if crate::model::fused::applies(&input) {
             // one parallel pass that draws and applies the mask; the backward pass redraws it
             return crate::model::fused::dropout(input, self.prob, next_base());
         }

@@ -35,27 +35,28 @@ pub trait FusedOps: burn::backend::Backend {
     fn fused_layer_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
 }
 
-/// Whether `device` (with or without autodiff) runs the kernels of this module.
-pub(crate) fn on_flex(device: &Device) -> bool {
-    device.clone().without_autodiff() == Device::flex()
+/// Whether the kernels of this module serve `x`: f32 on the flex device (with or without
+/// autodiff); anything else takes Burn's own operations.
+pub(crate) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && x.device().without_autodiff() == Device::flex()
 }
 
 /// Softmax over the last dimension.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !on_flex(&x.device()) || x.dtype() != DType::F32 {
+    if !applies(&x) {
         return burn::tensor::activation::softmax(x, D - 1);
     }
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax(x.into_dispatch()))
 }
 
-/// Dropout of `x` (f32 on flex) with the mask drawn from `base`, in one parallel pass.
+/// Dropout of `x` (where [`applies`]) with the mask drawn from `base`, in one parallel pass.
 pub(crate) fn dropout<const D: usize>(x: Tensor<D>, prob: f64, base: u64) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_dropout(x.into_dispatch(), prob, base))
 }
 
 /// GELU, `x Φ(x)` with the exact normal CDF.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !on_flex(&x.device()) || x.dtype() != DType::F32 {
+    if !applies(&x) {
         return burn::tensor::activation::gelu(x);
     }
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
@@ -86,7 +87,7 @@ impl LayerNorm {
 
     /// Normalises `x` over its last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if on_flex(&x.device()) && x.dtype() == DType::F32 {
+        if applies(&x) {
             return Tensor::from_dispatch(<Dispatch as FusedOps>::fused_layer_norm(
                 x.into_dispatch(),
                 self.gamma.val().into_dispatch(),
@@ -259,28 +260,31 @@ simd_dispatch!(softmax_backward_rows(y: &[f32], g: &[f32], out: &mut [f32], row:
     }
 });
 
-// Normalises rows: writes x̂ into `xhat`, 1/σ into `rstd`, x̂ γ + β into `out`.
-simd_dispatch!(layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, xhat: &mut [f32], rstd: &mut [f32], out: &mut [f32]) {
+// Normalises rows: writes the mean and 1/σ of each row into `mean`, `rstd`, and x̂ γ + β into
+// `out` (which holds x - mean on the way).
+simd_dispatch!(layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, mean: &mut [f32], rstd: &mut [f32], out: &mut [f32]) {
     let d = gamma.len();
-    for (r, ((xr, hr), or)) in x.chunks_exact(d).zip(xhat.chunks_exact_mut(d)).zip(out.chunks_exact_mut(d)).enumerate() {
-        let mean = sum(xr) / d as f32;
-        for (h, &v) in hr.iter_mut().zip(xr) {
-            *h = v - mean;
+    for (r, (xr, or)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
+        let m = sum(xr) / d as f32;
+        for (o, &v) in or.iter_mut().zip(xr) {
+            *o = v - m;
         }
-        let rs = 1.0 / (dot(hr, hr) / d as f32 + eps).sqrt();
-        rstd[r] = rs;
+        let rs = 1.0 / (dot(or, or) / d as f32 + eps).sqrt();
+        (mean[r], rstd[r]) = (m, rs);
         for i in 0..d {
-            hr[i] *= rs;
-            or[i] = hr[i] * gamma[i] + beta[i];
+            or[i] = or[i] * rs * gamma[i] + beta[i];
         }
     }
 });
 
-// LayerNorm input gradient of rows, adding this chunk's γ and β gradients into `dgamma`, `dbeta`.
-simd_dispatch!(layer_norm_backward_rows(g: &[f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
+// LayerNorm input gradient of rows, adding this chunk's γ and β gradients into `dgamma`, `dbeta`;
+// x̂ is recomputed from x, the mean and 1/σ into `xhat`, a row of scratch.
+simd_dispatch!(layer_norm_backward_rows(g: &[f32], x: &[f32], mean: &[f32], rstd: &[f32], gamma: &[f32], xhat: &mut [f32], dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
     let d = gamma.len();
-    for (r, ((gr, hr), dr)) in g.chunks_exact(d).zip(xhat.chunks_exact(d)).zip(dx.chunks_exact_mut(d)).enumerate() {
+    for (r, ((gr, xr), dr)) in g.chunks_exact(d).zip(x.chunks_exact(d)).zip(dx.chunks_exact_mut(d)).enumerate() {
+        let hr = &mut *xhat;
         for i in 0..d {
+            hr[i] = (xr[i] - mean[r]) * rstd[r];
             dr[i] = gr[i] * gamma[i];
             dgamma[i] += gr[i] * hr[i];
             dbeta[i] += gr[i];
@@ -326,47 +330,47 @@ fn gelu_backward(x: &FloatTensor<Flex>, g: &FloatTensor<Flex>) -> FloatTensor<Fl
     flex_tensor(out, x.layout().shape().clone())
 }
 
-/// What the LayerNorm backward needs: `x̂`, `1/σ` a row, and `γ`.
+/// What the LayerNorm backward needs: the input (shared with its producer, not copied), the
+/// mean and `1/σ` of each row, and `γ`.
 #[derive(Debug, Clone)]
 struct LayerNormState {
-    xhat: Vec<f32>,
+    x: FloatTensor<Flex>,
+    mean: Vec<f32>,
     rstd: Vec<f32>,
     gamma: Vec<f32>,
-    shape: burn::tensor::Shape,
 }
 
 fn layer_norm_forward(x: &FloatTensor<Flex>, gamma: &FloatTensor<Flex>, beta: &FloatTensor<Flex>, eps: f64) -> (FloatTensor<Flex>, LayerNormState) {
     let d = last_dim(x);
     let (xv, gv, bv) = (values(x), values(gamma), values(beta));
     let rows = xv.len() / d;
-    let (mut xhat, mut rstd, mut out) = (vec![0.0f32; xv.len()], vec![0.0f32; rows], vec![0.0f32; xv.len()]);
+    let (mut mean, mut rstd, mut out) = (vec![0.0f32; rows], vec![0.0f32; rows], vec![0.0f32; xv.len()]);
     let per = rows_per_task(d);
-    xhat.par_chunks_mut(per * d)
+    mean.par_chunks_mut(per)
         .zip(rstd.par_chunks_mut(per))
         .zip(out.par_chunks_mut(per * d))
         .enumerate()
-        .for_each(|(i, ((h, r), o))| {
+        .for_each(|(i, ((m, r), o))| {
             let s = i * per * d;
-            layer_norm_rows(&xv[s..s + o.len()], &gv, &bv, eps as f32, h, r, o)
+            layer_norm_rows(&xv[s..s + o.len()], &gv, &bv, eps as f32, m, r, o)
         });
-    let shape = x.layout().shape().clone();
-    let state = LayerNormState { xhat, rstd, gamma: gv.into_owned(), shape: shape.clone() };
-    (flex_tensor(out, shape), state)
+    let y = flex_tensor(out, x.layout().shape().clone());
+    (y, LayerNormState { x: x.clone(), mean, rstd, gamma: gv.into_owned() })
 }
 
 fn layer_norm_backward(st: &LayerNormState, g: &FloatTensor<Flex>) -> (FloatTensor<Flex>, FloatTensor<Flex>, FloatTensor<Flex>) {
     let d = st.gamma.len();
-    let gv = values(g);
+    let (gv, xv) = (values(g), values(&st.x));
     let mut dx = vec![0.0f32; gv.len()];
     let per = rows_per_task(d);
     let (dgamma, dbeta) = dx
         .par_chunks_mut(per * d)
-        .zip(st.rstd.par_chunks(per))
+        .zip(st.mean.par_chunks(per).zip(st.rstd.par_chunks(per)))
         .enumerate()
-        .map(|(i, (dxc, rs))| {
+        .map(|(i, (dxc, (m, rs)))| {
             let s = i * per * d;
-            let (mut dg, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
-            layer_norm_backward_rows(&gv[s..s + dxc.len()], &st.xhat[s..s + dxc.len()], rs, &st.gamma, dxc, &mut dg, &mut db);
+            let (mut dg, mut db, mut xhat) = (vec![0.0f32; d], vec![0.0f32; d], vec![0.0f32; d]);
+            layer_norm_backward_rows(&gv[s..s + dxc.len()], &xv[s..s + dxc.len()], m, rs, &st.gamma, &mut xhat, dxc, &mut dg, &mut db);
             (dg, db)
         })
         .reduce(
@@ -378,7 +382,7 @@ fn layer_norm_backward(st: &LayerNormState, g: &FloatTensor<Flex>) -> (FloatTens
             },
         );
     let vec_shape = burn::tensor::Shape::new([d]);
-    (flex_tensor(dx, st.shape.clone()), flex_tensor(dgamma, vec_shape.clone()), flex_tensor(dbeta, vec_shape))
+    (flex_tensor(dx, st.x.layout().shape().clone()), flex_tensor(dgamma, vec_shape.clone()), flex_tensor(dbeta, vec_shape))
 }
 
 fn dropout_apply(x: &FloatTensor<Flex>, prob: f64, base: u64) -> FloatTensor<Flex> {
@@ -404,33 +408,17 @@ impl FusedOps for Flex {
 }
 
 /// Backward of a one-input operation: `grad_input = f(saved, grad_output)`, where `saved` is the
-/// output (softmax) or the input (GELU).
+/// output (softmax), the input (GELU) or the mask's seed (dropout).
 #[derive(Debug)]
-struct UnaryBackward(fn(&FloatTensor<Flex>, &FloatTensor<Flex>) -> FloatTensor<Flex>);
+struct UnaryBackward<S>(fn(&S, &FloatTensor<Flex>) -> FloatTensor<Flex>);
 
-impl Backward<Flex, 1> for UnaryBackward {
-    type State = FloatTensor<Flex>;
+impl<S: Clone + Send + std::fmt::Debug + 'static> Backward<Flex, 1> for UnaryBackward<S> {
+    type State = S;
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [parent] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
         if let Some(node) = parent {
             grads.register::<Flex>(node.id, (self.0)(&ops.state, &g));
-        }
-    }
-}
-
-/// Dropout's backward: the upstream gradient times the same mask, redrawn from its seed.
-#[derive(Debug)]
-struct DropoutBackward;
-
-impl Backward<Flex, 1> for DropoutBackward {
-    type State = (f64, u64);
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = parent {
-            let (prob, base) = ops.state;
-            grads.register::<Flex>(node.id, dropout_apply(&g, prob, base));
         }
     }
 }
@@ -455,7 +443,9 @@ impl Backward<Flex, 3> for LayerNormBackward {
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     fn fused_dropout(x: FloatTensor<Self>, prob: f64, base: u64) -> FloatTensor<Self> {
         let y = dropout_apply(x.primitive(), prob, base);
-        match DropoutBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        // the gradient is the upstream gradient times the same mask, redrawn from its seed
+        let backward: UnaryBackward<(f64, u64)> = UnaryBackward(|&(prob, base), g| dropout_apply(g, prob, base));
+        match backward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((prob, base), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
