@@ -114,22 +114,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         (None, None, None) => WordPieceTokenizer::train(train.iter().map(|e| e.text.clone()), &VocabOptions { size: a.vocab_size, ..Default::default() })?,
     };
     cfg.model.vocab_size = tokenizer.vocab_size();
-    let vectors = match &a.word_vectors {
-        Some(path) => {
-            let v = bertlu::text::word_vectors::WordVectors::read(path, &tokenizer, cfg.model.d_model)?;
-            let line = format!(
-                "word vectors: {} of {} vocabulary words found in {} ({} words, dimension {}); the other embeddings stay random",
-                v.rows.len(), v.candidates, path.display(), v.file_words, v.dim
-            );
-            if a.common.json_logs {
-                println!("{}", serde_json::json!({ "event": "message", "text": line }));
-            } else if !a.common.quiet {
-                println!("{line}");
-            }
-            Some(v)
-        }
-        None => None,
-    };
+    let vectors = a.word_vectors.as_deref().map(|path| bertlu::text::word_vectors::WordVectors::read(path, &tokenizer, cfg.model.d_model)).transpose()?;
     let init = match (&base, &vectors) {
         (Some(dir), _) => Init::Pretrained(dir),
         (None, Some(v)) => Init::WordVectors(v),

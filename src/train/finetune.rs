@@ -121,6 +121,10 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
                 }
                 Init::WordVectors(v) => {
                     model.backbone = model.backbone.with_token_rows(&v.rows);
+                    say(opts, &format!(
+                        "finetune: word vectors: {} of {} vocabulary words found ({} words, dimension {}); the other embeddings stay random",
+                        v.rows.len(), v.candidates, v.file_words, v.dim
+                    ));
                     at.state.loaded_tensors = vec![format!("backbone token embedding: {} rows from word vectors", v.rows.len())];
                 }
                 Init::Scratch => {}
