@@ -1,7 +1,7 @@
 //! Padding sequences into tensors, and length-bucketed batch order.
 
 use crate::tasks::mlm::MlmExample;
-use crate::text::tokenizer::PAD;
+use crate::text::tokenizer::{PAD, SEP};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::seq::SliceRandom;
@@ -14,6 +14,21 @@ pub struct TokenBatch {
     pub ids: Tensor<2, Int>,
     /// True at padding positions, `[batch, seq]`.
     pub pad_mask: Tensor<2, Bool>,
+    /// Segment of each position, `[batch, seq]`: 0 up to the first [SEP], 1 after it (the B side
+    /// of a pair `[CLS] A [SEP] B [SEP]`). `None` when no sequence of the batch is a pair: all 0.
+    pub segments: Option<Tensor<2, Int>>,
+}
+
+/// Segment ids of one sequence: 0 through the first [SEP], 1 after it. Derived from the ids so
+/// that every producer of sequences (chunks, pairs, classification inputs) gets them for free.
+pub fn segment_ids(seq: &[u32]) -> Vec<u8> {
+    let split = seq.iter().position(|&t| t == SEP).map_or(seq.len(), |p| p + 1);
+    (0..seq.len()).map(|j| u8::from(j >= split)).collect()
+}
+
+/// Whether a sequence is a pair: something follows its first [SEP].
+pub fn is_pair(seq: &[u32]) -> bool {
+    seq.iter().position(|&t| t == SEP).is_some_and(|p| p + 1 < seq.len())
 }
 
 impl TokenBatch {
@@ -29,9 +44,19 @@ impl TokenBatch {
                 mask[i * l + j] = false;
             }
         }
+        let segments = seqs.iter().any(|s| is_pair(s)).then(|| {
+            let mut seg = vec![0i64; b * l];
+            for (i, s) in seqs.iter().enumerate() {
+                for (j, t) in segment_ids(s).into_iter().enumerate() {
+                    seg[i * l + j] = t as i64;
+                }
+            }
+            Tensor::from_data(TensorData::new(seg, [b, l]), device)
+        });
         Self {
             ids: Tensor::from_data(TensorData::new(ids, [b, l]), device),
             pad_mask: Tensor::from_data(TensorData::new(mask, [b, l]), device),
+            segments,
         }
     }
 
@@ -41,18 +66,21 @@ impl TokenBatch {
     }
 }
 
-/// A masked-LM batch: the masked inputs and, flattened over the batch, the chosen positions.
+/// A pre-training batch: the masked inputs, the chosen positions flattened over the batch, and
+/// for pairs whether B follows A.
 #[derive(Debug, Clone)]
-pub struct MlmBatch {
+pub struct PretrainBatch {
     /// Masked inputs.
     pub tokens: TokenBatch,
     /// Index of each chosen position in the flattened `[batch * seq]` states, `[n]`.
     pub positions: Tensor<1, Int>,
     /// The original id at each chosen position, `[n]`.
     pub targets: Tensor<1, Int>,
+    /// Next-sentence targets (1: B follows A), `[batch]`; `None` without pairs.
+    pub is_next: Option<Tensor<1, Int>>,
 }
 
-impl MlmBatch {
+impl PretrainBatch {
     /// Stacks masked examples.
     pub fn new(examples: &[MlmExample], device: &Device) -> Self {
         let seqs: Vec<&[u32]> = examples.iter().map(|e| e.input_ids.as_slice()).collect();
@@ -71,7 +99,16 @@ impl MlmBatch {
             tokens,
             positions: Tensor::from_data(TensorData::new(positions, [n]), device),
             targets: Tensor::from_data(TensorData::new(targets, [n]), device),
+            is_next: None,
         }
+    }
+
+    /// The batch with next-sentence targets, one an example.
+    pub fn with_is_next(mut self, is_next: &[bool]) -> Self {
+        let device = self.targets.device();
+        let t: Vec<i64> = is_next.iter().map(|&x| i64::from(x)).collect();
+        self.is_next = Some(Tensor::from_data(TensorData::new(t, [is_next.len()]), &device));
+        self
     }
 }
 
@@ -120,6 +157,18 @@ mod tests {
         assert_eq!(ids, vec![2, 7, 3, 2, 3, 0]);
         let m: Vec<bool> = b.pad_mask.into_data().try_into_vec::<bool>().unwrap();
         assert_eq!(m, vec![false, false, false, false, false, true]);
+    }
+
+    #[test]
+    fn segments_follow_the_first_sep() {
+        let d = Device::flex();
+        assert_eq!(segment_ids(&[2, 7, 3, 8, 9, 3]), vec![0, 0, 0, 1, 1, 1]);
+        assert_eq!(segment_ids(&[2, 7, 3]), vec![0, 0, 0]);
+        assert!(is_pair(&[2, 7, 3, 8, 3]) && !is_pair(&[2, 7, 3]));
+        assert!(TokenBatch::new(&[&[2, 7, 3], &[2, 3]], &d).segments.is_none(), "single texts carry no segment tensor");
+        let b = TokenBatch::new(&[&[2, 7, 3, 8, 3], &[2, 5, 3]], &d);
+        let seg: Vec<i64> = b.segments.unwrap().into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
+        assert_eq!(seg, vec![0, 0, 0, 1, 1, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! iterations and reported as median and min–max; peak memory is the process's peak resident
 //! size, so the command runs each case in a process of its own.
 
-use crate::batch::{MlmBatch, TokenBatch};
+use crate::batch::{PretrainBatch, TokenBatch};
 use crate::config::{BackboneKind, Config, ModelConfig, Preset};
 use crate::model::{Classifier, PretrainModel};
 use crate::tasks::classify::Problem;
@@ -175,13 +175,14 @@ pub fn measure(setting: Setting, case: Case, warmup: usize, iters: usize, seed: 
                     MlmExample { input_ids, positions, targets }
                 })
                 .collect();
-            let mut model = Some(PretrainModel::init(&model_cfg, &train_device));
+            let mut model = Some(PretrainModel::init(&model_cfg, &[crate::config::Objective::Mlm], &train_device));
             let mut optim = adamw(0.01, 1.0);
             let secs = timed(warmup, iters, || {
                 let m = model.take().expect("model");
-                let out = m.forward(&MlmBatch::new(&examples, &train_device));
-                let _: f32 = out.loss.clone().into_scalar();
-                let grads = GradientsParams::from_grads(out.loss.backward(), &m);
+                let out = m.forward(&PretrainBatch::new(&examples, &train_device));
+                let loss = out.loss();
+                let _: f32 = loss.clone().into_scalar();
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
                 model = Some(optim.step(1e-4, m, grads));
             });
             (32, secs)

@@ -69,6 +69,11 @@ pub struct ModelConfig {
     /// TextCNN: filters a width; states and the pooled vector have `filters × widths` features.
     #[serde(default = "default_filters")]
     pub filters: usize,
+    /// Segment (token-type) embeddings: 2 gives sentence pairs `[CLS] A [SEP] B [SEP]` one
+    /// embedding for A and one for B (next-sentence prediction, pair classification); 0 has
+    /// none (models saved before segments existed read as 0).
+    #[serde(default)]
+    pub type_vocab_size: usize,
 }
 
 fn default_filter_widths() -> Vec<usize> {
@@ -89,7 +94,34 @@ impl ModelConfig {
     }
 }
 
-/// Masked-LM pre-training settings.
+/// A pre-training objective; several are trained together, their losses summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Masked language model: predict the chosen word pieces.
+    Mlm,
+    /// Next-sentence prediction: does B follow A in `[CLS] A [SEP] B [SEP]`?
+    Nsp,
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Objective::Mlm => "mlm",
+            Objective::Nsp => "nsp",
+        })
+    }
+}
+
+fn default_tasks() -> Vec<Objective> {
+    vec![Objective::Mlm]
+}
+
+fn default_short_seq_prob() -> f64 {
+    0.1
+}
+
+/// Pre-training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PretrainConfig {
@@ -122,6 +154,20 @@ pub struct PretrainConfig {
     /// masked as one word; empty: none.
     #[serde(default)]
     pub word_list: String,
+    /// The objectives trained together (`mlm`, `nsp`).
+    #[serde(default = "default_tasks")]
+    pub tasks: Vec<Objective>,
+    /// With `nsp`: share of the pairs built to a random shorter length, so the model also sees
+    /// short inputs (as fine-tuning will).
+    #[serde(default = "default_short_seq_prob")]
+    pub short_seq_prob: f64,
+}
+
+impl PretrainConfig {
+    /// Whether `objective` is trained.
+    pub fn has(&self, objective: Objective) -> bool {
+        self.tasks.contains(&objective)
+    }
 }
 
 /// Fine-tuning settings.
@@ -193,6 +239,7 @@ impl Config {
                 norm_first: false,
                 filter_widths: default_filter_widths(),
                 filters,
+                type_vocab_size: 2,
             },
             pretrain: PretrainConfig {
                 batch_size: 32,
@@ -208,6 +255,8 @@ impl Config {
                 seed: 42,
                 whole_word_mask: false,
                 word_list: String::new(),
+                tasks: default_tasks(),
+                short_seq_prob: default_short_seq_prob(),
             },
             finetune: FinetuneConfig {
                 batch_size: 32,
@@ -293,6 +342,18 @@ impl Config {
         }
         if !p.word_list.is_empty() && !p.whole_word_mask {
             bail!("pretrain.word_list needs whole_word_mask (--whole-word-mask)");
+        }
+        if m.type_vocab_size != 0 && m.type_vocab_size != 2 {
+            bail!("model.type_vocab_size must be 0 (no segments) or 2 (got {})", m.type_vocab_size);
+        }
+        if p.tasks.is_empty() {
+            bail!("pretrain.tasks must name at least one objective (mlm, nsp)");
+        }
+        if p.has(Objective::Nsp) && m.type_vocab_size != 2 {
+            bail!("pretrain.tasks has nsp, which needs segment embeddings (model.type_vocab_size = 2)");
+        }
+        if !(0.0..=1.0).contains(&p.short_seq_prob) {
+            bail!("pretrain.short_seq_prob must be in [0, 1] (got {})", p.short_seq_prob);
         }
         if !(0.0..0.5).contains(&p.valid_fraction) {
             bail!("pretrain.valid_fraction must be in [0, 0.5) (got {})", p.valid_fraction);

@@ -125,10 +125,9 @@ impl LoadedClassifier {
         Ok(Self { dir, model, labels, problem, device })
     }
 
-    /// Wrapped word-piece ids of texts.
+    /// Model inputs of texts (a TAB makes a text a sentence pair).
     pub fn encode(&self, texts: &[String]) -> Vec<Vec<u32>> {
-        let max_len = self.dir.config.model.max_len;
-        self.dir.tokenizer.encode_batch(texts).iter().map(|ids| crate::tasks::classify::wrap(ids, max_len)).collect()
+        crate::tasks::classify::encode_texts(texts, &self.dir.tokenizer, self.dir.config.model.max_len)
     }
 
     /// Probabilities of texts.

@@ -333,8 +333,8 @@ fn compare_writes_table_csv_json_and_plots() {
     assert_eq!(json[1]["backbone"], "textcnn");
     assert_eq!(arms[1]["arm"], "pre-trained");
     assert!(arms[1]["test"]["micro_f1"].as_f64().unwrap() > 0.0);
-    // the pre-trained arm loaded the TextCNN's embedding and both convolutions (weight + bias)
-    assert_eq!(arms[1]["runs"][0]["report"]["loaded_tensors"].as_array().unwrap().len(), 5);
+    // the pre-trained arm loaded the TextCNN's token and segment embeddings and both convolutions (weight + bias)
+    assert_eq!(arms[1]["runs"][0]["report"]["loaded_tensors"].as_array().unwrap().len(), 6);
     assert_eq!(arms[0]["runs"][0]["report"]["loaded_tensors"].as_array().unwrap().len(), 0);
     for b in ["transformer", "textcnn"] {
         let svg = std::fs::read_to_string(p(&format!("cmp/plot-{b}.svg"))).unwrap();
@@ -439,4 +439,61 @@ fn skip_bad_lines_counts_and_warns() {
     assert!(!out.status.success(), "vocab reads strictly");
     let e = fails(&["pretrain", "--corpus", s(&corpus), "--out", s(&p("pre")), "--preset", "tiny", "-q"]);
     assert!(e.contains("dirty-corpus.txt:2: invalid UTF-8"), "{e}");
+}
+
+#[test]
+fn next_sentence_pretraining_and_sentence_pair_classification() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    write(d.path(), "corpus.txt", common::topic_documents(1500, 4).as_bytes());
+    write(d.path(), "train.txt", common::topic_pairs(1000, 5).as_bytes());
+    write(d.path(), "valid.txt.gz", common::topic_pairs(200, 6).as_bytes());
+    write(d.path(), "tiny.toml", common::TINY_TOML.replace("[pretrain]\n", "[pretrain]\nvalid_fraction = 0.1\n").as_bytes());
+    // a fixed vocabulary: a trained one numbers its pieces differently from run to run
+    let words: Vec<&str> = common::FILLER.iter().chain(common::TOPICS).copied().chain(["."]).collect();
+    bertlu::text::tokenizer::WordPieceTokenizer::from_words(&words).unwrap().save(&p("vocab.json")).unwrap();
+    let out = ok(&["pretrain", "--corpus", s(&p("corpus.txt")), "--out", s(&p("pre")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--epochs", "8", "--vocab", s(&p("vocab.json")), "--tasks", "mlm,nsp", "--json-logs"]);
+    let events: Vec<serde_json::Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let intro = events.iter().find_map(|e| e["text"].as_str().filter(|t| t.contains("IsNext"))).expect("pair statistics printed");
+    assert!(intro.contains("(mlm+nsp)"), "{intro}");
+    let epochs: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "epoch").collect();
+    assert_eq!(epochs.len(), 8);
+    let last = epochs[7];
+    // both objectives are reported, each with its own loss and accuracy
+    for key in ["train_loss", "valid_accuracy", "nsp_train_loss", "nsp_valid_loss", "nsp_valid_accuracy"] {
+        assert!(last[key].as_f64().is_some(), "{key} missing: {last}");
+    }
+    let (first_nsp, nsp) = (epochs[0]["nsp_valid_loss"].as_f64().unwrap(), last["nsp_valid_accuracy"].as_f64().unwrap());
+    assert!(nsp > 0.75, "a true next sentence shares its document's topic: held-out NSP accuracy {nsp}");
+    assert!(last["nsp_valid_loss"].as_f64().unwrap() < first_nsp, "NSP loss falls over the epochs");
+    let csv = std::fs::read_to_string(p("pre").join("metrics.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains("nsp_valid_accuracy"), "{csv}");
+    let saved = std::fs::read_to_string(p("pre").join("config.toml")).unwrap();
+    assert!(saved.contains("tasks = [\n    \"mlm\",\n    \"nsp\",\n]") && saved.contains("type_vocab_size = 2"), "{saved}");
+
+    // pairs fine-tuned on top: segment embeddings carry over, the pair rule is learnt
+    ok(&["finetune", "--train", s(&p("train.txt")), "--valid", s(&p("valid.txt.gz")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--config", s(&p("tiny.toml")), "-q"]);
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("clf").join("model.json")).unwrap()).unwrap();
+    let loaded = meta["info"]["loaded_tensors"].as_array().expect("loaded tensors recorded");
+    assert!(loaded.iter().any(|n| n.as_str().unwrap().contains("segment_embedding")), "segment embeddings carry over: {loaded:?}");
+    let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("clf")), "--data", s(&p("valid.txt.gz")), "--json"]).trim()).unwrap();
+    let acc = v["micro_f1"].as_f64().unwrap();
+    assert!(acc > 0.85, "same-topic pairs: accuracy {acc}");
+    write(d.path(), "input.txt", b"Fast network tool.\tA network library.\nFast network tool.\tSmall fonts package.\n");
+    let pred = ok(&["predict", "--model", s(&p("clf")), s(&p("input.txt"))]);
+    assert_eq!(pred.lines().collect::<Vec<_>>(), ["__label__same", "__label__other"], "{pred}");
+    // the same words as one text are another input than as a pair
+    write(d.path(), "joined.txt", b"Fast network tool. Small fonts package.\n");
+    let probs = |f: &str| ok(&["predict", "--model", s(&p("clf")), s(&p(f)), "--probs", "--k", "1"]).lines().next().unwrap().to_owned();
+    assert_ne!(probs("joined.txt"), probs("input.txt"));
+    write(d.path(), "bad.txt", b"a\tb\n\none\ttwo\tthree\n");
+    let e = fails(&["predict", "--model", s(&p("clf")), s(&p("bad.txt"))]);
+    assert!(e.contains("bad.txt:3") && e.contains("TAB"), "{e}");
+    write(d.path(), "bad-train.txt", b"left\tright __label__same\nleft\tright\tmore __label__other\n");
+    let e = fails(&["finetune", "--train", s(&p("bad-train.txt")), "--valid", s(&p("valid.txt.gz")), "--out", s(&p("clf2")), "-q"]);
+    assert!(e.contains("bad-train.txt:2") && e.contains("TAB"), "{e}");
+    assert!(!p("clf2").exists());
+    // nsp needs segment embeddings
+    let e = fails(&["pretrain", "--corpus", s(&p("corpus.txt")), "--out", s(&p("pre2")), "--preset", "tiny", "--tasks", "nsp", "--config", s(&write(d.path(), "noseg.toml", b"[model]\ntype_vocab_size = 0\n"))]);
+    assert!(e.contains("type_vocab_size"), "{e}");
 }

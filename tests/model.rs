@@ -2,9 +2,9 @@
 
 mod common;
 
-use bertlu::batch::{MlmBatch, TokenBatch};
+use bertlu::batch::{PretrainBatch, TokenBatch};
 use bertlu::checkpoint::{load_prefix, ModelDir, ModelKind, ModelMeta};
-use bertlu::config::{BackboneKind, Config, Preset};
+use bertlu::config::{BackboneKind, Config, Objective, Preset};
 use bertlu::inference::{probabilities, LoadedClassifier};
 use bertlu::model::{Classifier, PretrainModel};
 use bertlu::tasks::classify::{LabelSet, Problem};
@@ -49,19 +49,19 @@ fn masked_lm_loss_falls_with_training() {
 fn learns_one_batch(cfg: &Config, tok: &WordPieceTokenizer) {
     let device = Device::flex().autodiff();
     device.seed(3);
-    let mut model = PretrainModel::init(&cfg.model, &device);
+    let mut model = PretrainModel::init(&cfg.model, &[Objective::Mlm], &device);
     let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, whole_words: None };
     let mut rng = StdRng::seed_from_u64(5);
     let examples: Vec<_> = seqs(tok, 16).iter().map(|s| masking.apply(s, &mut rng)).collect();
-    let batch = MlmBatch::new(&examples, &device);
+    let batch = PretrainBatch::new(&examples, &device);
     let mut optim = bertlu::train::optim::adamw(0.0, 1.0);
-    let first: f32 = model.forward(&batch).loss.into_scalar();
+    let first: f32 = model.forward(&batch).loss().into_scalar();
     for _ in 0..60 {
         let out = model.forward(&batch);
-        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let grads = GradientsParams::from_grads(out.loss().backward(), &model);
         model = optim.step(3e-3, model, grads);
     }
-    let out = model.forward(&batch);
+    let out = model.forward(&batch).mlm.expect("an mlm output");
     let last: f32 = out.loss.into_scalar();
     // ln(120) ≈ 4.8 at the start; a model that fits one batch drives it far down.
     assert!(first > 4.0, "initial loss {first}");
@@ -104,7 +104,7 @@ fn init_loads_every_weight_of(cfg: Config, tok: &WordPieceTokenizer) {
     let tok = tok.clone();
     let device = Device::flex();
     device.seed(21);
-    let pre = PretrainModel::init(&cfg.model, &device);
+    let pre = PretrainModel::init(&cfg.model, &[Objective::Mlm], &device);
     let dir = tempfile::tempdir().unwrap();
     let meta = ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::Value::Null);
     ModelDir::write(dir.path(), &cfg, &tok, &pre, meta, None).unwrap();
@@ -116,9 +116,10 @@ fn init_loads_every_weight_of(cfg: Config, tok: &WordPieceTokenizer) {
     assert!(names.iter().any(|n| n.contains("token_embedding")));
     assert_eq!(names.iter().any(|n| n.contains("position_embedding")), cfg.model.backbone == BackboneKind::Transformer);
     if cfg.model.backbone == BackboneKind::TextCnn {
-        // embedding + (weight, bias) of each convolution
-        assert_eq!(names.len(), 1 + 2 * cfg.model.filter_widths.len(), "{names:?}");
+        // token and segment embeddings + (weight, bias) of each convolution
+        assert_eq!(names.len(), 2 + 2 * cfg.model.filter_widths.len(), "{names:?}");
     }
+    assert!(names.iter().any(|n| n.contains("segment_embedding")), "segment embeddings carry over: {names:?}");
     assert!(names.iter().all(|n| n.starts_with("backbone.")));
     // every backbone tensor of the pre-trained model, and nothing else
     use burn::store::ModuleSnapshot;
@@ -126,7 +127,9 @@ fn init_loads_every_weight_of(cfg: Config, tok: &WordPieceTokenizer) {
     want.sort();
     assert_eq!(names, want);
 
-    let batch_seqs = seqs(&tok, 8);
+    let mut batch_seqs = seqs(&tok, 8);
+    // a pair, so the segment embeddings take part
+    batch_seqs.push(bertlu::tasks::nsp::wrap_pair(&tok.encode("alpha beta"), &tok.encode("gamma"), 32));
     let refs: Vec<&[u32]> = batch_seqs.iter().map(|s| s.as_slice()).collect();
     let batch = TokenBatch::new(&refs, &device);
     let want = pre.backbone.forward(&batch).states;
@@ -141,7 +144,7 @@ fn init_refuses_a_checkpoint_of_another_shape() {
     let tok = tokenizer();
     let cfg = tiny_config(&tok);
     let device = Device::flex();
-    let pre = PretrainModel::init(&cfg.model, &device);
+    let pre = PretrainModel::init(&cfg.model, &[Objective::Mlm], &device);
     let dir = tempfile::tempdir().unwrap();
     ModelDir::write(dir.path(), &cfg, &tok, &pre, ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::Value::Null), None).unwrap();
     let saved = ModelDir::open(dir.path()).unwrap();
@@ -189,4 +192,45 @@ fn word_vectors_initialise_exactly_their_embedding_rows() {
             }
         }
     }
+}
+
+#[test]
+fn next_sentence_head_learns_pairs_beside_the_masked_lm() {
+    // pairs of the topic corpus: a true next sentence shares its document's topic
+    let docs: Vec<String> = common::topic_documents(200, 11).lines().map(str::to_owned).collect();
+    let tok = WordPieceTokenizer::train(docs.clone().into_iter(), &VocabOptions { size: 120, lowercase: true, min_frequency: 1 }).unwrap();
+    let cfg = tiny_config(&tok);
+    let sentences: Vec<Vec<Vec<u32>>> = docs.iter().map(|d| bertlu::tasks::nsp::split_sentences(d).into_iter().map(|s| tok.encode(s)).collect()).collect();
+    let mut rng = StdRng::seed_from_u64(2);
+    let all: Vec<usize> = (0..sentences.len()).collect();
+    let pairs = bertlu::tasks::nsp::build_pairs(&sentences, &all, bertlu::tasks::nsp::PairSettings { max_len: 32, short_seq_prob: 0.0 }, &mut rng);
+    let pairs = &pairs[..32];
+    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, whole_words: None };
+    let examples: Vec<_> = pairs.iter().map(|p| masking.apply(&p.ids, &mut rng)).collect();
+    let labels: Vec<bool> = pairs.iter().map(|p| p.is_next.unwrap()).collect();
+    assert!(labels.iter().any(|&x| x) && labels.iter().any(|&x| !x));
+    let device = Device::flex().autodiff();
+    device.seed(4);
+    let batch = PretrainBatch::new(&examples, &device).with_is_next(&labels);
+    assert!(batch.tokens.segments.is_some(), "pairs carry segment ids");
+    let mut model = PretrainModel::init(&cfg.model, &[Objective::Mlm, Objective::Nsp], &device);
+    let mut optim = bertlu::train::optim::adamw(0.0, 1.0);
+    let out = model.forward(&batch);
+    let (mlm0, nsp0): (f32, f32) = (out.mlm.unwrap().loss.into_scalar(), out.nsp.unwrap().loss.into_scalar());
+    for _ in 0..60 {
+        let out = model.forward(&batch);
+        let grads = GradientsParams::from_grads(out.loss().backward(), &model);
+        model = optim.step(3e-3, model, grads);
+    }
+    let out = model.forward(&batch);
+    let nsp = out.nsp.expect("an nsp output");
+    let nsp1: f32 = nsp.loss.into_scalar();
+    let mlm1: f32 = out.mlm.expect("an mlm output").loss.into_scalar();
+    assert!((nsp0 - 2f32.ln()).abs() < 0.2, "NSP starts near chance: {nsp0}");
+    assert!(nsp1 < nsp0 * 0.3, "NSP loss {nsp0} -> {nsp1}");
+    assert!(nsp.correct.into_scalar::<i64>() as usize >= 30, "pairs told apart");
+    assert!(mlm1 < mlm0 * 0.5, "the masked LM learns beside it: {mlm0} -> {mlm1}");
+    // without the nsp objective there is no nsp head and no nsp output
+    let mlm_only = PretrainModel::init(&cfg.model, &[Objective::Mlm], &device);
+    assert!(mlm_only.nsp.is_none() && mlm_only.forward(&batch).nsp.is_none());
 }

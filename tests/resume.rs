@@ -141,6 +141,7 @@ fn metrics_csv_has_a_row_per_log_interval_and_per_epoch() {
     ok(&["finetune", "--train", s(&p("train.txt")), "--valid", s(&p("valid.txt")), "--vocab", s(&p("voc")), "--out", s(&p("clf")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "-q"]);
     let text = std::fs::read_to_string(p("clf").join("metrics.csv")).unwrap();
     let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let col = |name: &str| text.lines().next().unwrap().split(',').position(|c| c == name).unwrap();
     let valid: Vec<&Vec<&str>> = rows.iter().filter(|r| r[2] == "valid").collect();
     let train: Vec<&Vec<&str>> = rows.iter().filter(|r| r[2] == "train").collect();
     assert_eq!(valid.len(), 6, "one validation row an epoch: {text}");
@@ -150,11 +151,11 @@ fn metrics_csv_has_a_row_per_log_interval_and_per_epoch() {
     let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("clf").join("model.json")).unwrap()).unwrap();
     let best = model["info"]["best_epoch"].as_u64().unwrap() as usize;
     let logged = model["info"]["epochs"][best - 1]["micro_f1"].as_f64().unwrap();
-    let csv_f1: f64 = valid[best - 1][8].parse().unwrap();
+    let csv_f1: f64 = valid[best - 1][col("micro_f1")].parse().unwrap();
     assert!((csv_f1 - logged).abs() < 1e-6, "{csv_f1} vs {logged}");
-    let max = valid.iter().map(|r| r[8].parse::<f64>().unwrap()).fold(0.0, f64::max);
+    let max = valid.iter().map(|r| r[col("micro_f1")].parse::<f64>().unwrap()).fold(0.0, f64::max);
     assert_eq!(csv_f1, max, "the kept epoch has the best validation micro-F1");
-    assert!(train.iter().all(|r| r[4].parse::<f64>().unwrap() > 0.0 && r[11].parse::<f64>().unwrap() > 0.0));
+    assert!(train.iter().all(|r| r[col("train_loss")].parse::<f64>().unwrap() > 0.0 && r[col("tokens_per_s")].parse::<f64>().unwrap() > 0.0));
 
     // report: the summary marks the kept epoch; the plot has the three panels
     let md = ok(&["report", s(&p("clf"))]);

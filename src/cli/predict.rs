@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use bertlu::inference::{decide, LoadedClassifier};
-use bertlu::text::labelled::LABEL_PREFIX;
+use bertlu::text::labelled::{split_line, LABEL_PREFIX};
 use bertlu::text::reader::Lines;
 use clap::Args;
 use std::io::{BufWriter, Write};
@@ -14,7 +14,8 @@ pub struct PredictArgs {
     /// Fine-tuned model directory.
     #[arg(long)]
     pub model: PathBuf,
-    /// Input file (.txt or .txt.gz), or - for standard input. Label words on a line are ignored.
+    /// Input file (.txt or .txt.gz), or - for standard input. Label words on a line are ignored;
+    /// `text_a<TAB>text_b` is a sentence pair.
     #[arg(default_value = "-")]
     pub input: String,
     /// At most K labels a line (single-label: the top K).
@@ -62,8 +63,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
     };
     for line in lines {
         let line = line?;
-        let text: Vec<&str> = line.text.split_whitespace().filter(|w| !w.starts_with(LABEL_PREFIX)).collect();
-        pending.push(text.join(" "));
+        let (text, _) = if line.text.trim().is_empty() { Default::default() } else { split_line(&line.text).map_err(|e| anyhow::anyhow!("{}:{}: {e}", if a.input == "-" { "<stdin>" } else { &a.input }, line.number))? };
+        pending.push(text);
         if pending.len() >= 1024 {
             flush(&mut pending, &mut out)?;
         }

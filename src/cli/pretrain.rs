@@ -1,8 +1,8 @@
-//! `bertlu pretrain`: masked-LM pre-training.
+//! `bertlu pretrain`: pre-training (masked LM, next-sentence prediction).
 
 use super::{load_tokenizer, resumed_tokenizer, test_mode, CommonTrain, StepArgs};
 use anyhow::{Context, Result};
-use bertlu::config::Config;
+use bertlu::config::{Config, Objective};
 use bertlu::text::corpus::{CorpusFile, DocumentSource};
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use bertlu::train::pretrain::{pretrain, PretrainEpoch};
@@ -38,6 +38,14 @@ pub struct PretrainArgs {
     /// With --whole-word-mask: words (one a line, e.g. Chinese) whose characters are masked together.
     #[arg(long, requires = "whole_word_mask")]
     pub word_list: Option<PathBuf>,
+    /// Objectives trained together, comma-separated: mlm, nsp (default: the config's, mlm).
+    /// nsp splits documents into sentences (at `. ! ?` and `。！？`, or one sentence a line in
+    /// the blank-line-separated layout) and trains on sentence pairs.
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Option<Vec<Objective>>,
+    /// With nsp: share of pairs built shorter than max_len (default 0.1).
+    #[arg(long)]
+    pub short_seq_prob: Option<f64>,
     /// Epochs, learning rate, batch size.
     #[command(flatten)]
     pub steps: StepArgs,
@@ -56,6 +64,15 @@ fn configure(a: &PretrainArgs) -> Result<Config> {
     }
     if a.whole_word_mask {
         p.whole_word_mask = true;
+    }
+    if let Some(tasks) = &a.tasks {
+        let mut tasks = tasks.clone();
+        tasks.sort();
+        tasks.dedup();
+        p.tasks = tasks;
+    }
+    if let Some(v) = a.short_seq_prob {
+        p.short_seq_prob = v;
     }
     if let Some(w) = &a.word_list {
         p.word_list = std::fs::canonicalize(w).with_context(|| format!("{}: cannot open the word list", w.display()))?.display().to_string();
@@ -103,9 +120,13 @@ fn print_summary(log: &[PretrainEpoch], dir: &std::path::Path, json: bool) {
     if json {
         println!("{}", serde_json::json!({ "event": "done", "dir": dir, "epochs": log }));
     } else if let Some(e) = log.last() {
-        println!(
-            "pre-trained model written to {} ({} steps, valid loss {:.4}, masked-token accuracy {:.4}, {:.0}s)",
-            dir.display(), e.steps, e.valid_loss, e.valid_accuracy, e.seconds
-        );
+        let mut scores = Vec::new();
+        if !e.valid_accuracy.is_nan() {
+            scores.push(format!("valid loss {:.4}, masked-token accuracy {:.4}", e.valid_loss, e.valid_accuracy));
+        }
+        if let (Some(l), Some(acc)) = (e.nsp_valid_loss, e.nsp_valid_accuracy) {
+            scores.push(format!("next-sentence loss {l:.4}, accuracy {acc:.4}"));
+        }
+        println!("pre-trained model written to {} ({} steps, {}, {:.0}s)", dir.display(), e.steps, scores.join(", "), e.seconds);
     }
 }

@@ -1,5 +1,5 @@
-//! Heads on top of any backbone: the masked-LM head (tied to the token embedding) and the
-//! classification head.
+//! Heads on top of any backbone: the masked-LM head (tied to the token embedding), the
+//! next-sentence head and the classification head.
 
 use burn::module::Param;
 use crate::model::dropout::Dropout;
@@ -34,6 +34,28 @@ impl MlmHead {
         let h = self.norm.forward(gelu(self.transform.forward(states)));
         let v = self.bias.dims()[0];
         h.matmul(embedding.transpose()) + self.bias.val().reshape([1, v])
+    }
+}
+
+/// Next-sentence prediction: dense + tanh (BERT's pooler) on the pooled vector, then two
+/// logits (0: B is random, 1: B follows A).
+#[derive(Module, Debug)]
+pub struct NspHead {
+    /// Pooler transform.
+    pub dense: Linear,
+    /// The two logits.
+    pub output: Linear,
+}
+
+impl NspHead {
+    /// A head from pooled vectors of width `d_in`.
+    pub fn init(d_in: usize, device: &Device) -> Self {
+        Self { dense: LinearConfig::new(d_in, d_in).init(device), output: LinearConfig::new(d_in, 2).init(device) }
+    }
+
+    /// Pooled `[batch, d]` → logits `[batch, 2]`.
+    pub fn forward(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.output.forward(tanh(self.dense.forward(pooled)))
     }
 }
 

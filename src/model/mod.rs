@@ -1,54 +1,92 @@
-//! Models: a backbone with the masked-LM head (pre-training) or a classification head.
+//! Models: a backbone with pre-training heads (masked LM, next sentence) or a classification head.
 
 pub mod backbone;
 pub mod dropout;
 pub mod fused;
 pub mod heads;
 
-use crate::batch::{MlmBatch, TokenBatch};
-use crate::config::ModelConfig;
+use crate::batch::{PretrainBatch, TokenBatch};
+use crate::config::{ModelConfig, Objective};
 use crate::tasks::classify::Problem;
 use backbone::Backbone;
 use burn::nn::loss::{BinaryCrossEntropyLossConfig, CrossEntropyLossConfig};
 use burn::prelude::*;
-use heads::{ClassificationHead, MlmHead};
+use heads::{ClassificationHead, MlmHead, NspHead};
 
-/// Backbone + masked-LM head.
+/// Backbone + one head a pre-training objective.
 #[derive(Module, Debug)]
 pub struct PretrainModel {
     /// The encoder being pre-trained.
     pub backbone: Backbone,
-    /// Scores the masked positions.
-    pub mlm: MlmHead,
+    /// Scores the masked positions (objective `mlm`).
+    pub mlm: Option<MlmHead>,
+    /// Tells true next sentences from random ones (objective `nsp`).
+    pub nsp: Option<NspHead>,
 }
 
-/// Loss and accuracy of one masked-LM batch.
+/// Loss and accuracy of one objective on one batch.
 #[derive(Debug, Clone)]
-pub struct MlmOutput {
-    /// Mean cross-entropy over the chosen positions, `[1]`.
+pub struct TaskOutput {
+    /// Mean cross-entropy, `[1]`.
     pub loss: Tensor<1>,
-    /// Correctly predicted chosen positions, `[1]` (integer-valued).
+    /// Correct predictions, `[1]` (integer-valued).
     pub correct: Tensor<1, Int>,
-    /// Number of chosen positions.
+    /// Number of predictions (masked positions, or pairs).
     pub count: usize,
 }
 
+impl TaskOutput {
+    fn of(logits: Tensor<2>, targets: Tensor<1, Int>) -> Self {
+        let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), targets.clone());
+        let count = targets.dims()[0];
+        let correct = logits.argmax(1).reshape([-1]).equal(targets).int().sum();
+        Self { loss, correct, count }
+    }
+}
+
+/// What a pre-training batch yields: one output an objective trained.
+#[derive(Debug, Clone)]
+pub struct PretrainOutput {
+    /// Masked-LM loss and accuracy.
+    pub mlm: Option<TaskOutput>,
+    /// Next-sentence loss and accuracy.
+    pub nsp: Option<TaskOutput>,
+}
+
+impl PretrainOutput {
+    /// The training loss: the objectives' losses summed.
+    pub fn loss(&self) -> Tensor<1> {
+        let mut parts = self.mlm.iter().chain(&self.nsp).map(|t| t.loss.clone());
+        let first = parts.next().expect("at least one objective");
+        parts.fold(first, |a, b| a + b)
+    }
+}
+
 impl PretrainModel {
-    /// A random model for `config`.
-    pub fn init(config: &ModelConfig, device: &Device) -> Self {
-        Self { backbone: Backbone::init(config, device), mlm: MlmHead::init(config.output_dim(), config.d_model, config.vocab_size, device) }
+    /// A random model for `config` with a head for each of `tasks`.
+    pub fn init(config: &ModelConfig, tasks: &[Objective], device: &Device) -> Self {
+        Self {
+            backbone: Backbone::init(config, device),
+            mlm: tasks.contains(&Objective::Mlm).then(|| MlmHead::init(config.output_dim(), config.d_model, config.vocab_size, device)),
+            nsp: tasks.contains(&Objective::Nsp).then(|| NspHead::init(config.output_dim(), device)),
+        }
     }
 
-    /// Encodes the batch and scores only the chosen positions (gathered before the vocabulary
-    /// projection, so the cost is `n × vocab`, not `batch × seq × vocab`).
-    pub fn forward(&self, batch: &MlmBatch) -> MlmOutput {
+    /// Encodes the batch and scores each objective. The masked-LM head sees only the chosen
+    /// positions (gathered before the vocabulary projection, so the cost is `n × vocab`, not
+    /// `batch × seq × vocab`); the next-sentence head sees the pooled vector.
+    pub fn forward(&self, batch: &PretrainBatch) -> PretrainOutput {
         let out = self.backbone.forward(&batch.tokens);
-        let [b, l, d] = out.states.dims();
-        let selected = out.states.reshape([b * l, d]).select(0, batch.positions.clone());
-        let logits = self.mlm.forward(selected, self.backbone.token_embedding());
-        let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), batch.targets.clone());
-        let correct = logits.argmax(1).reshape([-1]).equal(batch.targets.clone()).int().sum();
-        MlmOutput { loss, correct, count: batch.targets.dims()[0] }
+        let nsp = match (&self.nsp, &batch.is_next) {
+            (Some(head), Some(targets)) => Some(TaskOutput::of(head.forward(out.pooled), targets.clone())),
+            _ => None,
+        };
+        let mlm = self.mlm.as_ref().filter(|_| batch.targets.dims()[0] > 0).map(|head| {
+            let [b, l, d] = out.states.dims();
+            let selected = out.states.reshape([b * l, d]).select(0, batch.positions.clone());
+            TaskOutput::of(head.forward(selected, self.backbone.token_embedding()), batch.targets.clone())
+        });
+        PretrainOutput { mlm, nsp }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Classification targets: the label set, the problem type and encoded examples.
 
-use crate::text::labelled::Example;
+use crate::tasks::nsp::wrap_pair;
+use crate::text::labelled::{Example, PAIR_SEPARATOR};
 use crate::text::tokenizer::{WordPieceTokenizer, CLS, SEP};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -98,13 +99,28 @@ pub struct EncodedExample {
 /// from the targets (the metrics still count them, from the raw examples).
 pub fn encode_examples(examples: &[Example], tokenizer: &WordPieceTokenizer, labels: &LabelSet, max_len: usize) -> Vec<EncodedExample> {
     let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
-    tokenizer
-        .encode_batch(&texts)
+    encode_texts(&texts, tokenizer, max_len)
         .into_iter()
         .zip(examples)
-        .map(|(ids, ex)| EncodedExample {
-            input_ids: wrap(&ids, max_len),
-            labels: labels.indices(&ex.labels),
+        .map(|(input_ids, ex)| EncodedExample { input_ids, labels: labels.indices(&ex.labels) })
+        .collect()
+}
+
+/// Model inputs of texts: `[CLS] text [SEP]`, or `[CLS] a [SEP] b [SEP]` for a pair (`a<TAB>b`,
+/// see [`PAIR_SEPARATOR`]), truncated to `max_len`.
+pub fn encode_texts(texts: &[String], tokenizer: &WordPieceTokenizer, max_len: usize) -> Vec<Vec<u32>> {
+    // every side of every text in one parallel batch, then put back together
+    let parts: Vec<Vec<String>> = texts.iter().map(|t| t.split(PAIR_SEPARATOR).map(str::to_owned).collect()).collect();
+    let mut ids = tokenizer.encode_batch(&parts.concat()).into_iter();
+    parts
+        .iter()
+        .map(|p| {
+            let sides: Vec<Vec<u32>> = ids.by_ref().take(p.len()).collect();
+            match sides.as_slice() {
+                [a, b] => wrap_pair(a, b, max_len),
+                [a, ..] => wrap(a, max_len),
+                [] => wrap(&[], max_len),
+            }
         })
         .collect()
 }

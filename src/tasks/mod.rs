@@ -2,4 +2,5 @@
 
 pub mod classify;
 pub mod mlm;
+pub mod nsp;
 pub mod toy;

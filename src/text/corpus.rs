@@ -6,8 +6,9 @@ use std::path::Path;
 
 /// Reads the documents of a corpus file (plain or gzip).
 ///
-/// If the file has blank lines, each blank-line-separated block is one document (its lines joined
-/// by spaces, the google-bert layout); otherwise each line is a document.
+/// If the file has blank lines, each blank-line-separated block is one document (the google-bert
+/// layout, one sentence a line; the lines are joined by `\n`, which tokenizing reads as a space and
+/// sentence splitting as a sentence end); otherwise each line is a document.
 pub fn read_documents(path: &Path) -> Result<Vec<String>> {
     read_documents_with(path, BadLines::Fail)
 }
@@ -102,7 +103,7 @@ impl Iterator for StreamDocs<'_> {
                     if !self.file.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
                         self.skipped.warn(&self.file.path.display().to_string());
                     }
-                    return (!block.is_empty()).then(|| Ok(block.join(" ")));
+                    return (!block.is_empty()).then(|| Ok(block.join("\n")));
                 }
                 Some(Err(e)) => {
                     if let Err(e) = self.skipped.take(e, self.file.policy) {
@@ -114,7 +115,7 @@ impl Iterator for StreamDocs<'_> {
                     let text = line.text.trim();
                     if text.is_empty() {
                         if !block.is_empty() {
-                            return Some(Ok(block.join(" ")));
+                            return Some(Ok(block.join("\n")));
                         }
                     } else if self.file.blocks {
                         block.push(text.to_owned());
@@ -134,7 +135,7 @@ mod stream_tests {
     #[test]
     fn streamed_documents_equal_the_ones_read_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: [(&str, &str, &[&str]); 2] = [("lines.txt", "one doc\n\ntwo  doc \nthree\n", &["one doc", "two  doc three"]), ("blocks.txt", "a b\nc\n\n\nd e\nf\n", &["a b c", "d e f"])];
+        let cases: [(&str, &str, &[&str]); 2] = [("lines.txt", "one doc\n\ntwo  doc \nthree\n", &["one doc", "two  doc\nthree"]), ("blocks.txt", "a b\nc\n\n\nd e\nf\n", &["a b\nc", "d e\nf"])];
         for (name, text, expected) in cases {
             // (the first file has one blank line, so it is read as blocks too)
             let p = dir.path().join(name);

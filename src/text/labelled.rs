@@ -7,42 +7,71 @@ use std::path::Path;
 /// The prefix that marks a label word.
 pub const LABEL_PREFIX: &str = "__label__";
 
+/// Separates the two texts of a sentence pair: `text_a<TAB>text_b __label__x`.
+pub const PAIR_SEPARATOR: char = '\t';
+
 /// One labelled example.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
-    /// The text with the label words removed, words joined by single spaces.
+    /// The text with the label words removed, words joined by single spaces; for a sentence pair
+    /// the two texts joined by one [`PAIR_SEPARATOR`].
     pub text: String,
     /// The label names (without the prefix), in file order, duplicates removed.
     pub labels: Vec<String>,
 }
 
+impl Example {
+    /// The two texts of a pair, or `None` for a single text.
+    pub fn pair(&self) -> Option<(&str, &str)> {
+        self.text.split_once(PAIR_SEPARATOR)
+    }
+}
+
+/// Splits a line into its text (words joined by single spaces; a pair's two texts joined by one
+/// TAB) and its label names. A TAB makes a pair only when text stands on both sides of it, so
+/// fastText files with a TAB before or after their labels stay single texts; text in more than
+/// two TAB-separated parts is an error.
+pub fn split_line(line: &str) -> std::result::Result<(String, Vec<String>), String> {
+    let mut labels: Vec<String> = Vec::new();
+    let mut sides = Vec::with_capacity(2);
+    for side in line.split(PAIR_SEPARATOR) {
+        let mut words = Vec::new();
+        for word in side.split_whitespace() {
+            if let Some(name) = word.strip_prefix(LABEL_PREFIX) {
+                if name.is_empty() {
+                    return Err(format!("empty label name ('{LABEL_PREFIX}' alone)"));
+                }
+                if !labels.iter().any(|l| l == name) {
+                    labels.push(name.to_owned());
+                }
+            } else {
+                words.push(word);
+            }
+        }
+        if !words.is_empty() {
+            sides.push(words.join(" "));
+        }
+    }
+    if sides.len() > 2 {
+        return Err(format!("text in {} TAB-separated parts: a line holds one text, or two texts separated by one TAB (text_a<TAB>text_b)", sides.len()));
+    }
+    Ok((sides.join(&PAIR_SEPARATOR.to_string()), labels))
+}
+
 /// Parses one line. Returns `Ok(None)` for a blank line. Label words may stand anywhere on the
-/// line, as in fastText, though the usual place is the end.
+/// line, as in fastText, though the usual place is the end. A TAB makes the line a sentence pair.
 pub fn parse_line(line: &str) -> std::result::Result<Option<Example>, String> {
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let mut words = Vec::new();
-    let mut labels: Vec<String> = Vec::new();
-    for word in line.split_whitespace() {
-        if let Some(name) = word.strip_prefix(LABEL_PREFIX) {
-            if name.is_empty() {
-                return Err(format!("empty label name ('{LABEL_PREFIX}' alone)"));
-            }
-            if !labels.iter().any(|l| l == name) {
-                labels.push(name.to_owned());
-            }
-        } else {
-            words.push(word);
-        }
-    }
+    let (text, labels) = split_line(line)?;
     if labels.is_empty() {
         return Err(format!("no label (expected words like {LABEL_PREFIX}name)"));
     }
-    if words.is_empty() {
+    if text.is_empty() {
         return Err("no text, only labels".to_owned());
     }
-    Ok(Some(Example { text: words.join(" "), labels }))
+    Ok(Some(Example { text, labels }))
 }
 
 /// Reads every example of a labelled file (plain or gzip); blank lines are skipped, any other
@@ -103,5 +132,23 @@ mod tests {
         assert!(parse_line("only text").unwrap_err().contains("no label"));
         assert!(parse_line("__label__a __label__b").unwrap_err().contains("no text"));
         assert!(parse_line("text __label__").unwrap_err().contains("empty label"));
+    }
+
+    #[test]
+    fn sentence_pairs() {
+        let ex = parse_line("how do  I\tYou do not __label__dup").unwrap().unwrap();
+        assert_eq!(ex.text, "how do I\tYou do not");
+        assert_eq!(ex.pair(), Some(("how do I", "You do not")));
+        assert_eq!(ex.labels, vec!["dup"]);
+        // labels may follow either text; Chinese pairs need no spaces
+        let ex = parse_line("我爱北京 __label__a\t天安门 __label__b").unwrap().unwrap();
+        assert_eq!((ex.pair(), ex.labels.len()), (Some(("我爱北京", "天安门")), 2));
+        assert_eq!(parse_line("single text __label__a").unwrap().unwrap().pair(), None);
+        // a TAB with text on one side only (fastText's `text<TAB>__label__x`) keeps a single text
+        assert_eq!(parse_line("a b\t __label__x").unwrap().unwrap().text, "a b");
+        assert_eq!(parse_line("__label__x\tb").unwrap().unwrap().text, "b");
+        assert!(parse_line("a\tb\tc __label__x").unwrap_err().contains("3 TAB-separated parts"));
+        assert!(parse_line("a\tb\t__label__x").unwrap().is_some());
+        assert_eq!(split_line("a b\tc __label__z").unwrap(), ("a b\tc".to_owned(), vec!["z".to_owned()]));
     }
 }

@@ -211,7 +211,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             s.best_epoch = epoch;
             s.since_best = 0;
             if let Some(out) = out {
-                let info = serde_json::json!({ "best_epoch": epoch, "epochs": &s.epochs, "initial_valid_loss": s.initial_valid_loss });
+                let info = serde_json::json!({ "best_epoch": epoch, "epochs": &s.epochs, "initial_valid_loss": s.initial_valid_loss, "loaded_tensors": &s.loaded_tensors });
                 let meta = ModelMeta::new(ModelKind::Classifier, Some(problem), f.threshold, info);
                 ModelDir::write(out, cfg, tokenizer, &model.valid(), meta, Some(&labels))?;
             }

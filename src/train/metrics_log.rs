@@ -35,6 +35,14 @@ pub struct MetricsRow {
     pub micro_f1: Option<f64>,
     /// Validation macro-F1 (fine-tuning).
     pub macro_f1: Option<f64>,
+    /// Next-sentence loss on training batches since the previous row (pre-training with nsp).
+    pub nsp_train_loss: Option<f64>,
+    /// Next-sentence accuracy on training batches since the previous row.
+    pub nsp_train_accuracy: Option<f64>,
+    /// Next-sentence loss on the held-out pairs.
+    pub nsp_valid_loss: Option<f64>,
+    /// Next-sentence accuracy on the held-out pairs.
+    pub nsp_valid_accuracy: Option<f64>,
     /// Word pieces a second since the previous training row.
     pub tokens_per_s: Option<f64>,
     /// Examples (sequences) a second since the previous training row.
@@ -43,7 +51,9 @@ pub struct MetricsRow {
     pub seconds: f64,
 }
 
-const HEADER: &str = "step,epoch,kind,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,micro_f1,macro_f1,tokens_per_s,examples_per_s,seconds";
+const HEADER: &str = "step,epoch,kind,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,micro_f1,macro_f1,nsp_train_loss,nsp_train_accuracy,nsp_valid_loss,nsp_valid_accuracy,tokens_per_s,examples_per_s,seconds";
+/// The header before the next-sentence columns existed; such files still read.
+const HEADER_V1: &str = "step,epoch,kind,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,micro_f1,macro_f1,tokens_per_s,examples_per_s,seconds";
 
 fn cell(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.6}")).unwrap_or_default()
@@ -54,44 +64,52 @@ pub fn write_csv(rows: &[MetricsRow], path: &Path) -> Result<()> {
     let mut s = String::from(HEADER);
     s.push('\n');
     for r in rows {
-        s.push_str(&format!(
-            "{},{},{},{:e},{},{},{},{},{},{},{},{},{:.3}\n",
-            r.step, r.epoch, r.kind, r.lr, cell(r.train_loss), cell(r.train_accuracy), cell(r.valid_loss), cell(r.valid_accuracy),
-            cell(r.micro_f1), cell(r.macro_f1), cell(r.tokens_per_s), cell(r.examples_per_s), r.seconds
-        ));
+        let cells = [r.train_loss, r.train_accuracy, r.valid_loss, r.valid_accuracy, r.micro_f1, r.macro_f1, r.nsp_train_loss, r.nsp_train_accuracy, r.nsp_valid_loss, r.nsp_valid_accuracy, r.tokens_per_s, r.examples_per_s];
+        let cells: Vec<String> = cells.into_iter().map(cell).collect();
+        s.push_str(&format!("{},{},{},{:e},{},{:.3}\n", r.step, r.epoch, r.kind, r.lr, cells.join(","), r.seconds));
     }
     write_atomic(path, s.as_bytes())
 }
 
-/// Reads a `metrics.csv` written by [`write_csv`].
+/// Reads a `metrics.csv` written by [`write_csv`] (or by a build before the next-sentence columns).
 pub fn read_csv(path: &Path) -> Result<Vec<MetricsRow>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let mut lines = text.lines();
-    if lines.next() != Some(HEADER) {
+    let header = lines.next().unwrap_or_default();
+    if header != HEADER && header != HEADER_V1 {
         bail!("{}:1: not a bertlu metrics file (unexpected header)", path.display());
     }
+    let names: Vec<&str> = header.split(',').collect();
     let mut rows = Vec::new();
     for (i, line) in lines.enumerate() {
         let at = || format!("{}:{}", path.display(), i + 2);
         let c: Vec<&str> = line.split(',').collect();
-        if c.len() != 13 {
-            bail!("{}: expected 13 columns, found {}", at(), c.len());
+        if c.len() != names.len() {
+            bail!("{}: expected {} columns, found {}", at(), names.len(), c.len());
         }
-        let opt = |s: &str| -> Result<Option<f64>> { if s.is_empty() { Ok(None) } else { Ok(Some(s.parse().with_context(at)?)) } };
+        let get = |name: &str| names.iter().position(|&n| n == name).map_or("", |k| c[k]);
+        let opt = |name: &str| -> Result<Option<f64>> {
+            let s = get(name);
+            if s.is_empty() { Ok(None) } else { Ok(Some(s.parse().with_context(at)?)) }
+        };
         rows.push(MetricsRow {
-            step: c[0].parse().with_context(at)?,
-            epoch: c[1].parse().with_context(at)?,
-            kind: c[2].to_owned(),
-            lr: c[3].parse().with_context(at)?,
-            train_loss: opt(c[4])?,
-            train_accuracy: opt(c[5])?,
-            valid_loss: opt(c[6])?,
-            valid_accuracy: opt(c[7])?,
-            micro_f1: opt(c[8])?,
-            macro_f1: opt(c[9])?,
-            tokens_per_s: opt(c[10])?,
-            examples_per_s: opt(c[11])?,
-            seconds: c[12].parse().with_context(at)?,
+            step: get("step").parse().with_context(at)?,
+            epoch: get("epoch").parse().with_context(at)?,
+            kind: get("kind").to_owned(),
+            lr: get("lr").parse().with_context(at)?,
+            train_loss: opt("train_loss")?,
+            train_accuracy: opt("train_accuracy")?,
+            valid_loss: opt("valid_loss")?,
+            valid_accuracy: opt("valid_accuracy")?,
+            micro_f1: opt("micro_f1")?,
+            macro_f1: opt("macro_f1")?,
+            nsp_train_loss: opt("nsp_train_loss")?,
+            nsp_train_accuracy: opt("nsp_train_accuracy")?,
+            nsp_valid_loss: opt("nsp_valid_loss")?,
+            nsp_valid_accuracy: opt("nsp_valid_accuracy")?,
+            tokens_per_s: opt("tokens_per_s")?,
+            examples_per_s: opt("examples_per_s")?,
+            seconds: get("seconds").parse().with_context(at)?,
         });
     }
     Ok(rows)
@@ -107,6 +125,12 @@ pub struct Window {
     tokens: usize,
     examples: usize,
     since: f64,
+    #[serde(default)]
+    nsp_loss: f64,
+    #[serde(default)]
+    nsp_correct: usize,
+    #[serde(default)]
+    nsp_count: usize,
 }
 
 impl Window {
@@ -118,6 +142,13 @@ impl Window {
         self.predicted += predicted;
         self.tokens += tokens;
         self.examples += examples;
+    }
+
+    /// Adds one step's next-sentence numbers (after [`Window::add`] for the same step).
+    pub fn add_nsp(&mut self, loss: f64, correct: usize, count: usize) {
+        self.nsp_loss += loss;
+        self.nsp_correct += correct;
+        self.nsp_count += count;
     }
 
     /// The row for the steps added since the last call, then starts a new window at `seconds`.
@@ -132,6 +163,8 @@ impl Window {
             train_accuracy: (self.predicted > 0).then(|| self.correct as f64 / self.predicted as f64),
             tokens_per_s: Some(self.tokens as f64 / dt),
             examples_per_s: Some(self.examples as f64 / dt),
+            nsp_train_loss: (self.nsp_count > 0).then(|| self.nsp_loss / self.steps.max(1) as f64),
+            nsp_train_accuracy: (self.nsp_count > 0).then(|| self.nsp_correct as f64 / self.nsp_count as f64),
             seconds,
             ..Default::default()
         };
@@ -166,6 +199,17 @@ mod tests {
         assert_eq!(back.len(), 3);
         assert_eq!(back[2], valid);
         assert_eq!(back[0].train_loss, Some(3.0));
+        // next-sentence columns round-trip; a file of the older 13-column layout still reads
+        let mut w = Window::default();
+        w.add(2.0, 3, 4, 100, 2);
+        w.add_nsp(0.6, 1, 2);
+        let nsp = w.row(4, 1, 1e-3, 4.0);
+        assert_eq!((nsp.nsp_train_loss, nsp.nsp_train_accuracy), (Some(0.6), Some(0.5)));
+        write_csv(&[nsp.clone()], &p).unwrap();
+        assert_eq!(read_csv(&p).unwrap()[0], nsp);
+        std::fs::write(&p, format!("{HEADER_V1}\n5,1,valid,1e-3,,,0.25,,0.5,0.4,,,3.5\n")).unwrap();
+        let old = read_csv(&p).unwrap();
+        assert_eq!((old[0].valid_loss, old[0].macro_f1, old[0].nsp_valid_loss, old[0].seconds), (Some(0.25), Some(0.4), None, 3.5));
         std::fs::write(&p, format!("{HEADER}\n1,1,train,0.1\n")).unwrap();
         let e = read_csv(&p).unwrap_err().to_string();
         assert!(e.contains("metrics.csv:2"), "{e}");

@@ -59,6 +59,8 @@ pub mod streams {
     pub const MASKING: u64 = 2;
     /// Dropout of a step.
     pub const DROPOUT: u64 = 3;
+    /// Sentence pairs of a chunk of documents.
+    pub const PAIRS: u64 = 4;
 }
 
 /// Logs a line to stdout unless quiet (as `{"event": "message", "text": …}` with JSON logs).

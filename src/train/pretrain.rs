@@ -1,14 +1,15 @@
-//! Masked-LM pre-training on a raw corpus.
+//! Pre-training on a raw corpus: masked LM, next-sentence prediction, or both.
 
 use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY, METRICS_FILE};
 use super::optim::{adamw, Schedule};
 use super::resume::{self, Checkpoints, Fnv, Position};
 use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
-use crate::batch::{bucketed_batch_count, bucketed_batches, MlmBatch};
+use crate::batch::{bucketed_batch_count, bucketed_batches, PretrainBatch};
 use crate::checkpoint::{ModelDir, ModelKind, ModelMeta};
-use crate::config::Config;
+use crate::config::{Config, Objective};
 use crate::model::PretrainModel;
 use crate::tasks::mlm::{chunk_document, Masking, MlmExample, WordBoundaries};
+use crate::tasks::nsp::{build_pairs, split_sentences, PairSettings, Sequence};
 use crate::text::corpus::DocumentSource;
 use crate::text::tokenizer::WordPieceTokenizer;
 use anyhow::{bail, Result};
@@ -38,6 +39,18 @@ pub struct PretrainEpoch {
     /// Masked-token accuracy on the held-out sequences.
     #[serde(deserialize_with = "super::resume::f64_or_nan")]
     pub valid_accuracy: f64,
+    /// Next-sentence loss on training batches (with `nsp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsp_train_loss: Option<f64>,
+    /// Next-sentence accuracy on training batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsp_train_accuracy: Option<f64>,
+    /// Next-sentence loss on the held-out pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsp_valid_loss: Option<f64>,
+    /// Next-sentence accuracy on the held-out pairs (½ is chance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsp_valid_accuracy: Option<f64>,
     /// Seconds since the start of training.
     pub seconds: f64,
 }
@@ -64,10 +77,17 @@ pub fn is_held_out(i: usize, valid_fraction: f64) -> bool {
 /// sequences go to `on_train` (with `last` set once, after the final chunk, with no sequences);
 /// it returns false to end the pass early. Held-out sequences go to `held` when given.
 /// Returns the number of documents read.
-fn pass<D: DocumentSource + ?Sized>(docs: &D, tokenizer: &WordPieceTokenizer, cfg: &Config, mut held: Option<&mut Vec<Vec<u32>>>, mut on_train: impl FnMut(Vec<Vec<u32>>, bool) -> Result<bool>) -> Result<usize> {
+///
+/// Without `nsp` a document is cut into `[CLS] … [SEP]` chunks; with it, into sentences packed
+/// into pairs, the NotNext sides drawn from the other documents of the same chunk (training from
+/// training documents, held-out from held-out ones), seeded by the chunk's number so every pass
+/// builds the same pairs.
+fn pass<D: DocumentSource + ?Sized>(docs: &D, tokenizer: &WordPieceTokenizer, cfg: &Config, mut held: Option<&mut Vec<Sequence>>, mut on_train: impl FnMut(Vec<Sequence>, bool) -> Result<bool>) -> Result<usize> {
     let mut it = docs.documents()?;
     let mut index = 0usize;
-    loop {
+    let nsp = cfg.pretrain.has(Objective::Nsp);
+    let settings = PairSettings { max_len: cfg.model.max_len, short_seq_prob: cfg.pretrain.short_seq_prob };
+    for chunk_no in 0u64.. {
         let mut chunk = Vec::with_capacity(CHUNK);
         for d in it.by_ref().take(CHUNK) {
             chunk.push(d?);
@@ -76,23 +96,40 @@ fn pass<D: DocumentSource + ?Sized>(docs: &D, tokenizer: &WordPieceTokenizer, cf
             on_train(Vec::new(), true)?;
             return Ok(index);
         }
+        let held_out: Vec<bool> = (index..index + chunk.len()).map(|i| is_held_out(i, cfg.pretrain.valid_fraction)).collect();
+        index += chunk.len();
         let mut train = Vec::new();
-        for ids in tokenizer.encode_batch(&chunk) {
-            // Sequences with no word piece (empty documents) teach nothing.
-            let seqs = chunk_document(&ids, cfg.model.max_len).into_iter().filter(|s| s.len() > 2);
-            if is_held_out(index, cfg.pretrain.valid_fraction) {
-                if let Some(h) = held.as_deref_mut() {
-                    h.extend(seqs.take(MAX_HELD_OUT.saturating_sub(h.len())));
-                }
-            } else {
-                train.extend(seqs);
+        let mut keep_held = |seqs: Vec<Sequence>| {
+            if let Some(h) = held.as_deref_mut() {
+                let room = MAX_HELD_OUT.saturating_sub(h.len());
+                h.extend(seqs.into_iter().take(room));
             }
-            index += 1;
+        };
+        if nsp {
+            // every sentence of the chunk tokenized in one batch, then regrouped by document
+            let sentences: Vec<Vec<String>> = chunk.iter().map(|d| split_sentences(d).into_iter().map(str::to_owned).collect()).collect();
+            let mut ids = tokenizer.encode_batch(&sentences.concat()).into_iter();
+            let by_doc: Vec<Vec<Vec<u32>>> = sentences.iter().map(|s| ids.by_ref().take(s.len()).filter(|x| !x.is_empty()).collect()).collect();
+            let mut rng = StdRng::seed_from_u64(derived_seed(cfg.pretrain.seed, streams::PAIRS, chunk_no));
+            let (h, t): (Vec<usize>, Vec<usize>) = (0..by_doc.len()).filter(|&i| !by_doc[i].is_empty()).partition(|&i| held_out[i]);
+            train = build_pairs(&by_doc, &t, settings, &mut rng);
+            keep_held(build_pairs(&by_doc, &h, settings, &mut rng));
+        } else {
+            for (ids, &is_held) in tokenizer.encode_batch(&chunk).into_iter().zip(&held_out) {
+                // Sequences with no word piece (empty documents) teach nothing.
+                let seqs = chunk_document(&ids, cfg.model.max_len).into_iter().filter(|s| s.len() > 2).map(|ids| Sequence { ids, is_next: None });
+                if is_held {
+                    keep_held(seqs.collect());
+                } else {
+                    train.extend(seqs);
+                }
+            }
         }
         if !on_train(train, false)? {
             return Ok(index);
         }
     }
+    unreachable!("the chunk loop ends at the end of the corpus")
 }
 
 /// Running numbers of a pre-training loop, saved in its checkpoints.
@@ -105,6 +142,12 @@ struct LoopState {
     correct: usize,
     count: usize,
     seen: usize,
+    #[serde(default)]
+    nsp_loss_sum: f64,
+    #[serde(default)]
+    nsp_correct: usize,
+    #[serde(default)]
+    nsp_count: usize,
 }
 
 /// Pre-trains a fresh model on `docs` (or continues the checkpointed run in `out` with
@@ -133,11 +176,12 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     // Counting pass: batches an epoch (buffers are cut exactly as in the training passes), the
     // data hash a resumed run must match, and the held-out sequences.
     let (mut held, mut hash) = (Vec::new(), Fnv::default());
-    let (mut n_train, mut tokens, mut fill, mut steps_per_epoch) = (0usize, 0usize, 0usize, 0usize);
+    let (mut n_train, mut tokens, mut fill, mut steps_per_epoch, mut n_next) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let n_docs = pass(docs, tokenizer, cfg, Some(&mut held), |seqs, last| {
         for s in &seqs {
-            hash.ids(s);
-            tokens += s.len();
+            hash.sequence(s);
+            tokens += s.ids.len();
+            n_next += usize::from(s.is_next == Some(true));
         }
         n_train += seqs.len();
         fill += seqs.len();
@@ -155,13 +199,15 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     }
     // The held-out masking is drawn once, so every epoch is scored on the same positions.
     let mut vrng = StdRng::seed_from_u64(p.seed.wrapping_add(1));
-    let valid: Vec<MlmExample> = held.iter().map(|s| masking.apply(s, &mut vrng)).collect();
+    let valid: Vec<(MlmExample, Option<bool>)> = held.iter().map(|s| (mask(&masking, p.has(Objective::Mlm), &s.ids, &mut vrng), s.is_next)).collect();
     drop(held);
-    for e in &valid {
-        hash.ids(&e.input_ids);
+    for (e, next) in &valid {
+        hash.sequence(&Sequence { ids: e.input_ids.clone(), is_next: *next });
     }
     let hash = hash.hex();
-    say(opts, &format!("pretrain: {n_docs} documents, {n_train} training sequences ({tokens} tokens), {} held out, vocab {}", valid.len(), cfg.model.vocab_size));
+    let tasks: Vec<String> = p.tasks.iter().map(|t| t.to_string()).collect();
+    let unit = if p.has(Objective::Nsp) { format!("pairs, {:.1} % IsNext", 100.0 * n_next as f64 / n_train.max(1) as f64) } else { "sequences".into() };
+    say(opts, &format!("pretrain ({}): {n_docs} documents, {n_train} training {unit} ({tokens} tokens), {} held out, vocab {}", tasks.join("+"), valid.len(), cfg.model.vocab_size));
 
     let mut total = steps_per_epoch * p.epochs.max(1);
     if p.max_steps > 0 {
@@ -170,7 +216,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     let epochs = total.div_ceil(steps_per_epoch);
     let schedule = Schedule::new(p.lr, p.warmup_ratio, total);
     let checkpoints = Checkpoints::new(out, opts.checkpoints);
-    let mut model = PretrainModel::init(&cfg.model, &device);
+    let mut model = PretrainModel::init(&cfg.model, &p.tasks, &device);
     let mut optim = adamw(p.weight_decay, p.grad_clip);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
     if opts.resume {
@@ -186,14 +232,14 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         let epoch = at.epoch;
         let n = steps_per_epoch.min(total - (at.step - at.batch));
         let mut pb = progress::Progress::new((n - at.batch.min(n)) as u64, &format!("epoch {epoch}/{epochs}"), opts.no_bars());
-        let (mut buffer, mut buffer_no, mut index) = (Vec::<Vec<u32>>::new(), 0u64, 0usize);
+        let (mut buffer, mut buffer_no, mut index) = (Vec::<Sequence>::new(), 0u64, 0usize);
         let mut slot = Some(model);
         pass(docs, tokenizer, cfg, None, |seqs, last| {
             buffer.extend(seqs);
             if buffer.len() < SHUFFLE_BUFFER && !last {
                 return Ok(true);
             }
-            let lengths: Vec<usize> = buffer.iter().map(|s| s.len()).collect();
+            let lengths: Vec<usize> = buffer.iter().map(|s| s.ids.len()).collect();
             let order_seed = derived_seed(p.seed, streams::ORDER, ((epoch as u64) << 32) | buffer_no);
             buffer_no += 1;
             for idx in bucketed_batches(&lengths, p.batch_size, &mut StdRng::seed_from_u64(order_seed)) {
@@ -207,30 +253,51 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
                 let step = at.step;
                 let mut rng = StdRng::seed_from_u64(derived_seed(p.seed, streams::MASKING, step as u64));
                 super::seed_step(&device, p.seed, step);
-                let examples: Vec<MlmExample> = idx.iter().map(|&i| masking.apply(&buffer[i], &mut rng)).collect();
-                let batch = MlmBatch::new(&examples, &device);
+                let examples: Vec<MlmExample> = idx.iter().map(|&i| mask(&masking, p.has(Objective::Mlm), &buffer[i].ids, &mut rng)).collect();
+                let mut batch = PretrainBatch::new(&examples, &device);
+                if p.has(Objective::Nsp) {
+                    batch = batch.with_is_next(&idx.iter().map(|&i| buffer[i].is_next.unwrap_or(false)).collect::<Vec<_>>());
+                }
                 let model = slot.as_ref().expect("model present between steps");
                 let out = model.forward(&batch);
-                let loss_value: f32 = out.loss.clone().into_scalar();
+                let loss = out.loss();
+                let loss_value: f32 = loss.clone().into_scalar();
                 if !loss_value.is_finite() {
                     bail!("pre-training diverged at step {} (loss {loss_value}); lower pretrain.lr", step + 1);
                 }
-                let correct = out.correct.into_scalar::<i64>() as usize;
                 let s = &mut at.state;
-                s.correct += correct;
-                s.count += out.count;
-                let grads = GradientsParams::from_grads(out.loss.backward(), model);
+                let (mlm_loss, mlm_correct, mlm_count) = match out.mlm {
+                    Some(t) => (t.loss.into_scalar::<f32>() as f64, t.correct.into_scalar::<i64>() as usize, t.count),
+                    None => (f64::NAN, 0, 0),
+                };
+                s.correct += mlm_correct;
+                s.count += mlm_count;
+                if let Some(t) = out.nsp {
+                    let (l, c) = (t.loss.into_scalar::<f32>() as f64, t.correct.into_scalar::<i64>() as usize);
+                    s.nsp_loss_sum += l;
+                    s.nsp_correct += c;
+                    s.nsp_count += t.count;
+                    s.window.add_nsp(l, c, t.count);
+                }
+                let grads = GradientsParams::from_grads(loss.backward(), model);
                 // The step consumes the model: take it out of the Option the closure borrows.
                 let current = slot.take().expect("model present between steps");
                 slot = Some(optim.step(schedule.lr(step), current, grads));
                 at.step += 1;
                 at.batch += 1;
                 s.seen += 1;
-                s.loss_sum += loss_value as f64;
-                s.window.add(loss_value as f64, correct, out.count, examples.iter().map(|e| e.input_ids.len()).sum(), examples.len());
+                s.loss_sum += mlm_loss;
+                s.window.add(mlm_loss, mlm_correct, mlm_count, examples.iter().map(|e| e.input_ids.len()).sum(), examples.len());
                 pb.inc();
                 if s.seen % 10 == 0 || at.batch == n {
-                    pb.set_message(format!("loss {:.3} acc {:.3}", s.loss_sum / s.seen as f64, s.correct as f64 / s.count.max(1) as f64));
+                    let mut msg = String::new();
+                    if s.count > 0 {
+                        msg += &format!("loss {:.3} acc {:.3}", s.loss_sum / s.seen as f64, s.correct as f64 / s.count as f64);
+                    }
+                    if s.nsp_count > 0 {
+                        msg += &format!(" nsp loss {:.3} acc {:.3}", s.nsp_loss_sum / s.seen as f64, s.nsp_correct as f64 / s.nsp_count as f64);
+                    }
+                    pb.set_message(msg.trim().to_owned());
                 }
                 if at.step % LOG_EVERY == 0 {
                     let row = s.window.row(at.step, epoch, schedule.lr(step), elapsed());
@@ -244,25 +311,45 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         })?;
         model = slot.expect("model present after the pass");
         pb.finish();
-        let (valid_loss, valid_accuracy) = evaluate_mlm(&model.valid(), &valid, p.batch_size, &plain);
+        let v = evaluate(&model.valid(), &valid, p.batch_size, &plain);
         let s = &mut at.state;
+        let nsp = s.nsp_count > 0;
         let e = PretrainEpoch {
             epoch,
             steps: at.step,
             train_loss: s.loss_sum / s.seen.max(1) as f64,
-            train_accuracy: s.correct as f64 / s.count.max(1) as f64,
-            valid_loss,
-            valid_accuracy,
+            train_accuracy: if s.count > 0 { s.correct as f64 / s.count as f64 } else { f64::NAN },
+            valid_loss: v.mlm_loss,
+            valid_accuracy: v.mlm_accuracy,
+            nsp_train_loss: nsp.then(|| s.nsp_loss_sum / s.seen.max(1) as f64),
+            nsp_train_accuracy: nsp.then(|| s.nsp_correct as f64 / s.nsp_count as f64),
+            nsp_valid_loss: v.nsp_loss,
+            nsp_valid_accuracy: v.nsp_accuracy,
             seconds: elapsed(),
         };
-        let human = format!(
-            "epoch {epoch}: step {} train loss {:.4} acc {:.4} | valid loss {:.4} acc {:.4} | {:.0}s",
-            e.steps, e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy, e.seconds
-        );
+        let mut human = format!("epoch {epoch}: step {}", e.steps);
+        if p.has(Objective::Mlm) {
+            human += &format!(" | mlm train loss {:.4} acc {:.4}, valid loss {:.4} acc {:.4}", e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy);
+        }
+        if let (Some(tl), Some(ta)) = (e.nsp_train_loss, e.nsp_train_accuracy) {
+            human += &format!(" | nsp train loss {tl:.4} acc {ta:.4}, valid loss {:.4} acc {:.4}", v.nsp_loss.unwrap_or(f64::NAN), v.nsp_accuracy.unwrap_or(f64::NAN));
+        }
+        human += &format!(" | {:.0}s", e.seconds);
         log_epoch(opts, "pretrain", &human, &e);
-        s.rows.push(MetricsRow { step: at.step, epoch, kind: "valid".into(), lr: schedule.lr(at.step - 1), valid_loss: Some(valid_loss), valid_accuracy: Some(valid_accuracy), seconds: e.seconds, ..Default::default() });
+        s.rows.push(MetricsRow {
+            step: at.step,
+            epoch,
+            kind: "valid".into(),
+            lr: schedule.lr(at.step - 1),
+            valid_loss: Some(v.mlm_loss).filter(|x| !x.is_nan()),
+            valid_accuracy: Some(v.mlm_accuracy).filter(|x| !x.is_nan()),
+            nsp_valid_loss: v.nsp_loss,
+            nsp_valid_accuracy: v.nsp_accuracy,
+            seconds: e.seconds,
+            ..Default::default()
+        });
         s.log.push(e);
-        (s.loss_sum, s.correct, s.count, s.seen) = (0.0, 0, 0, 0);
+        (s.loss_sum, s.correct, s.count, s.seen, s.nsp_loss_sum, s.nsp_correct, s.nsp_count) = (0.0, 0, 0, 0, 0.0, 0, 0);
         let meta = ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::to_value(&s.log)?);
         ModelDir::write(out, cfg, tokenizer, &model.valid(), meta, None)?;
         write_csv(&s.rows, &metrics_path)?;
@@ -277,18 +364,55 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     Ok(at.state.log)
 }
 
-/// Mean loss and accuracy over held-out masked sequences (NaN when there are none).
-pub fn evaluate_mlm(model: &PretrainModel, examples: &[MlmExample], batch_size: usize, device: &Device) -> (f64, f64) {
-    let (mut loss, mut correct, mut count) = (0.0, 0usize, 0usize);
-    for chunk in examples.chunks(batch_size) {
-        let out = model.forward(&MlmBatch::new(chunk, device));
-        loss += out.loss.into_scalar::<f32>() as f64 * out.count as f64;
-        correct += out.correct.into_scalar::<i64>() as usize;
-        count += out.count;
-    }
-    if count == 0 {
-        (f64::NAN, f64::NAN)
+/// The masked example of a sequence: BERT's masking with `mlm`, the sequence untouched without.
+fn mask<R: rand::Rng>(masking: &Masking, mlm: bool, ids: &[u32], rng: &mut R) -> MlmExample {
+    if mlm {
+        masking.apply(ids, rng)
     } else {
-        (loss / count as f64, correct as f64 / count as f64)
+        MlmExample { input_ids: ids.to_vec(), positions: Vec::new(), targets: Vec::new() }
+    }
+}
+
+/// Held-out scores of a pre-trained model.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldOutScores {
+    /// Masked-LM loss (NaN without masked positions).
+    pub mlm_loss: f64,
+    /// Masked-token accuracy (NaN without masked positions).
+    pub mlm_accuracy: f64,
+    /// Next-sentence loss, with pairs and an `nsp` head.
+    pub nsp_loss: Option<f64>,
+    /// Next-sentence accuracy.
+    pub nsp_accuracy: Option<f64>,
+}
+
+/// Mean losses and accuracies over held-out examples (each with its IsNext label for pairs).
+pub fn evaluate(model: &PretrainModel, examples: &[(MlmExample, Option<bool>)], batch_size: usize, device: &Device) -> HeldOutScores {
+    let (mut loss, mut correct, mut count) = (0.0, 0usize, 0usize);
+    let (mut nsp_loss, mut nsp_correct, mut nsp_count) = (0.0, 0usize, 0usize);
+    for chunk in examples.chunks(batch_size) {
+        let masked: Vec<MlmExample> = chunk.iter().map(|(e, _)| e.clone()).collect();
+        let mut batch = PretrainBatch::new(&masked, device);
+        if chunk.iter().all(|(_, n)| n.is_some()) {
+            batch = batch.with_is_next(&chunk.iter().map(|(_, n)| n.unwrap_or(false)).collect::<Vec<_>>());
+        }
+        let out = model.forward(&batch);
+        if let Some(t) = out.mlm {
+            loss += t.loss.into_scalar::<f32>() as f64 * t.count as f64;
+            correct += t.correct.into_scalar::<i64>() as usize;
+            count += t.count;
+        }
+        if let Some(t) = out.nsp {
+            nsp_loss += t.loss.into_scalar::<f32>() as f64 * t.count as f64;
+            nsp_correct += t.correct.into_scalar::<i64>() as usize;
+            nsp_count += t.count;
+        }
+    }
+    let ratio = |a: f64, n: usize| if n == 0 { f64::NAN } else { a / n as f64 };
+    HeldOutScores {
+        mlm_loss: ratio(loss, count),
+        mlm_accuracy: ratio(correct as f64, count),
+        nsp_loss: (nsp_count > 0).then(|| nsp_loss / nsp_count as f64),
+        nsp_accuracy: (nsp_count > 0).then(|| nsp_correct as f64 / nsp_count as f64),
     }
 }

@@ -124,6 +124,14 @@ impl Fnv {
             self.bytes(&i.into().to_le_bytes());
         }
     }
+    /// Feeds a pre-training sequence: its ids, and for a pair its IsNext label (so sequences
+    /// without a label hash as before).
+    pub fn sequence(&mut self, s: &crate::tasks::nsp::Sequence) {
+        self.ids(&s.ids);
+        if let Some(next) = s.is_next {
+            self.bytes(&[u8::from(next) + 1]);
+        }
+    }
     /// The hash as 16 hex digits.
     pub fn hex(&self) -> String {
         format!("{:016x}", self.0)

@@ -97,3 +97,42 @@ pub fn fails(args: &[&str]) -> String {
     assert!(!err.contains("panicked"), "panic: {err}");
     err
 }
+
+/// Topics of the sentence-level data: every sentence of a document names its topic, so a model
+/// can tell a true next sentence (same topic) from one of another document (most likely another topic).
+pub const TOPICS: &[&str] = &["network", "graphics", "python", "sound", "kernel", "games", "science", "fonts"];
+
+fn topic_sentence(rng: &mut StdRng, topic: &str) -> String {
+    let mut words: Vec<&str> = (0..rng.random_range(2..5)).map(|_| FILLER[rng.random_range(0..FILLER.len())]).collect();
+    for _ in 0..3 {
+        words.insert(rng.random_range(0..=words.len()), topic);
+    }
+    let mut s = words.join(" ");
+    s[..1].make_ascii_uppercase();
+    s + "."
+}
+
+/// `n` documents of 2–5 sentences each, one topic a document, one document a line.
+pub fn topic_documents(n: usize, seed: u64) -> String {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let topic = TOPICS[rng.random_range(0..TOPICS.len())];
+            let sentences: Vec<String> = (0..rng.random_range(2..6)).map(|_| topic_sentence(&mut rng, topic)).collect();
+            sentences.join(" ") + "\n"
+        })
+        .collect()
+}
+
+/// `n` sentence pairs `a<TAB>b __label__same|__label__other`: same when both texts have one topic.
+pub fn topic_pairs(n: usize, seed: u64) -> String {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let a = TOPICS[rng.random_range(0..TOPICS.len())];
+            let b = if rng.random_bool(0.5) { a } else { TOPICS[rng.random_range(0..TOPICS.len())] };
+            let label = if a == b { "same" } else { "other" };
+            format!("{}\t{} __label__{label}\n", topic_sentence(&mut rng, a), topic_sentence(&mut rng, b))
+        })
+        .collect()
+}

@@ -32,6 +32,27 @@ pub fn pool(states: Tensor<3>, pad_mask: &Tensor<2, Bool>, pooling: Pooling) -> 
     }
 }
 
+/// The segment embeddings of a batch, `[batch, seq, d]`: each position's row of `table`
+/// (`[2, d]`), or row 0 everywhere when the batch holds no pair. `None` without a table (a model
+/// without segments reads pairs as one text).
+pub fn segment_embeddings(table: Option<&burn::nn::Embedding>, tokens: &TokenBatch) -> Option<Tensor<3>> {
+    let table = table?;
+    let [b, l] = tokens.dims();
+    Some(match &tokens.segments {
+        Some(seg) => table.forward(seg.clone()),
+        None => {
+            let w = table.weight.val();
+            let d = w.dims()[1];
+            w.slice([0..1, 0..d]).reshape([1, 1, d]).expand([b, l, d])
+        }
+    })
+}
+
+/// A segment-embedding table for `config` (none when `type_vocab_size` is 0).
+pub fn segment_table(config: &ModelConfig, init: burn::nn::Initializer, device: &Device) -> Option<burn::nn::Embedding> {
+    (config.type_vocab_size > 0).then(|| burn::nn::EmbeddingConfig::new(config.type_vocab_size, config.d_model).with_initializer(init).init(device))
+}
+
 /// Any backbone; dispatches to the variant.
 #[derive(Module, Debug)]
 pub enum Backbone {

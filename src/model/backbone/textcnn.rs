@@ -21,6 +21,8 @@ const EMBED_INIT: Initializer = Initializer::Normal { mean: 0.0, std: 0.1 };
 pub struct TextCnnBackbone {
     /// Word-piece embeddings `[vocab, d_model]`, tied to the masked-LM output.
     pub token_embedding: Embedding,
+    /// Segment embeddings `[2, d_model]`, added to the token embeddings: A and B of a pair.
+    pub segment_embedding: Option<Embedding>,
     /// One convolution a filter width, `d_model` → `filters` channels each.
     pub convs: Vec<Conv1d>,
 }
@@ -30,6 +32,9 @@ impl TextCnnBackbone {
     pub fn init(config: &ModelConfig, device: &Device) -> Self {
         Self {
             token_embedding: EmbeddingConfig::new(config.vocab_size, config.d_model).with_initializer(EMBED_INIT).init(device),
+            // zeros: a single text then starts exactly as without segments (a random shared
+            // vector added to every token slowed fine-tuning of the tiny test model measurably)
+            segment_embedding: super::segment_table(config, Initializer::Zeros, device),
             convs: config
                 .filter_widths
                 .iter()
@@ -43,7 +48,11 @@ impl TextCnnBackbone {
         let [b, l] = tokens.dims();
         let keep = tokens.pad_mask.clone().bool_not().float().reshape([b, l, 1]);
         // Padding embeddings are zeroed so they do not leak into the windows of real positions.
-        let x = (self.token_embedding.forward(tokens.ids.clone()) * keep.clone()).swap_dims(1, 2);
+        let mut x = self.token_embedding.forward(tokens.ids.clone());
+        if let Some(seg) = super::segment_embeddings(self.segment_embedding.as_ref(), tokens) {
+            x = x + seg;
+        }
+        let x = (x * keep.clone()).swap_dims(1, 2);
         let maps: Vec<Tensor<3>> = self.convs.iter().map(|conv| relu(conv.forward(x.clone()))).collect();
         let states = Tensor::cat(maps, 1).swap_dims(1, 2) * keep;
         let width = states.dims()[2];

@@ -1,4 +1,4 @@
-//! BERT-style encoder: token + learned position embeddings, LayerNorm, then Transformer layers
+//! BERT-style encoder: token + learned position + segment embeddings, LayerNorm, then Transformer layers
 //! (self-attention and a GELU feed-forward block, each with dropout, a residual connection and
 //! LayerNorm, after the block by default or before it with `norm_first`); pooled output = the
 //! [CLS] state or the mean state.
@@ -159,6 +159,8 @@ pub struct TransformerBackbone {
     pub token_embedding: Embedding,
     /// Learned position embeddings `[max_len, d]`.
     pub position_embedding: Embedding,
+    /// Segment (token-type) embeddings `[2, d]`: A and B of a pair.
+    pub segment_embedding: Option<Embedding>,
     /// Normalises the summed embeddings.
     pub embed_norm: LayerNorm,
     /// Dropout on the embeddings.
@@ -178,6 +180,7 @@ impl TransformerBackbone {
         Self {
             token_embedding: EmbeddingConfig::new(config.vocab_size, config.d_model).with_initializer(EMBED_INIT).init(device),
             position_embedding: EmbeddingConfig::new(config.max_len, config.d_model).with_initializer(EMBED_INIT).init(device),
+            segment_embedding: super::segment_table(config, EMBED_INIT, device),
             embed_norm: layer_norm(config.d_model, device),
             dropout: Dropout::new(config.dropout),
             encoder: Encoder { layers: (0..config.n_layers).map(|_| EncoderLayer::init(config, device)).collect() },
@@ -194,7 +197,11 @@ impl TransformerBackbone {
         let pos = self.position_embedding.forward(positions);
         let tok = self.token_embedding.forward(tokens.ids.clone());
         let d = tok.dims()[2];
-        let mut x = self.dropout.forward(self.embed_norm.forward(tok + pos.expand([b, l, d])));
+        let mut sum = tok + pos.expand([b, l, d]);
+        if let Some(seg) = super::segment_embeddings(self.segment_embedding.as_ref(), tokens) {
+            sum = sum + seg;
+        }
+        let mut x = self.dropout.forward(self.embed_norm.forward(sum));
         let pad_bias = tokens.pad_mask.clone().float().mul_scalar(PAD_BIAS).reshape([b, 1, 1, l]);
         for layer in &self.encoder.layers {
             x = layer.forward(x, pad_bias.clone());
