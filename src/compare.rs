@@ -165,7 +165,8 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
                 cfg.validate()?;
                 let dir = out.join(format!("pretrained-{backbone}"));
                 std::fs::create_dir_all(&dir)?;
-                say(opts, &format!("\n== {backbone}: masked-LM pre-training ==",));
+                let tasks: Vec<String> = cfg.pretrain.tasks.iter().map(|t| t.to_string()).collect();
+                say(opts, &format!("\n== {backbone}: pre-training ({}) ==", tasks.join("+")));
                 let log = pretrain(&cfg, data.docs, tokenizer, &dir, opts)?;
                 let last = log.last().expect("pre-training logs at least one epoch");
                 let summary = PretrainSummary { dir, reused: false, steps: last.steps, valid_accuracy: last.valid_accuracy, seconds: last.seconds };

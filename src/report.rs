@@ -34,12 +34,13 @@ pub fn panels(rows: &[MetricsRow]) -> Vec<Panel> {
     let train: Vec<&MetricsRow> = rows.iter().filter(|r| r.kind == "train").collect();
     let valid: Vec<&MetricsRow> = rows.iter().filter(|r| r.kind == "valid").collect();
     let finetune = valid.iter().any(|r| r.micro_f1.is_some());
-    let loss = Panel {
-        title: "loss".into(),
-        x_label: "step".into(),
-        y_label: "loss".into(),
-        series: vec![series("train (running mean)", &train, |r| r.train_loss), series("validation", &valid, |r| r.valid_loss)],
-    };
+    let nsp = rows.iter().any(|r| r.nsp_valid_accuracy.is_some() || r.nsp_train_accuracy.is_some());
+    let mut losses = vec![series("train (running mean)", &train, |r| r.train_loss), series("validation", &valid, |r| r.valid_loss)];
+    if nsp {
+        losses.push(series("next-sentence train", &train, |r| r.nsp_train_loss));
+        losses.push(series("next-sentence validation", &valid, |r| r.nsp_valid_loss));
+    }
+    let loss = Panel { title: "loss".into(), x_label: "step".into(), y_label: "loss".into(), series: losses.into_iter().filter(|s| !s.points.is_empty()).collect() };
     let scores = if finetune {
         Panel {
             title: "validation F1".into(),
@@ -48,12 +49,12 @@ pub fn panels(rows: &[MetricsRow]) -> Vec<Panel> {
             series: vec![series("micro-F1", &valid, |r| r.micro_f1), series("macro-F1", &valid, |r| r.macro_f1)],
         }
     } else {
-        Panel {
-            title: "masked-token accuracy".into(),
-            x_label: "step".into(),
-            y_label: "accuracy".into(),
-            series: vec![series("train", &train, |r| r.train_accuracy), series("validation", &valid, |r| r.valid_accuracy)],
+        let mut acc = vec![series("masked-token train", &train, |r| r.train_accuracy), series("masked-token validation", &valid, |r| r.valid_accuracy)];
+        if nsp {
+            acc.push(series("next-sentence train", &train, |r| r.nsp_train_accuracy));
+            acc.push(series("next-sentence validation", &valid, |r| r.nsp_valid_accuracy));
         }
+        Panel { title: "pre-training accuracy".into(), x_label: "step".into(), y_label: "accuracy".into(), series: acc.into_iter().filter(|s| !s.points.is_empty()).collect() }
     };
     let lr = Panel { title: "learning rate".into(), x_label: "step".into(), y_label: "lr".into(), series: vec![series("lr", &train, |r| Some(r.lr))] };
     vec![loss, scores, lr]
@@ -96,12 +97,12 @@ pub fn markdown(rows: &[MetricsRow], info: Option<&RunInfo>, dir: &Path) -> Stri
             s.push_str(&format!("| {}{mark} | {} | {} | {} | {} | {:.0} |\n", r.epoch, r.step, fmt(r.valid_loss), fmt(r.micro_f1), fmt(r.macro_f1), r.seconds));
         }
     } else {
-        s.push_str("| epoch | step | valid loss | valid masked-token accuracy | seconds |\n|---|---|---|---|---|\n");
+        s.push_str("| epoch | step | valid loss | valid masked-token accuracy | valid next-sentence loss | valid next-sentence accuracy | seconds |\n|---|---|---|---|---|---|---|\n");
         for r in &valid {
-            s.push_str(&format!("| {} | {} | {} | {} | {:.0} |\n", r.epoch, r.step, fmt(r.valid_loss), fmt(r.valid_accuracy), r.seconds));
+            s.push_str(&format!("| {} | {} | {} | {} | {} | {} | {:.0} |\n", r.epoch, r.step, fmt(r.valid_loss), fmt(r.valid_accuracy), fmt(r.nsp_valid_loss), fmt(r.nsp_valid_accuracy), r.seconds));
         }
     }
-    s.push_str(&format!("\nCurves: `{REPORT_SVG}` (loss, {} and learning rate against steps).\n", if finetune { "validation F1" } else { "masked-token accuracy" }));
+    s.push_str(&format!("\nCurves: `{REPORT_SVG}` (loss, {} and learning rate against steps).\n", if finetune { "validation F1" } else { "pre-training accuracies" }));
     s
 }
 

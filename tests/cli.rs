@@ -468,6 +468,9 @@ fn next_sentence_pretraining_and_sentence_pair_classification() {
     assert!(last["nsp_valid_loss"].as_f64().unwrap() < first_nsp, "NSP loss falls over the epochs");
     let csv = std::fs::read_to_string(p("pre").join("metrics.csv")).unwrap();
     assert!(csv.lines().next().unwrap().contains("nsp_valid_accuracy"), "{csv}");
+    let md = ok(&["report", s(&p("pre"))]);
+    assert!(md.contains("valid next-sentence accuracy") && md.contains(&format!("{nsp:.4}")), "{md}");
+    assert!(std::fs::read_to_string(p("pre").join("report.svg")).unwrap().contains("next-sentence validation"));
     let saved = std::fs::read_to_string(p("pre").join("config.toml")).unwrap();
     assert!(saved.contains("tasks = [\n    \"mlm\",\n    \"nsp\",\n]") && saved.contains("type_vocab_size = 2"), "{saved}");
 

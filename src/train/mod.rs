@@ -1,4 +1,4 @@
-//! Training loops: masked-LM pre-training and classification fine-tuning.
+//! Training loops: pre-training (masked LM, next sentence) and classification fine-tuning.
 //!
 //! The loops are written here rather than with burn-train's `Learner`: they need step-level
 //! stopping (`max_steps`), exact epoch-level F1 over the whole validation set for model
