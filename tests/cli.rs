@@ -128,6 +128,20 @@ fn scratch_single_label_and_chinese() {
     assert!(cfg.contains("whole_word_mask = true") && cfg.contains("words.txt"), "{cfg}");
     let e = fails(&["pretrain", "--corpus", s(&corpus_p), "--vocab", s(&clf_p), "--out", s(&p("pre2")), "--preset", "tiny", "--config", s(&tiny_p), "--whole-word-mask", "--word-list", s(&missing_p)]);
     assert!(e.contains("no-such-words.txt") && e.lines().count() == 1, "{e}");
+
+    // next-sentence pre-training on Chinese: sentences end at 。！？ with no space after them
+    let texts: Vec<&str> = train.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    let docs: String = texts.chunks(3).map(|c| format!("{}。{}！{}？\n", c[0], c[1], c[2])).collect();
+    write(d.path(), "zh-docs.txt", docs.as_bytes());
+    let out = ok(&["pretrain", "--corpus", s(&p("zh-docs.txt")), "--vocab", s(&clf_p), "--out", s(&p("zh-nsp")), "--preset", "tiny", "--config", s(&tiny_p), "--max-steps", "5", "--tasks", "nsp,mlm", "--json-logs"]);
+    let intro = out.lines().find(|l| l.contains("IsNext")).expect("pair statistics printed");
+    let pairs: usize = intro.split(" training pairs").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(pairs >= 80, "100 three-sentence documents give at least one pair each: {intro}");
+    let share: f64 = intro.split("pairs, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!((30.0..70.0).contains(&share), "{intro}");
+    // a Chinese pair is classified like any text
+    write(d.path(), "zh-pair.txt", "简单图形工具\t数据网络库\n".as_bytes());
+    assert_eq!(ok(&["predict", "--model", s(&p("clf")), s(&p("zh-pair.txt"))]).lines().count(), 1);
 }
 
 #[test]
