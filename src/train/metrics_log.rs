@@ -159,7 +159,8 @@ impl Window {
             epoch,
             kind: "train".into(),
             lr,
-            train_loss: Some(self.loss / self.steps.max(1) as f64),
+            // NaN when the step had no such loss (pre-training without the masked LM)
+            train_loss: Some(self.loss / self.steps.max(1) as f64).filter(|x| !x.is_nan()),
             train_accuracy: (self.predicted > 0).then(|| self.correct as f64 / self.predicted as f64),
             tokens_per_s: Some(self.tokens as f64 / dt),
             examples_per_s: Some(self.examples as f64 / dt),
