@@ -40,7 +40,7 @@ fn pretraining_memory_does_not_grow_with_the_corpus() {
     };
     let (out, big) = peak("big.txt", "pre");
     // every document was read (the counting pass), yet only 20 steps trained
-    let docs: usize = out.split("pretrain: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let docs: usize = out.split("pretrain (mlm): ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!(docs > 600_000, "{out}");
     assert!(out.contains("(20 steps"), "{out}");
     let (_, small) = peak("eighth.txt", "pre-eighth");
