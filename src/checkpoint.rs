@@ -107,11 +107,21 @@ pub fn load_weights<M: Module>(model: M, path: &Path, expected_bytes: u64) -> Re
 /// Loads exactly the tensors under `prefix` (e.g. `backbone.`) into `model` and returns their
 /// names. Fails unless every such tensor of the model was found with the same shape.
 pub fn load_prefix<M: Module>(model: M, path: &Path, expected_bytes: u64, prefix: &str) -> Result<(M, Vec<String>)> {
+    load_mapped(model, path, expected_bytes, prefix, prefix)
+}
+
+/// Loads the file's tensors under `from` into the model's tensors under `to` (e.g. a
+/// pre-trained `nsp.dense.` pooler into a classifier's `head.dense.`) and returns the model's
+/// names. Fails unless every model tensor under `to` was found with the same shape.
+pub fn load_mapped<M: Module>(model: M, path: &Path, expected_bytes: u64, from: &str, to: &str) -> Result<(M, Vec<String>)> {
     check_length(path, expected_bytes)?;
     let mut model = model;
-    let pattern = format!("^{}", regex_escape(prefix));
+    let pattern = format!("^{}", regex_escape(to));
     let wanted: Vec<String> = model.collect(Some(PathFilter::new().with_regex(&pattern)), None, false).into_iter().map(|t| t.name.clone()).collect();
     let mut store = SafetensorsStore::from_file(path).with_regex(&pattern).allow_partial(true);
+    if from != to {
+        store = store.with_key_remapping(format!("^{}", regex_escape(from)), to);
+    }
     let result = model.load_from(&mut store).map_err(|e| store_error(path, e))?;
     if !result.errors.is_empty() {
         bail!("{}: pre-trained weights do not fit: {}", path.display(), summarize(&result));
@@ -122,7 +132,7 @@ pub fn load_prefix<M: Module>(model: M, path: &Path, expected_bytes: u64, prefix
     want.sort();
     if applied != want {
         let missing: Vec<&String> = want.iter().filter(|w| !applied.contains(w)).collect();
-        bail!("{}: pre-trained weights lack {} of the {} backbone tensors (first: {})", path.display(), missing.len(), want.len(), missing.first().map(|s| s.as_str()).unwrap_or("?"));
+        bail!("{}: pre-trained weights lack {} of the {} tensors under {from} (first: {})", path.display(), missing.len(), want.len(), missing.first().map(|s| s.as_str()).unwrap_or("?"));
     }
     Ok((model, applied))
 }

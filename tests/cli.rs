@@ -493,6 +493,7 @@ fn next_sentence_pretraining_and_sentence_pair_classification() {
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("clf").join("model.json")).unwrap()).unwrap();
     let loaded = meta["info"]["loaded_tensors"].as_array().expect("loaded tensors recorded");
     assert!(loaded.iter().any(|n| n.as_str().unwrap().contains("segment_embedding")), "segment embeddings carry over: {loaded:?}");
+    assert!(loaded.iter().any(|n| n == "head.dense.weight (from nsp.dense)"), "the next-sentence pooler carries over: {loaded:?}");
     let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("clf")), "--data", s(&p("valid.txt.gz")), "--json"]).trim()).unwrap();
     let acc = v["micro_f1"].as_f64().unwrap();
     assert!(acc > 0.85, "same-topic pairs: accuracy {acc}");

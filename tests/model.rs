@@ -234,3 +234,29 @@ fn next_sentence_head_learns_pairs_beside_the_masked_lm() {
     let mlm_only = PretrainModel::init(&cfg.model, &[Objective::Mlm], &device);
     assert!(mlm_only.nsp.is_none() && mlm_only.forward(&batch).nsp.is_none());
 }
+
+#[test]
+fn next_sentence_pooler_carries_into_the_classification_head() {
+    let tok = tokenizer();
+    let cfg = tiny_config(&tok);
+    let device = Device::flex();
+    device.seed(31);
+    let pre = PretrainModel::init(&cfg.model, &[Objective::Mlm, Objective::Nsp], &device);
+    let dir = tempfile::tempdir().unwrap();
+    ModelDir::write(dir.path(), &cfg, &tok, &pre, ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::Value::Null), None).unwrap();
+    let saved = ModelDir::open(dir.path()).unwrap();
+    let fresh = Classifier::init(&cfg.model, 3, &device);
+    let (loaded, names) = bertlu::checkpoint::load_mapped(fresh.clone(), &saved.weights(), saved.meta.weights_bytes, "nsp.dense.", "head.dense.").unwrap();
+    assert_eq!(names, ["head.dense.bias", "head.dense.weight"]);
+    let nsp = pre.nsp.as_ref().unwrap();
+    assert_eq!(loaded.head.dense.weight.val().into_data(), nsp.dense.weight.val().into_data());
+    assert_ne!(fresh.head.dense.weight.val().into_data(), nsp.dense.weight.val().into_data());
+    assert_eq!(loaded.head.output.weight.val().into_data(), fresh.head.output.weight.val().into_data(), "the output layer stays as initialised");
+    // a masked-LM-only checkpoint has no pooler to give: refused, not skipped
+    let mlm_only = PretrainModel::init(&cfg.model, &[Objective::Mlm], &device);
+    let dir2 = tempfile::tempdir().unwrap();
+    ModelDir::write(dir2.path(), &cfg, &tok, &mlm_only, ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::Value::Null), None).unwrap();
+    let saved2 = ModelDir::open(dir2.path()).unwrap();
+    let e = bertlu::checkpoint::load_mapped(fresh, &saved2.weights(), saved2.meta.weights_bytes, "nsp.dense.", "head.dense.").unwrap_err();
+    assert!(e.to_string().contains("lack 2 of the 2"), "{e}");
+}

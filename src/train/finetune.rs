@@ -5,8 +5,8 @@ use super::optim::{adamw, Schedule};
 use super::resume::{self, Checkpoints, Fnv, Position};
 use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
 use crate::batch::{bucketed_batches, TokenBatch};
-use crate::checkpoint::{load_prefix, ModelDir, ModelKind, ModelMeta};
-use crate::config::Config;
+use crate::checkpoint::{load_mapped, load_prefix, ModelDir, ModelKind, ModelMeta};
+use crate::config::{Config, Objective};
 use crate::inference::{probabilities, score, Evaluation};
 use crate::model::Classifier;
 use crate::tasks::classify::{encode_examples, EncodedExample, LabelSet, Problem};
@@ -114,8 +114,15 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
         _ => {
             match init {
                 Init::Pretrained(dir) => {
-                    let (m, names) = load_prefix(model, &dir.weights(), dir.meta.weights_bytes, "backbone.")?;
+                    let (m, mut names) = load_prefix(model, &dir.weights(), dir.meta.weights_bytes, "backbone.")?;
                     model = m;
+                    if dir.config.pretrain.has(Objective::Nsp) {
+                        // BERT's pooler: the next-sentence head's dense + tanh is the same
+                        // layer as the classification head's first one
+                        let (m, pooler) = load_mapped(model, &dir.weights(), dir.meta.weights_bytes, "nsp.dense.", "head.dense.")?;
+                        model = m;
+                        names.extend(pooler.into_iter().map(|n| format!("{n} (from nsp.dense)")));
+                    }
                     say(opts, &format!("finetune: loaded {} pre-trained tensors from {}", names.len(), dir.path.display()));
                     at.state.loaded_tensors = names;
                 }
