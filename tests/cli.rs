@@ -330,7 +330,7 @@ fn compare_writes_table_csv_json_and_plots() {
     let out = ok(&[
         "compare", "--corpus", s(&p("corpus.txt.gz")), "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--test", s(&p("valid.txt")),
         "--out", s(&p("cmp")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--lr-grid", "1e-3,3e-3", "--epochs", "2",
-        "--pretrain-max-steps", "20", "--vocab-size", "150", "-q",
+        "--pretrain-max-steps", "20", "--pretrain-tasks", "nsp,mlm", "--vocab-size", "150", "-q",
     ]);
     assert!(out.contains("| transformer | **gain** |") && out.contains("| textcnn | **gain** |"), "{out}");
     let md = std::fs::read_to_string(p("cmp/compare.md")).unwrap();
@@ -347,8 +347,10 @@ fn compare_writes_table_csv_json_and_plots() {
     assert_eq!(json[1]["backbone"], "textcnn");
     assert_eq!(arms[1]["arm"], "pre-trained");
     assert!(arms[1]["test"]["micro_f1"].as_f64().unwrap() > 0.0);
-    // the pre-trained arm loaded the TextCNN's token and segment embeddings and both convolutions (weight + bias)
-    assert_eq!(arms[1]["runs"][0]["report"]["loaded_tensors"].as_array().unwrap().len(), 6);
+    // the pre-trained arm loaded the TextCNN's token and segment embeddings, both convolutions
+    // (weight + bias) and, pre-trained with nsp, the pooler (weight + bias)
+    assert_eq!(arms[1]["runs"][0]["report"]["loaded_tensors"].as_array().unwrap().len(), 8);
+    assert!(std::fs::read_to_string(p("cmp/pretrained-textcnn/config.toml")).unwrap().contains("\"nsp\""));
     assert_eq!(arms[0]["runs"][0]["report"]["loaded_tensors"].as_array().unwrap().len(), 0);
     for b in ["transformer", "textcnn"] {
         let svg = std::fs::read_to_string(p(&format!("cmp/plot-{b}.svg"))).unwrap();

@@ -43,6 +43,9 @@ pub struct CompareArgs {
     /// Pre-training peak learning rate (default: the config's).
     #[arg(long)]
     pub pretrain_lr: Option<f64>,
+    /// Pre-training objectives, comma-separated: mlm, nsp (default: the config's, mlm).
+    #[arg(long, value_delimiter = ',')]
+    pub pretrain_tasks: Option<Vec<bertlu::config::Objective>>,
     /// Reuse a pre-trained checkpoint instead of pre-training: BACKBONE=DIR (repeatable).
     #[arg(long, value_parser = parse_reuse)]
     pub pretrained: Vec<(BackboneKind, PathBuf)>,
@@ -94,6 +97,11 @@ pub fn run(a: CompareArgs) -> Result<()> {
         }
         if let Some(v) = a.pretrain_lr {
             p.lr = v;
+        }
+        if let Some(tasks) = &a.pretrain_tasks {
+            p.tasks = tasks.clone();
+            p.tasks.sort();
+            p.tasks.dedup();
         }
     }
     a.common.cap(&mut base);
