@@ -168,6 +168,13 @@ impl PretrainConfig {
     pub fn has(&self, objective: Objective) -> bool {
         self.tasks.contains(&objective)
     }
+
+    /// Sets the objectives, each once, in a fixed order (`nsp,mlm` and `mlm,nsp` are one setting).
+    pub fn set_tasks(&mut self, tasks: &[Objective]) {
+        self.tasks = tasks.to_vec();
+        self.tasks.sort();
+        self.tasks.dedup();
+    }
 }
 
 /// Fine-tuning settings.

@@ -99,9 +99,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
             p.lr = v;
         }
         if let Some(tasks) = &a.pretrain_tasks {
-            p.tasks = tasks.clone();
-            p.tasks.sort();
-            p.tasks.dedup();
+            p.set_tasks(tasks);
         }
     }
     a.common.cap(&mut base);

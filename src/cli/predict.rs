@@ -63,7 +63,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     };
     for line in lines {
         let line = line?;
-        let (text, _) = if line.text.trim().is_empty() { Default::default() } else { split_line(&line.text).map_err(|e| anyhow::anyhow!("{}:{}: {e}", if a.input == "-" { "<stdin>" } else { &a.input }, line.number))? };
+        let (text, _) = split_line(&line.text).map_err(|e| anyhow::anyhow!("{}:{}: {e}", if a.input == "-" { "<stdin>" } else { &a.input }, line.number))?;
         pending.push(text);
         if pending.len() >= 1024 {
             flush(&mut pending, &mut out)?;

@@ -66,10 +66,7 @@ fn configure(a: &PretrainArgs) -> Result<Config> {
         p.whole_word_mask = true;
     }
     if let Some(tasks) = &a.tasks {
-        let mut tasks = tasks.clone();
-        tasks.sort();
-        tasks.dedup();
-        p.tasks = tasks;
+        p.set_tasks(tasks);
     }
     if let Some(v) = a.short_seq_prob {
         p.short_seq_prob = v;

@@ -36,6 +36,11 @@ pub struct TaskOutput {
 }
 
 impl TaskOutput {
+    /// Mean loss, correct predictions and their count, read back from the device.
+    pub fn values(self) -> (f64, usize, usize) {
+        (self.loss.into_scalar::<f32>() as f64, self.correct.into_scalar::<i64>() as usize, self.count)
+    }
+
     fn of(logits: Tensor<2>, targets: Tensor<1, Int>) -> Self {
         let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), targets.clone());
         let count = targets.dims()[0];

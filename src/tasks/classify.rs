@@ -118,8 +118,7 @@ pub fn encode_texts(texts: &[String], tokenizer: &WordPieceTokenizer, max_len: u
             let sides: Vec<Vec<u32>> = ids.by_ref().take(p.len()).collect();
             match sides.as_slice() {
                 [a, b] => wrap_pair(a, b, max_len),
-                [a, ..] => wrap(a, max_len),
-                [] => wrap(&[], max_len),
+                single => wrap(&single[0], max_len),
             }
         })
         .collect()

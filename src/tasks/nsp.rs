@@ -188,13 +188,8 @@ fn pair<R: Rng>(mut a: Vec<u32>, mut b: Vec<u32>, is_next: bool, max_tokens: usi
             longer.pop();
         }
     }
-    let mut ids = Vec::with_capacity(a.len() + b.len() + 3);
-    ids.push(CLS);
-    ids.extend(a);
-    ids.push(SEP);
-    ids.extend(b);
-    ids.push(SEP);
-    Sequence { ids, is_next: Some(is_next) }
+    // both sides now fit, so wrap_pair only adds the specials
+    Sequence { ids: wrap_pair(&a, &b, max_tokens + 3), is_next: Some(is_next) }
 }
 
 /// `[CLS] a [SEP] b [SEP]` for classifying a pair of texts: the longer side is cut at its end

@@ -7,7 +7,7 @@ use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions
 use crate::batch::{bucketed_batch_count, bucketed_batches, PretrainBatch};
 use crate::checkpoint::{ModelDir, ModelKind, ModelMeta};
 use crate::config::{Config, Objective};
-use crate::model::PretrainModel;
+use crate::model::{PretrainModel, TaskOutput};
 use crate::tasks::mlm::{chunk_document, Masking, MlmExample, WordBoundaries};
 use crate::tasks::nsp::{build_pairs, split_sentences, PairSettings, Sequence};
 use crate::text::corpus::DocumentSource;
@@ -179,7 +179,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     let (mut n_train, mut tokens, mut fill, mut steps_per_epoch, mut n_next) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let n_docs = pass(docs, tokenizer, cfg, Some(&mut held), |seqs, last| {
         for s in &seqs {
-            hash.sequence(s);
+            hash.sequence(&s.ids, s.is_next);
             tokens += s.ids.len();
             n_next += usize::from(s.is_next == Some(true));
         }
@@ -199,10 +199,11 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     }
     // The held-out masking is drawn once, so every epoch is scored on the same positions.
     let mut vrng = StdRng::seed_from_u64(p.seed.wrapping_add(1));
-    let valid: Vec<(MlmExample, Option<bool>)> = held.iter().map(|s| (mask(&masking, p.has(Objective::Mlm), &s.ids, &mut vrng), s.is_next)).collect();
+    let valid: Vec<MlmExample> = held.iter().map(|s| mask(&masking, p.has(Objective::Mlm), &s.ids, &mut vrng)).collect();
+    let valid_next: Vec<Option<bool>> = held.iter().map(|s| s.is_next).collect();
     drop(held);
-    for (e, next) in &valid {
-        hash.sequence(&Sequence { ids: e.input_ids.clone(), is_next: *next });
+    for (e, &next) in valid.iter().zip(&valid_next) {
+        hash.sequence(&e.input_ids, next);
     }
     let hash = hash.hex();
     let tasks: Vec<String> = p.tasks.iter().map(|t| t.to_string()).collect();
@@ -254,10 +255,8 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
                 let mut rng = StdRng::seed_from_u64(derived_seed(p.seed, streams::MASKING, step as u64));
                 super::seed_step(&device, p.seed, step);
                 let examples: Vec<MlmExample> = idx.iter().map(|&i| mask(&masking, p.has(Objective::Mlm), &buffer[i].ids, &mut rng)).collect();
-                let mut batch = PretrainBatch::new(&examples, &device);
-                if p.has(Objective::Nsp) {
-                    batch = batch.with_is_next(&idx.iter().map(|&i| buffer[i].is_next.unwrap_or(false)).collect::<Vec<_>>());
-                }
+                let is_next: Vec<Option<bool>> = idx.iter().map(|&i| buffer[i].is_next).collect();
+                let batch = batch_of(&examples, &is_next, &device);
                 let model = slot.as_ref().expect("model present between steps");
                 let out = model.forward(&batch);
                 let loss = out.loss();
@@ -266,18 +265,14 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
                     bail!("pre-training diverged at step {} (loss {loss_value}); lower pretrain.lr", step + 1);
                 }
                 let s = &mut at.state;
-                let (mlm_loss, mlm_correct, mlm_count) = match out.mlm {
-                    Some(t) => (t.loss.into_scalar::<f32>() as f64, t.correct.into_scalar::<i64>() as usize, t.count),
-                    None => (f64::NAN, 0, 0),
-                };
+                let (mlm_loss, mlm_correct, mlm_count) = out.mlm.map_or((f64::NAN, 0, 0), TaskOutput::values);
                 s.correct += mlm_correct;
                 s.count += mlm_count;
-                if let Some(t) = out.nsp {
-                    let (l, c) = (t.loss.into_scalar::<f32>() as f64, t.correct.into_scalar::<i64>() as usize);
+                if let Some((l, c, n)) = out.nsp.map(TaskOutput::values) {
                     s.nsp_loss_sum += l;
                     s.nsp_correct += c;
-                    s.nsp_count += t.count;
-                    s.window.add_nsp(l, c, t.count);
+                    s.nsp_count += n;
+                    s.window.add_nsp(l, c, n);
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), model);
                 // The step consumes the model: take it out of the Option the closure borrows.
@@ -311,7 +306,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         })?;
         model = slot.expect("model present after the pass");
         pb.finish();
-        let v = evaluate(&model.valid(), &valid, p.batch_size, &plain);
+        let v = evaluate(&model.valid(), &valid, &valid_next, p.batch_size, &plain);
         let s = &mut at.state;
         let nsp = s.nsp_count > 0;
         let e = PretrainEpoch {
@@ -386,26 +381,30 @@ pub struct HeldOutScores {
     pub nsp_accuracy: Option<f64>,
 }
 
-/// Mean losses and accuracies over held-out examples (each with its IsNext label for pairs).
-pub fn evaluate(model: &PretrainModel, examples: &[(MlmExample, Option<bool>)], batch_size: usize, device: &Device) -> HeldOutScores {
+/// A batch of masked examples, with next-sentence targets when every example is a pair.
+fn batch_of(examples: &[MlmExample], is_next: &[Option<bool>], device: &Device) -> PretrainBatch {
+    let batch = PretrainBatch::new(examples, device);
+    match is_next.iter().copied().collect::<Option<Vec<bool>>>() {
+        Some(targets) => batch.with_is_next(&targets),
+        None => batch,
+    }
+}
+
+/// Mean losses and accuracies over held-out examples (`is_next`: each one's IsNext label, for pairs).
+pub fn evaluate(model: &PretrainModel, examples: &[MlmExample], is_next: &[Option<bool>], batch_size: usize, device: &Device) -> HeldOutScores {
     let (mut loss, mut correct, mut count) = (0.0, 0usize, 0usize);
     let (mut nsp_loss, mut nsp_correct, mut nsp_count) = (0.0, 0usize, 0usize);
-    for chunk in examples.chunks(batch_size) {
-        let masked: Vec<MlmExample> = chunk.iter().map(|(e, _)| e.clone()).collect();
-        let mut batch = PretrainBatch::new(&masked, device);
-        if chunk.iter().all(|(_, n)| n.is_some()) {
-            batch = batch.with_is_next(&chunk.iter().map(|(_, n)| n.unwrap_or(false)).collect::<Vec<_>>());
+    for (chunk, next) in examples.chunks(batch_size).zip(is_next.chunks(batch_size)) {
+        let out = model.forward(&batch_of(chunk, next, device));
+        if let Some((l, c, n)) = out.mlm.map(TaskOutput::values) {
+            loss += l * n as f64;
+            correct += c;
+            count += n;
         }
-        let out = model.forward(&batch);
-        if let Some(t) = out.mlm {
-            loss += t.loss.into_scalar::<f32>() as f64 * t.count as f64;
-            correct += t.correct.into_scalar::<i64>() as usize;
-            count += t.count;
-        }
-        if let Some(t) = out.nsp {
-            nsp_loss += t.loss.into_scalar::<f32>() as f64 * t.count as f64;
-            nsp_correct += t.correct.into_scalar::<i64>() as usize;
-            nsp_count += t.count;
+        if let Some((l, c, n)) = out.nsp.map(TaskOutput::values) {
+            nsp_loss += l * n as f64;
+            nsp_correct += c;
+            nsp_count += n;
         }
     }
     let ratio = |a: f64, n: usize| if n == 0 { f64::NAN } else { a / n as f64 };

@@ -126,9 +126,9 @@ impl Fnv {
     }
     /// Feeds a pre-training sequence: its ids, and for a pair its IsNext label (so sequences
     /// without a label hash as before).
-    pub fn sequence(&mut self, s: &crate::tasks::nsp::Sequence) {
-        self.ids(&s.ids);
-        if let Some(next) = s.is_next {
+    pub fn sequence(&mut self, ids: &[u32], is_next: Option<bool>) {
+        self.ids(ids);
+        if let Some(next) = is_next {
             self.bytes(&[u8::from(next) + 1]);
         }
     }
