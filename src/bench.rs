@@ -195,7 +195,7 @@ pub fn measure(setting: Setting, case: Case, warmup: usize, iters: usize, seed: 
             let secs = timed(warmup, iters, || {
                 let m = model.take().expect("model");
                 let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
-                let loss = Classifier::loss(m.forward(&TokenBatch::new(&refs, &train_device)), &gold, Problem::MultiLabel);
+                let loss = Classifier::loss(m.forward(&TokenBatch::new(&refs, &train_device)), &gold, Problem::MultiLabel, crate::model::loss::LabelLoss::Bce);
                 let _: f32 = loss.clone().into_scalar();
                 let grads = GradientsParams::from_grads(loss.backward(), &m);
                 model = Some(optim.step(1e-4, m, grads));

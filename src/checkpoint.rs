@@ -22,6 +22,8 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const META_FILE: &str = "model.json";
 /// Saved label order of a classifier.
 pub const LABELS_FILE: &str = "labels.txt";
+/// Where an ensemble keeps its members' directories.
+pub const MEMBERS_DIR: &str = "members";
 /// Version of this layout; a different one is refused on load.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -33,6 +35,9 @@ pub enum ModelKind {
     Pretrained,
     /// Backbone + classification head, from `finetune`.
     Classifier,
+    /// Several classifiers of one label set whose probabilities are averaged, from `ensemble`:
+    /// no weights of its own, the members' directories under `members/`.
+    Ensemble,
 }
 
 /// `model.json`.
@@ -57,6 +62,9 @@ pub struct ModelMeta {
     /// Free-form facts about the training run (epoch, scores).
     #[serde(default)]
     pub info: serde_json::Value,
+    /// An ensemble's member directories, relative to its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
 }
 
 /// Writes `path` through a temporary file and a rename, so readers never see half a file:
@@ -196,34 +204,17 @@ impl ModelDir {
         if !path.is_dir() {
             bail!("{}: not a model directory (missing or not a directory)", path.display());
         }
-        let meta_path = path.join(META_FILE);
-        let meta_text = fs::read_to_string(&meta_path).with_context(|| format!("{}: cannot read (not a bertlu model directory?)", meta_path.display()))?;
-        let meta: ModelMeta = serde_json::from_str(&meta_text).with_context(|| format!("{}: invalid model description", meta_path.display()))?;
-        if meta.format != FORMAT_VERSION {
-            bail!("{}: model format {} is not supported (this bertlu reads format {FORMAT_VERSION})", meta_path.display(), meta.format);
+        let meta = ModelMeta::read(path)?;
+        if meta.kind == ModelKind::Ensemble {
+            bail!("{}: an ensemble of classifiers (usable by eval, predict, tune-thresholds and bench), not one model", path.display());
         }
         let config = Config::load(&path.join(CONFIG_FILE))?;
         let tokenizer = WordPieceTokenizer::load(&path.join(TOKENIZER_FILE))?;
         if tokenizer.vocab_size() != config.model.vocab_size {
             bail!("{}: tokenizer has {} entries but the config says vocab_size = {}", path.display(), tokenizer.vocab_size(), config.model.vocab_size);
         }
-        let labels = if meta.kind == ModelKind::Classifier {
-            let p = path.join(LABELS_FILE);
-            let text = fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
-            let names: Vec<String> = text.lines().filter(|l| !l.is_empty()).map(|l| l.to_owned()).collect();
-            if names.is_empty() {
-                bail!("{}: no labels", p.display());
-            }
-            Some(LabelSet::from_names(names))
-        } else {
-            None
-        };
-        if let Some(t) = &meta.label_thresholds {
-            let n = labels.as_ref().map_or(0, |l| l.len());
-            if t.len() != n || t.iter().any(|x| !(0.0..=1.0).contains(x)) {
-                bail!("{}: label_thresholds must hold {n} values in [0, 1] (one a label), found {}", meta_path.display(), t.len());
-            }
-        }
+        let labels = if meta.kind == ModelKind::Classifier { Some(read_labels(path)?) } else { None };
+        meta.check_thresholds(path, labels.as_ref().map_or(0, |l| l.len()))?;
         Ok(Self { path: path.to_path_buf(), config, tokenizer, meta, labels })
     }
 
@@ -232,40 +223,81 @@ impl ModelDir {
         self.path.join(WEIGHTS_FILE)
     }
 
-    /// Rewrites `model.json` (atomically) with new decision thresholds; the weights are untouched.
-    pub fn set_thresholds(&mut self, thresholds: crate::thresholds::Thresholds) -> Result<()> {
-        match thresholds {
-            crate::thresholds::Thresholds::Global(t) => {
-                self.meta.threshold = t;
-                self.meta.label_thresholds = None;
-            }
-            crate::thresholds::Thresholds::PerLabel(v) => {
-                let n = self.labels.as_ref().map_or(0, |l| l.len());
-                if v.len() != n {
-                    bail!("{}: {} thresholds for {n} labels", self.path.display(), v.len());
-                }
-                self.meta.label_thresholds = Some(v);
-            }
-        }
-        write_atomic(&self.path.join(META_FILE), serde_json::to_string_pretty(&self.meta)?.as_bytes())
-    }
-
     /// Writes a complete model directory's files into `dir` (which must exist).
     pub fn write<M: Module>(dir: &Path, config: &Config, tokenizer: &WordPieceTokenizer, model: &M, mut meta: ModelMeta, labels: Option<&LabelSet>) -> Result<()> {
         write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
         write_via_tmp(&dir.join(TOKENIZER_FILE), |tmp| tokenizer.save(tmp))?;
         if let Some(labels) = labels {
-            let mut text = labels.names().join("\n");
-            text.push('\n');
-            write_atomic(&dir.join(LABELS_FILE), text.as_bytes())?;
+            write_labels(dir, labels)?;
         }
         meta.weights_bytes = save_weights(model, &dir.join(WEIGHTS_FILE))?;
-        write_atomic(&dir.join(META_FILE), serde_json::to_string_pretty(&meta)?.as_bytes())?;
-        Ok(())
+        meta.write(dir)
     }
 }
 
+/// Writes `labels.txt`: the label names in output order, one a line.
+pub fn write_labels(dir: &Path, labels: &LabelSet) -> Result<()> {
+    let mut text = labels.names().join("\n");
+    text.push('\n');
+    write_atomic(&dir.join(LABELS_FILE), text.as_bytes())
+}
+
+/// Reads the `labels.txt` of a classifier or ensemble directory.
+pub fn read_labels(dir: &Path) -> Result<LabelSet> {
+    let p = dir.join(LABELS_FILE);
+    let text = fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+    let names: Vec<String> = text.lines().filter(|l| !l.is_empty()).map(|l| l.to_owned()).collect();
+    if names.is_empty() {
+        bail!("{}: no labels", p.display());
+    }
+    Ok(LabelSet::from_names(names))
+}
+
 impl ModelMeta {
+    /// Reads and version-checks the `model.json` of a model directory.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let meta_path = dir.join(META_FILE);
+        let meta_text = fs::read_to_string(&meta_path).with_context(|| format!("{}: cannot read (not a bertlu model directory?)", meta_path.display()))?;
+        let meta: ModelMeta = serde_json::from_str(&meta_text).with_context(|| format!("{}: invalid model description", meta_path.display()))?;
+        if meta.format != FORMAT_VERSION {
+            bail!("{}: model format {} is not supported (this bertlu reads format {FORMAT_VERSION})", meta_path.display(), meta.format);
+        }
+        Ok(meta)
+    }
+
+    /// Writes it as `dir/model.json`, atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_atomic(&dir.join(META_FILE), serde_json::to_string_pretty(self)?.as_bytes())
+    }
+
+    /// Refuses per-label thresholds that do not fit `labels` labels or lie outside [0, 1].
+    pub fn check_thresholds(&self, dir: &Path, labels: usize) -> Result<()> {
+        if let Some(t) = &self.label_thresholds {
+            if t.len() != labels || t.iter().any(|x| !(0.0..=1.0).contains(x)) {
+                bail!("{}: label_thresholds must hold {labels} values in [0, 1] (one a label), found {}", dir.join(META_FILE).display(), t.len());
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the decision thresholds of a model of `labels` labels and rewrites
+    /// `dir/model.json` (atomically); weights are untouched.
+    pub fn set_thresholds(&mut self, thresholds: crate::thresholds::Thresholds, labels: usize, dir: &Path) -> Result<()> {
+        match thresholds {
+            crate::thresholds::Thresholds::Global(t) => {
+                self.threshold = t;
+                self.label_thresholds = None;
+            }
+            crate::thresholds::Thresholds::PerLabel(v) => {
+                if v.len() != labels {
+                    bail!("{}: {} thresholds for {labels} labels", dir.display(), v.len());
+                }
+                self.label_thresholds = Some(v);
+            }
+        }
+        self.write(dir)
+    }
+
     /// The decision thresholds: tuned per label when present, else the global one.
     pub fn thresholds(&self) -> crate::thresholds::Thresholds {
         match &self.label_thresholds {
@@ -276,7 +308,7 @@ impl ModelMeta {
 
     /// A description for a fresh save (the weight length is filled in by [`ModelDir::write`]).
     pub fn new(kind: ModelKind, problem: Option<Problem>, threshold: f64, info: serde_json::Value) -> Self {
-        Self { format: FORMAT_VERSION, bertlu_version: env!("CARGO_PKG_VERSION").to_owned(), kind, problem, threshold, label_thresholds: None, weights_bytes: 0, info }
+        Self { format: FORMAT_VERSION, bertlu_version: env!("CARGO_PKG_VERSION").to_owned(), kind, problem, threshold, label_thresholds: None, weights_bytes: 0, info, members: Vec::new() }
     }
 }
 

@@ -177,6 +177,27 @@ impl PretrainConfig {
     }
 }
 
+/// The training loss of a multi-label classifier (validation loss is always reported as BCE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MultiLabelLoss {
+    /// Binary cross-entropy, every label and example weighted alike.
+    #[default]
+    Bce,
+    /// Asymmetric loss (Ridnik et al., 2021): easy negatives are down-weighted by `p^gamma_neg`
+    /// and negatives below `asl_clip` ignored, so the few positives of rare labels are not
+    /// drowned by the many negatives of every example.
+    Asl,
+}
+
+fn default_asl_gamma_neg() -> f64 {
+    4.0
+}
+
+fn default_asl_clip() -> f64 {
+    0.05
+}
+
 /// Fine-tuning settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +220,28 @@ pub struct FinetuneConfig {
     pub threshold: f64,
     /// Random seed (data order, head initialisation, dropout).
     pub seed: u64,
+    /// Multi-label training loss: `bce` or `asl`.
+    #[serde(default)]
+    pub loss: MultiLabelLoss,
+    /// `asl`: focusing exponent of the negatives.
+    #[serde(default = "default_asl_gamma_neg")]
+    pub asl_gamma_neg: f64,
+    /// `asl`: focusing exponent of the positives (0: plain log-likelihood).
+    #[serde(default)]
+    pub asl_gamma_pos: f64,
+    /// `asl`: probability margin; a negative scored below it costs nothing.
+    #[serde(default = "default_asl_clip")]
+    pub asl_clip: f64,
+}
+
+impl FinetuneConfig {
+    /// The multi-label loss these settings ask for.
+    pub fn multi_label_loss(&self) -> crate::model::loss::LabelLoss {
+        match self.loss {
+            MultiLabelLoss::Bce => crate::model::loss::LabelLoss::Bce,
+            MultiLabelLoss::Asl => crate::model::loss::LabelLoss::Asymmetric { gamma_neg: self.asl_gamma_neg, gamma_pos: self.asl_gamma_pos, clip: self.asl_clip },
+        }
+    }
 }
 
 /// Everything a run needs; saved as `config.toml` beside every checkpoint.
@@ -275,6 +318,10 @@ impl Config {
                 patience: 2,
                 threshold: 0.5,
                 seed: 42,
+                loss: MultiLabelLoss::Bce,
+                asl_gamma_neg: default_asl_gamma_neg(),
+                asl_gamma_pos: 0.0,
+                asl_clip: default_asl_clip(),
             },
         }
     }
@@ -372,6 +419,13 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.finetune.threshold) {
             bail!("finetune.threshold must be in [0, 1]");
+        }
+        let f = &self.finetune;
+        if !(f.asl_gamma_neg >= 0.0 && f.asl_gamma_pos >= 0.0 && f.asl_gamma_neg.is_finite() && f.asl_gamma_pos.is_finite()) {
+            bail!("finetune.asl_gamma_neg and finetune.asl_gamma_pos must be ≥ 0");
+        }
+        if !(0.0..0.5).contains(&f.asl_clip) {
+            bail!("finetune.asl_clip must be in [0, 0.5) (got {})", f.asl_clip);
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Classifier inference: probabilities in batches, decisions, and scoring against gold labels.
 
 use crate::batch::{eval_batches, TokenBatch};
-use crate::checkpoint::{load_weights, ModelDir, ModelKind};
+use crate::checkpoint::{load_weights, read_labels, ModelDir, ModelKind, ModelMeta};
 use crate::metrics::{F1Accumulator, Scores};
 use crate::model::Classifier;
 use crate::tasks::classify::{LabelSet, Problem};
@@ -96,12 +96,41 @@ pub fn score(probs: &[Vec<f32>], examples: &[Example], encoded_gold: &[Vec<usize
     Evaluation { loss: loss_from_probs(probs, encoded_gold, problem), scores: acc.scores(), accumulator: acc }
 }
 
-/// A classifier loaded for inference.
-pub struct LoadedClassifier {
-    /// Its directory's small files.
+/// One fine-tuned model of a [`LoadedClassifier`].
+pub struct Member {
+    /// Its directory's small files (tokenizer, config).
     pub dir: ModelDir,
     /// The model on the plain device.
     pub model: Classifier,
+}
+
+impl Member {
+    fn open(path: &std::path::Path, device: &Device) -> Result<Self> {
+        let dir = ModelDir::open(path)?;
+        if dir.meta.kind != ModelKind::Classifier {
+            bail!("{}: this is a pre-trained model, not a classifier (fine-tune it first with `bertlu finetune --init`)", path.display());
+        }
+        let labels = dir.labels.as_ref().expect("classifier has labels");
+        let model = Classifier::init(&dir.config.model, labels.len(), device);
+        let model = load_weights(model, &dir.weights(), dir.meta.weights_bytes)?;
+        Ok(Self { dir, model })
+    }
+
+    /// Model inputs of texts (a TAB makes a text a sentence pair), with this member's tokenizer.
+    pub fn encode(&self, texts: &[String]) -> Vec<Vec<u32>> {
+        crate::tasks::classify::encode_texts(texts, &self.dir.tokenizer, self.dir.config.model.max_len)
+    }
+}
+
+/// A classifier loaded for inference: one fine-tuned model, or an ensemble whose members'
+/// probabilities are averaged.
+pub struct LoadedClassifier {
+    /// The directory it was loaded from (its `model.json` holds the decision thresholds).
+    pub path: std::path::PathBuf,
+    /// That `model.json`.
+    pub meta: ModelMeta,
+    /// The models: one, or an ensemble's members (same labels in the same order, same problem).
+    pub members: Vec<Member>,
     /// Its labels.
     pub labels: LabelSet,
     /// Its problem type.
@@ -111,35 +140,62 @@ pub struct LoadedClassifier {
 }
 
 impl LoadedClassifier {
-    /// Loads a fine-tuned model directory.
+    /// Loads a fine-tuned model directory or an ensemble directory.
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        let dir = ModelDir::open(path)?;
-        if dir.meta.kind != ModelKind::Classifier {
-            bail!("{}: this is a pre-trained model, not a classifier (fine-tune it first with `bertlu finetune --init`)", path.display());
+        if !path.is_dir() {
+            bail!("{}: not a model directory (missing or not a directory)", path.display());
         }
-        let labels = dir.labels.clone().expect("classifier has labels");
-        let problem = dir.meta.problem.unwrap_or(Problem::MultiLabel);
         let device = crate::device::default_device();
-        let model = Classifier::init(&dir.config.model, labels.len(), &device);
-        let model = load_weights(model, &dir.weights(), dir.meta.weights_bytes)?;
-        Ok(Self { dir, model, labels, problem, device })
+        let meta = ModelMeta::read(path)?;
+        if meta.kind != ModelKind::Ensemble {
+            let member = Member::open(path, &device)?;
+            let labels = member.dir.labels.clone().expect("classifier has labels");
+            let problem = member.dir.meta.problem.unwrap_or(Problem::MultiLabel);
+            return Ok(Self { path: path.to_path_buf(), meta: member.dir.meta.clone(), members: vec![member], labels, problem, device });
+        }
+        let labels = read_labels(path)?;
+        let problem = meta.problem.unwrap_or(Problem::MultiLabel);
+        meta.check_thresholds(path, labels.len())?;
+        if meta.members.is_empty() {
+            bail!("{}: an ensemble without members", path.join(crate::checkpoint::META_FILE).display());
+        }
+        let members = meta.members.iter().map(|m| Member::open(&path.join(m), &device)).collect::<Result<Vec<_>>>()?;
+        for m in &members {
+            check_member(m, &labels, problem)?;
+        }
+        Ok(Self { path: path.to_path_buf(), meta, members, labels, problem, device })
     }
 
-    /// Model inputs of texts (a TAB makes a text a sentence pair).
+    /// Model inputs of texts as the first member reads them.
     pub fn encode(&self, texts: &[String]) -> Vec<Vec<u32>> {
-        crate::tasks::classify::encode_texts(texts, &self.dir.tokenizer, self.dir.config.model.max_len)
+        self.members[0].encode(texts)
     }
 
-    /// Probabilities of texts.
+    /// Probabilities of texts: each member's, averaged.
     pub fn probabilities(&self, texts: &[String], batch_size: usize) -> Vec<Vec<f32>> {
-        probabilities(&self.model, &self.encode(texts), self.problem, batch_size, &self.device)
+        let mut sum: Vec<Vec<f32>> = Vec::new();
+        for m in &self.members {
+            let p = probabilities(&m.model, &m.encode(texts), self.problem, batch_size, &self.device);
+            if sum.is_empty() {
+                sum = p;
+            } else {
+                for (s, q) in sum.iter_mut().zip(p) {
+                    s.iter_mut().zip(q).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        if self.members.len() > 1 {
+            let n = self.members.len() as f32;
+            sum.iter_mut().flatten().for_each(|v| *v /= n);
+        }
+        sum
     }
 
     /// The stored thresholds, or one global `threshold` that replaces them.
     pub fn thresholds(&self, threshold: Option<f64>) -> Thresholds {
         match threshold {
             Some(t) => Thresholds::Global(t),
-            None => self.dir.meta.thresholds(),
+            None => self.meta.thresholds(),
         }
     }
 
@@ -155,17 +211,17 @@ impl LoadedClassifier {
     /// in `model.json` and returns the scores before (stored thresholds) and after.
     pub fn tune_thresholds(&mut self, examples: &[Example], objective: Objective, min_support: usize, batch_size: usize) -> Result<(Scores, Scores)> {
         if self.problem != Problem::MultiLabel {
-            bail!("{}: per-label thresholds apply to multi-label classifiers only", self.dir.path.display());
+            bail!("{}: per-label thresholds apply to multi-label classifiers only", self.path.display());
         }
         let (probs, gold) = self.probabilities_and_gold(examples, batch_size);
         let before = score(&probs, examples, &gold, &self.labels, self.problem, &self.thresholds(None)).scores;
-        let fallback = self.dir.meta.threshold;
+        let fallback = self.meta.threshold;
         let tuned = match objective {
             Objective::Macro => Thresholds::PerLabel(crate::thresholds::tune(&probs, &gold, self.labels.len(), fallback, min_support)),
             Objective::Micro => Thresholds::Global(crate::thresholds::tune_global(&probs, &gold, fallback)),
         };
         let after = score(&probs, examples, &gold, &self.labels, self.problem, &tuned).scores;
-        self.dir.set_thresholds(tuned)?;
+        self.meta.set_thresholds(tuned, self.labels.len(), &self.path)?;
         Ok((before, after))
     }
 
@@ -174,6 +230,24 @@ impl LoadedClassifier {
         let (probs, gold) = self.probabilities_and_gold(examples, batch_size);
         score(&probs, examples, &gold, &self.labels, self.problem, &self.thresholds(threshold))
     }
+}
+
+/// Refuses an ensemble member whose labels (names and order) or problem type differ from the
+/// ensemble's: averaging would mix different outputs.
+pub fn check_member(m: &Member, labels: &LabelSet, problem: Problem) -> Result<()> {
+    let own = m.dir.labels.as_ref().expect("classifier has labels");
+    if own != labels {
+        let first = own.names().iter().zip(labels.names()).position(|(a, b)| a != b).unwrap_or(own.len().min(labels.len()));
+        bail!(
+            "{}: its labels differ from the ensemble's ({} vs {} labels, first difference at position {}): members must be trained on the same label set",
+            m.dir.path.display(), own.len(), labels.len(), first + 1
+        );
+    }
+    let own_problem = m.dir.meta.problem.unwrap_or(Problem::MultiLabel);
+    if own_problem != problem {
+        bail!("{}: a {own_problem:?} classifier, the ensemble is {problem:?}", m.dir.path.display());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -517,3 +517,60 @@ fn next_sentence_pretraining_and_sentence_pair_classification() {
     let e = fails(&["pretrain", "--corpus", s(&p("corpus.txt")), "--out", s(&p("pre2")), "--preset", "tiny", "--tasks", "nsp", "--config", s(&write(d.path(), "noseg.toml", b"[model]\ntype_vocab_size = 0\n"))]);
     assert!(e.contains("type_vocab_size"), "{e}");
 }
+
+/// Label → probability of the first line of `predict --probs --threshold 0` output.
+fn first_line_probs(out: &str) -> std::collections::BTreeMap<String, f64> {
+    let words: Vec<&str> = out.lines().next().unwrap().split(' ').collect();
+    words.chunks(2).map(|w| (w[0].to_owned(), w[1].parse().unwrap())).collect()
+}
+
+#[test]
+fn ensemble_averages_its_members() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    // two members with their own seeds and their own vocabularies (each trained on the texts)
+    for (name, seed, backbone) in [("m1", "1", "textcnn"), ("m2", "2", "transformer")] {
+        ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p(name)), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--backbone", backbone, "--epochs", "2", "--vocab-size", "120", "--seed", seed, "-q"]);
+    }
+    let out = ok(&["ensemble", "--model", &format!("{},{}", s(&p("m1")), s(&p("m2"))), "--out", s(&p("ens"))]);
+    assert!(out.contains("ensemble of 2 models"), "{out}");
+    write(d.path(), "input.txt", b"a network tool for python\nsound files\n");
+    let probs = |m: &str| first_line_probs(&ok(&["predict", "--model", s(&p(m)), s(&p("input.txt")), "--threshold", "0", "--probs"]));
+    let (a, b, e) = (probs("m1"), probs("m2"), probs("ens"));
+    assert_eq!(e.len(), 4);
+    for (label, pe) in &e {
+        let mean = (a[label] + b[label]) / 2.0;
+        assert!((pe - mean).abs() < 2e-5, "{label}: ensemble {pe} vs mean of members {mean}");
+    }
+    assert!(e.iter().any(|(l, pe)| (pe - a[l]).abs() > 1e-3), "the members differ, so the mean is not just the first member");
+
+    // thresholds tuned on the ensemble are the ensemble's; the members keep theirs
+    let m1_meta = std::fs::read_to_string(p("m1").join("model.json")).unwrap();
+    ok(&["tune-thresholds", "--model", s(&p("ens")), "--data", s(&p("valid.txt")), "--objective", "macro", "--min-support", "1"]);
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("ens").join("model.json")).unwrap()).unwrap();
+    assert_eq!(meta["kind"], "ensemble");
+    assert_eq!(meta["label_thresholds"].as_array().unwrap().len(), 4);
+    assert_eq!(std::fs::read_to_string(p("m1").join("model.json")).unwrap(), m1_meta);
+    let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("ens")), "--data", s(&p("valid.txt")), "--json"]).trim()).unwrap();
+    assert!(v["micro_f1"].as_f64().unwrap() > 0.5, "{v}");
+
+    // the ensemble holds copies of its members: it still works once they are gone
+    std::fs::remove_dir_all(p("m1")).unwrap();
+    std::fs::rename(p("ens"), p("ens-moved")).unwrap();
+    let moved = probs("ens-moved");
+    assert_eq!(moved.keys().collect::<Vec<_>>(), e.keys().collect::<Vec<_>>());
+
+    // members of another label set are refused, and nothing is written
+    let mut other = common::labelled_lines(300, 9).lines().filter(|l| !l.contains("__label__audio")).collect::<Vec<_>>().join("\n");
+    other.push('\n');
+    write(d.path(), "other.txt", other.as_bytes());
+    ok(&["finetune", "--train", s(&p("other.txt")), "--valid", s(&p("valid.txt")), "--out", s(&p("m3")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--epochs", "1", "--vocab-size", "120", "-q"]);
+    let e = fails(&["ensemble", "--model", s(&p("m2")), "--model", s(&p("m3")), "--out", s(&p("bad"))]);
+    assert!(e.contains("m3") && e.contains("labels differ"), "{e}");
+    assert!(!p("bad").exists() && !p(".bad.partial").exists(), "nothing left behind");
+    let e = fails(&["ensemble", "--model", s(&p("m2")), "--out", s(&p("bad"))]);
+    assert!(e.contains("at least two"), "{e}");
+    // an ensemble is not a model to fine-tune from
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("x")), "--init", s(&p("ens-moved"))]);
+    assert!(e.contains("ensemble"), "{e}");
+}

@@ -49,6 +49,10 @@ pub struct FinetuneArgs {
     /// Multi-label decision threshold stored with the model.
     #[arg(long)]
     pub threshold: Option<f64>,
+    /// Multi-label training loss: `bce` (binary cross-entropy) or `asl` (asymmetric loss; its
+    /// exponents and margin are `finetune.asl_*` in a config file).
+    #[arg(long, value_enum)]
+    pub loss: Option<bertlu::config::MultiLabelLoss>,
     /// After training, tune the decision thresholds on the validation file for micro-F1 (one
     /// shared threshold) or macro-F1 (one a label); multi-label only.
     #[arg(long, value_enum)]
@@ -91,6 +95,9 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
     if let Some(v) = a.threshold {
         f.threshold = v;
     }
+    if let Some(v) = a.loss {
+        f.loss = v;
+    }
     a.common.cap(&mut cfg);
     cfg.validate()?;
     Ok(cfg)
@@ -120,6 +127,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         (None, Some(v)) => Init::WordVectors(v),
         (None, None) => Init::Scratch,
     };
+    if cfg.finetune.loss != bertlu::config::MultiLabelLoss::Bce && problem != Problem::MultiLabel {
+        bail!("finetune.loss = {:?} applies to multi-label problems only (single-label training uses softmax cross-entropy)", cfg.finetune.loss);
+    }
     if a.tune_thresholds.is_some() && problem != Problem::MultiLabel {
         bail!("--tune-thresholds applies to multi-label problems only");
     }

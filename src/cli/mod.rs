@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod demo;
+pub mod ensemble;
 pub mod eval;
 pub mod finetune;
 pub mod predict;
@@ -44,6 +45,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Pre-train and fine-tune a tiny model on the embedded Debtags slice; compare with scratch.
     Demo(demo::DemoArgs),
+    /// Average the probabilities of several fine-tuned classifiers of one label set: one model.
+    Ensemble(ensemble::EnsembleArgs),
     /// Tune the decision thresholds (one shared, or one a label) on validation data and store them with the model.
     TuneThresholds(tune::TuneArgs),
     /// Curves (report.svg) and a Markdown summary (report.md) of a pretrain or finetune run.
@@ -251,6 +254,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Toy(a) => toy::run(a),
         Command::TuneThresholds(a) => tune::run(a),
+        Command::Ensemble(a) => ensemble::run(a),
         Command::Report(a) => report::run(a),
         Command::Bench(a) => bench::run(a),
     }

@@ -35,12 +35,12 @@ pub fn run(a: TuneArgs) -> Result<()> {
 /// Tunes, stores and prints the change.
 pub fn tune_and_report(clf: &mut LoadedClassifier, examples: &[bertlu::text::labelled::Example], objective: Objective, min_support: usize) -> Result<()> {
     let (before, after) = clf.tune_thresholds(examples, objective, min_support, 64)?;
-    let what = match &clf.dir.meta.label_thresholds {
+    let what = match &clf.meta.label_thresholds {
         Some(tuned) => {
-            let moved = tuned.iter().filter(|&&t| (t - clf.dir.meta.threshold).abs() > 1e-9).count();
-            format!("{moved} of {} labels tuned away from {}", tuned.len(), clf.dir.meta.threshold)
+            let moved = tuned.iter().filter(|&&t| (t - clf.meta.threshold).abs() > 1e-9).count();
+            format!("{moved} of {} labels tuned away from {}", tuned.len(), clf.meta.threshold)
         }
-        None => format!("one threshold for every label: {}", clf.dir.meta.threshold),
+        None => format!("one threshold for every label: {}", clf.meta.threshold),
     };
     println!(
         "thresholds ({objective:?}-F1): {what}, on {} examples; micro-F1 {:.4} → {:.4}, macro-F1 {:.4} → {:.4} (on the tuning data)",

@@ -4,12 +4,13 @@ pub mod backbone;
 pub mod dropout;
 pub mod fused;
 pub mod heads;
+pub mod loss;
 
 use crate::batch::{PretrainBatch, TokenBatch};
 use crate::config::{ModelConfig, Objective};
 use crate::tasks::classify::Problem;
 use backbone::Backbone;
-use burn::nn::loss::{BinaryCrossEntropyLossConfig, CrossEntropyLossConfig};
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use heads::{ClassificationHead, MlmHead, NspHead};
 
@@ -145,8 +146,9 @@ impl Classifier {
     }
 
     /// Mean loss of logits against gold label lists: cross-entropy on the first label for
-    /// single-label, binary cross-entropy on the multi-hot vector for multi-label.
-    pub fn loss(logits: Tensor<2>, gold: &[Vec<usize>], problem: Problem) -> Tensor<1> {
+    /// single-label, `multi` (binary cross-entropy or the asymmetric loss) on the multi-hot
+    /// vector for multi-label.
+    pub fn loss(logits: Tensor<2>, gold: &[Vec<usize>], problem: Problem, multi: loss::LabelLoss) -> Tensor<1> {
         let device = logits.device();
         let [b, c] = logits.dims();
         match problem {
@@ -163,7 +165,7 @@ impl Classifier {
                     }
                 }
                 let targets = Tensor::<2, Int>::from_data(burn::tensor::TensorData::new(t, [b, c]), &device);
-                BinaryCrossEntropyLossConfig::new().with_logits(true).init(&device).forward(logits, targets)
+                multi.forward(logits, targets)
             }
         }
     }

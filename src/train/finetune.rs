@@ -164,7 +164,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             let seqs: Vec<&[u32]> = idx.iter().map(|&k| enc_train[k].input_ids.as_slice()).collect();
             let gold: Vec<Vec<usize>> = idx.iter().map(|&k| enc_train[k].labels.clone()).collect();
             let logits = model.forward(&TokenBatch::new(&seqs, &device));
-            let loss = Classifier::loss(logits, &gold, problem);
+            let loss = Classifier::loss(logits, &gold, problem, f.multi_label_loss());
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
                 bail!("fine-tuning diverged at step {} (loss {value}); lower finetune.lr", step + 1);

@@ -1,0 +1,90 @@
+//! `bertlu ensemble`: several fine-tuned classifiers of one label set as one model whose
+//! probabilities are the members' mean. Models trained with other seeds, losses or backbones
+//! make different errors; their average scores higher than any of them.
+
+use anyhow::{bail, Context, Result};
+use bertlu::checkpoint::{write_labels, ModelKind, ModelMeta, OutputDir, MEMBERS_DIR};
+use bertlu::inference::LoadedClassifier;
+use bertlu::text::labelled::read_examples;
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `ensemble`.
+#[derive(Args, Debug)]
+pub struct EnsembleArgs {
+    /// Fine-tuned model directories (two or more, comma-separated or repeated), trained on the same label set.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub model: Vec<PathBuf>,
+    /// Output directory; the members are copied into it, so it stands alone.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Multi-label decision threshold (default: the first member's global threshold).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Tune the ensemble's thresholds on this labelled (validation) file.
+    #[arg(long)]
+    pub tune_on: Option<PathBuf>,
+    /// With --tune-on: micro-F1 (one shared threshold) or macro-F1 (one a label).
+    #[arg(long, value_enum, default_value_t = bertlu::thresholds::Objective::Micro)]
+    pub objective: bertlu::thresholds::Objective,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Runs `ensemble`.
+pub fn run(a: EnsembleArgs) -> Result<()> {
+    if a.model.len() < 2 {
+        bail!("--model: an ensemble needs at least two models (got {})", a.model.len());
+    }
+    if let Some(t) = a.threshold {
+        if !(0.0..=1.0).contains(&t) {
+            bail!("--threshold must be in [0, 1] (got {t})");
+        }
+    }
+    let tune_data = a.tune_on.as_deref().map(read_examples).transpose()?;
+    // every member is loaded once here, so a broken one fails before anything is written
+    let first = LoadedClassifier::open(&a.model[0])?;
+    let mut names = Vec::new();
+    for (i, path) in a.model.iter().enumerate() {
+        let clf = if i == 0 { None } else { Some(LoadedClassifier::open(path)?) };
+        let clf = clf.as_ref().unwrap_or(&first);
+        if clf.members.len() != 1 {
+            bail!("{}: an ensemble; give its member models instead", path.display());
+        }
+        bertlu::inference::check_member(&clf.members[0], &first.labels, first.problem)?;
+        let base = path.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
+        names.push(format!("{MEMBERS_DIR}/{i:02}-{base}"));
+    }
+    let out = OutputDir::create(&a.out, a.overwrite)?;
+    for (path, name) in a.model.iter().zip(&names) {
+        copy_model(path, &out.path().join(name))?;
+    }
+    write_labels(out.path(), &first.labels)?;
+    let threshold = a.threshold.unwrap_or(first.meta.threshold);
+    let info = serde_json::json!({ "sources": a.model.iter().map(|p| p.display().to_string()).collect::<Vec<_>>() });
+    let mut meta = ModelMeta::new(ModelKind::Ensemble, Some(first.problem), threshold, info);
+    meta.members = names;
+    meta.write(out.path())?;
+    if let Some(examples) = &tune_data {
+        let mut clf = LoadedClassifier::open(out.path())?;
+        super::tune::tune_and_report(&mut clf, examples, a.objective, bertlu::thresholds::MIN_SUPPORT)?;
+    }
+    let dir = out.commit()?;
+    println!("ensemble of {} models written to {}", a.model.len(), dir.display());
+    Ok(())
+}
+
+/// Copies the files of a model directory (not its subdirectories: checkpoints are not part of a
+/// finished model) into `to`.
+fn copy_model(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("{}: cannot create", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("{}: cannot read", from.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            let target = to.join(entry.file_name());
+            std::fs::copy(entry.path(), &target).with_context(|| format!("{}: cannot copy to {}", entry.path().display(), target.display()))?;
+        }
+    }
+    Ok(())
+}
