@@ -574,3 +574,24 @@ fn ensemble_averages_its_members() {
     let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("x")), "--init", s(&p("ens-moved"))]);
     assert!(e.contains("ensemble"), "{e}");
 }
+
+#[test]
+fn asymmetric_loss_trains_multi_label_and_is_refused_for_single_label() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("asl")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--backbone", "textcnn", "--vocab-size", "120", "--loss", "asl", "-q"]);
+    let saved = std::fs::read_to_string(p("asl").join("config.toml")).unwrap();
+    assert!(saved.contains("loss = \"asl\"") && saved.contains("asl_gamma_neg = 4"), "{saved}");
+    let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("asl")), "--data", s(&p("valid.txt")), "--json"]).trim()).unwrap();
+    assert!(v["micro_f1"].as_f64().unwrap() > 0.9, "the keyword rule is learnt with the asymmetric loss too: {v}");
+    // single-label data has no use for it: refused before anything is written
+    let single: String = common::labelled_lines(200, 4).lines().map(|l| l.split(" __label__").take(2).collect::<Vec<_>>().join(" __label__") + "\n").collect();
+    write(d.path(), "single.txt", single.as_bytes());
+    let e = fails(&["finetune", "--train", s(&p("single.txt")), "--valid", s(&p("single.txt")), "--out", s(&p("x")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "120", "--loss", "asl"]);
+    assert!(e.contains("multi-label"), "{e}");
+    assert!(!p("x").exists() && !p(".x.partial").exists());
+    // impossible settings name the key
+    write(d.path(), "bad.toml", b"[finetune]\nasl_clip = 0.7\n");
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("x")), "--preset", "tiny", "--config", s(&p("bad.toml")), "--loss", "asl"]);
+    assert!(e.contains("asl_clip"), "{e}");
+}
