@@ -21,7 +21,6 @@ import statistics
 import tempfile
 import time
 
-import fasttext
 
 LABEL = "__label__"
 
@@ -57,6 +56,8 @@ def scores(pred, gold):
 
 
 def main():
+    import fasttext  # here, so tfidf_reference.py can reuse read() and scores() without it
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", required=True)
     ap.add_argument("--valid", required=True)
