@@ -201,10 +201,11 @@ pub struct ModelDir {
 impl ModelDir {
     /// Reads and cross-checks the small files of a model directory.
     pub fn open(path: &Path) -> Result<Self> {
-        if !path.is_dir() {
-            bail!("{}: not a model directory (missing or not a directory)", path.display());
-        }
-        let meta = ModelMeta::read(path)?;
+        Self::with_meta(path, ModelMeta::read(path)?)
+    }
+
+    /// [`ModelDir::open`] for a directory whose `model.json` has already been read.
+    pub fn with_meta(path: &Path, meta: ModelMeta) -> Result<Self> {
         if meta.kind == ModelKind::Ensemble {
             bail!("{}: an ensemble of classifiers (usable by eval, predict, tune-thresholds and bench), not one model", path.display());
         }
@@ -256,6 +257,9 @@ pub fn read_labels(dir: &Path) -> Result<LabelSet> {
 impl ModelMeta {
     /// Reads and version-checks the `model.json` of a model directory.
     pub fn read(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: not a model directory (missing or not a directory)", dir.display());
+        }
         let meta_path = dir.join(META_FILE);
         let meta_text = fs::read_to_string(&meta_path).with_context(|| format!("{}: cannot read (not a bertlu model directory?)", meta_path.display()))?;
         let meta: ModelMeta = serde_json::from_str(&meta_text).with_context(|| format!("{}: invalid model description", meta_path.display()))?;

@@ -106,7 +106,11 @@ pub struct Member {
 
 impl Member {
     fn open(path: &std::path::Path, device: &Device) -> Result<Self> {
-        let dir = ModelDir::open(path)?;
+        Self::load(ModelDir::open(path)?, device)
+    }
+
+    fn load(dir: ModelDir, device: &Device) -> Result<Self> {
+        let path = &dir.path;
         if dir.meta.kind != ModelKind::Classifier {
             bail!("{}: this is a pre-trained model, not a classifier (fine-tune it first with `bertlu finetune --init`)", path.display());
         }
@@ -127,7 +131,8 @@ impl Member {
 pub struct LoadedClassifier {
     /// The directory it was loaded from (its `model.json` holds the decision thresholds).
     pub path: std::path::PathBuf,
-    /// That `model.json`.
+    /// That `model.json`; for one model the same as its member's, and the copy that
+    /// `tune_thresholds` updates.
     pub meta: ModelMeta,
     /// The models: one, or an ensemble's members (same labels in the same order, same problem).
     pub members: Vec<Member>,
@@ -142,13 +147,10 @@ pub struct LoadedClassifier {
 impl LoadedClassifier {
     /// Loads a fine-tuned model directory or an ensemble directory.
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        if !path.is_dir() {
-            bail!("{}: not a model directory (missing or not a directory)", path.display());
-        }
         let device = crate::device::default_device();
         let meta = ModelMeta::read(path)?;
         if meta.kind != ModelKind::Ensemble {
-            let member = Member::open(path, &device)?;
+            let member = Member::load(ModelDir::with_meta(path, meta)?, &device)?;
             let labels = member.dir.labels.clone().expect("classifier has labels");
             let problem = member.dir.meta.problem.unwrap_or(Problem::MultiLabel);
             return Ok(Self { path: path.to_path_buf(), meta: member.dir.meta.clone(), members: vec![member], labels, problem, device });

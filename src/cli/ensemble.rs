@@ -43,12 +43,11 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
         }
     }
     let tune_data = a.tune_on.as_deref().map(read_examples).transpose()?;
-    // every member is loaded once here, so a broken one fails before anything is written
-    let first = LoadedClassifier::open(&a.model[0])?;
+    // every member is loaded here, so a broken one fails before anything is written
+    let loaded = a.model.iter().map(|p| LoadedClassifier::open(p)).collect::<Result<Vec<_>>>()?;
+    let first = &loaded[0];
     let mut names = Vec::new();
-    for (i, path) in a.model.iter().enumerate() {
-        let clf = if i == 0 { None } else { Some(LoadedClassifier::open(path)?) };
-        let clf = clf.as_ref().unwrap_or(&first);
+    for (i, (path, clf)) in a.model.iter().zip(&loaded).enumerate() {
         if clf.members.len() != 1 {
             bail!("{}: an ensemble; give its member models instead", path.display());
         }
