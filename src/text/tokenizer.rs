@@ -2,13 +2,15 @@
 //! lower-casing, CJK characters split one by one), BERT pre-tokenizer, WordPiece model.
 
 use anyhow::{anyhow, Context, Result};
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Mutex;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
-use tokenizers::models::TrainerWrapper;
+use tokenizers::models::ModelWrapper;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-use tokenizers::{AddedToken, Model, Tokenizer};
+use tokenizers::{AddedToken, Model, Tokenizer, Trainer};
 
 /// Special tokens, in the order they get ids 0..5.
 pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
@@ -51,6 +53,61 @@ impl Default for VocabOptions {
     }
 }
 
+/// The `tokenizers` WordPiece trainer, made deterministic.
+///
+/// The trainer breaks ties between equally frequent pairs by token id, and gives the
+/// continuation pieces (`##c`) their ids while walking a randomly seeded hash map: the same
+/// corpus then yields a slightly different vocabulary in every process. Registering every
+/// `##c` up front, in character order, right after the special tokens fixes all ids, so the
+/// merges (and the vocabulary) depend on the corpus alone. The content of the vocabulary is
+/// what the plain trainer would choose: it adds every `##c` it meets anyway.
+struct OrderedTrainer {
+    inner: WordPieceTrainer,
+    /// Characters seen after the first position of a word.
+    continuations: Mutex<BTreeSet<char>>,
+}
+
+impl Trainer for OrderedTrainer {
+    type Model = ModelWrapper;
+
+    fn should_show_progress(&self) -> bool {
+        false
+    }
+
+    fn train(&self, model: &mut ModelWrapper) -> tokenizers::Result<Vec<AddedToken>> {
+        let ModelWrapper::WordPiece(wordpiece) = model else {
+            return Err("the vocabulary trainer needs a WordPiece model".into());
+        };
+        let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect();
+        let continuations = self.continuations.lock().map_err(|_| "vocabulary trainer state poisoned")?;
+        let mut ordered = specials.clone();
+        ordered.extend(continuations.iter().map(|c| AddedToken::from(format!("##{c}"), false)));
+        let mut inner = self.inner.clone();
+        inner.set_special_tokens(ordered);
+        inner.train(wordpiece)?;
+        // Only the real special tokens are matched in raw text; the `##c` stay plain pieces.
+        Ok(specials)
+    }
+
+    fn feed<I, S, F>(&mut self, iterator: I, process: F) -> tokenizers::Result<()>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+        F: Fn(&str) -> tokenizers::Result<Vec<String>> + Sync,
+    {
+        let continuations = &self.continuations;
+        self.inner.feed(iterator, |text| {
+            let words = process(text)?;
+            let mut seen: BTreeSet<char> = BTreeSet::new();
+            for w in &words {
+                seen.extend(w.chars().skip(1));
+            }
+            continuations.lock().map_err(|_| "vocabulary trainer state poisoned")?.extend(seen);
+            Ok(words)
+        })
+    }
+}
+
 impl WordPieceTokenizer {
     fn pipeline(lowercase: bool) -> Tokenizer {
         let model = WordPiece::builder().unk_token("[UNK]".into()).build().expect("static WordPiece settings are valid");
@@ -70,14 +127,12 @@ impl WordPieceTokenizer {
             anyhow::bail!("vocabulary size {} is too small (minimum {})", options.size, SPECIAL_TOKENS.len() + 11);
         }
         let mut tok = Self::pipeline(options.lowercase);
-        let specials = SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect();
         let trainer = WordPieceTrainer::builder()
             .vocab_size(options.size)
             .min_frequency(options.min_frequency)
-            .special_tokens(specials)
             .show_progress(false)
             .build();
-        let mut trainer = TrainerWrapper::from(trainer);
+        let mut trainer = OrderedTrainer { inner: trainer, continuations: Mutex::new(BTreeSet::new()) };
         tok.train(&mut trainer, texts).map_err(|e| anyhow!("vocabulary training failed: {e}"))?;
         let this = Self { inner: tok };
         this.check_specials()?;
@@ -187,5 +242,37 @@ mod tests {
         tok.save(&p).unwrap();
         let tok2 = WordPieceTokenizer::load(&p).unwrap();
         assert_eq!(tok.encode("parsing unbelievable 北京"), tok2.encode("parsing unbelievable 北京"));
+    }
+
+    /// Many distinct, equally frequent words: the trainer meets ties at every step.
+    fn tied_corpus() -> Vec<String> {
+        let mut v = Vec::new();
+        for a in ["b", "c", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z"] {
+            for b in ["a", "e", "i", "o", "u"] {
+                for c in ["x", "q", "w", "h", "j"] {
+                    v.push(format!("{a}{b}{c}{b} {c}{a}{b} 北{b}京"));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn the_same_corpus_gives_the_same_vocabulary() {
+        let opts = VocabOptions { size: 150, lowercase: true, min_frequency: 1 };
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<String> = (0..4)
+            .map(|i| {
+                let tok = WordPieceTokenizer::train(tied_corpus().into_iter(), &opts).unwrap();
+                assert_eq!(tok.vocab_size(), 150);
+                let p = dir.path().join(format!("t{i}.json"));
+                tok.save(&p).unwrap();
+                std::fs::read_to_string(p).unwrap()
+            })
+            .collect();
+        assert!(files.iter().all(|f| *f == files[0]), "vocabulary training is deterministic");
+        // the continuation pieces registered up front are ordinary pieces, not special tokens
+        let tok = WordPieceTokenizer::load(&dir.path().join("t0.json")).unwrap();
+        assert_eq!(tok.tokens("baxa ##a"), tok.tokens("baxa # # a"));
     }
 }
