@@ -102,6 +102,9 @@ pub struct Member {
     pub dir: ModelDir,
     /// The model on the plain device.
     pub model: Classifier,
+    /// In an ensemble whose labels this member orders otherwise: for each of the ensemble's
+    /// labels, the member's output unit. `None`: the same order.
+    pub order: Option<Vec<usize>>,
 }
 
 impl Member {
@@ -117,7 +120,7 @@ impl Member {
         let labels = dir.labels.as_ref().expect("classifier has labels");
         let model = Classifier::init(&dir.config.model, labels.len(), device);
         let model = load_weights(model, &dir.weights(), dir.meta.weights_bytes)?;
-        Ok(Self { dir, model })
+        Ok(Self { dir, model, order: None })
     }
 
     /// Model inputs of texts (a TAB makes a text a sentence pair), with this member's tokenizer.
@@ -161,9 +164,9 @@ impl LoadedClassifier {
         if meta.members.is_empty() {
             bail!("{}: an ensemble without members", path.join(crate::checkpoint::META_FILE).display());
         }
-        let members = meta.members.iter().map(|m| Member::open(&path.join(m), &device)).collect::<Result<Vec<_>>>()?;
-        for m in &members {
-            check_member(m, &labels, problem)?;
+        let mut members = meta.members.iter().map(|m| Member::open(&path.join(m), &device)).collect::<Result<Vec<_>>>()?;
+        for m in &mut members {
+            m.order = member_order(m, &labels, problem)?;
         }
         Ok(Self { path: path.to_path_buf(), meta, members, labels, problem, device })
     }
@@ -177,7 +180,10 @@ impl LoadedClassifier {
     pub fn probabilities(&self, texts: &[String], batch_size: usize) -> Vec<Vec<f32>> {
         let mut sum: Vec<Vec<f32>> = Vec::new();
         for m in &self.members {
-            let p = probabilities(&m.model, &m.encode(texts), self.problem, batch_size, &self.device);
+            let mut p = probabilities(&m.model, &m.encode(texts), self.problem, batch_size, &self.device);
+            if let Some(order) = &m.order {
+                p = p.into_iter().map(|row| order.iter().map(|&j| row[j]).collect()).collect();
+            }
             if sum.is_empty() {
                 sum = p;
             } else {
@@ -234,22 +240,28 @@ impl LoadedClassifier {
     }
 }
 
-/// Refuses an ensemble member whose labels (names and order) or problem type differ from the
-/// ensemble's: averaging would mix different outputs.
-pub fn check_member(m: &Member, labels: &LabelSet, problem: Problem) -> Result<()> {
+/// Where each of the ensemble's labels sits among a member's outputs: `None` when the member
+/// orders them the same way (training files with other label frequencies order them otherwise).
+/// Refuses a member with another label set or problem type: averaging would mix different outputs.
+pub fn member_order(m: &Member, labels: &LabelSet, problem: Problem) -> Result<Option<Vec<usize>>> {
     let own = m.dir.labels.as_ref().expect("classifier has labels");
-    if own != labels {
-        let first = own.names().iter().zip(labels.names()).position(|(a, b)| a != b).unwrap_or(own.len().min(labels.len()));
-        bail!(
-            "{}: its labels differ from the ensemble's ({} vs {} labels, first difference at position {}): members must be trained on the same label set",
-            m.dir.path.display(), own.len(), labels.len(), first + 1
-        );
-    }
     let own_problem = m.dir.meta.problem.unwrap_or(Problem::MultiLabel);
     if own_problem != problem {
         bail!("{}: a {own_problem:?} classifier, the ensemble is {problem:?}", m.dir.path.display());
     }
-    Ok(())
+    if own == labels {
+        return Ok(None);
+    }
+    let differ = |what: String| anyhow::anyhow!("{}: its labels differ from the ensemble's ({} vs {} labels, {what}): members must be trained on the same label set", m.dir.path.display(), own.len(), labels.len());
+    let order = labels
+        .names()
+        .iter()
+        .map(|n| own.get(n).ok_or_else(|| differ(format!("`{n}` is not among its labels"))))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(extra) = own.names().iter().find(|n| labels.get(n).is_none()) {
+        return Err(differ(format!("`{extra}` is not among the ensemble's")));
+    }
+    Ok(Some(order))
 }
 
 #[cfg(test)]

@@ -570,6 +570,26 @@ fn ensemble_averages_its_members() {
     assert!(!p("bad").exists() && !p(".bad.partial").exists(), "nothing left behind");
     let e = fails(&["ensemble", "--model", s(&p("m2")), "--out", s(&p("bad"))]);
     assert!(e.contains("at least two"), "{e}");
+
+    // a member trained on other data orders the same labels otherwise (by its own label
+    // frequencies): the ensemble matches outputs by label name
+    let order = |m: &str| std::fs::read_to_string(p(m).join("labels.txt")).unwrap();
+    let rarest = order("m2").lines().last().unwrap().to_owned();
+    let mut skewed = String::new();
+    for line in common::labelled_lines(500, 2).lines() {
+        let copies = if line.contains(&format!("__label__{rarest}")) { 4 } else { 1 };
+        (0..copies).for_each(|_| skewed.push_str(&format!("{line}\n")));
+    }
+    write(d.path(), "skewed.txt", skewed.as_bytes());
+    ok(&["finetune", "--train", s(&p("skewed.txt")), "--valid", s(&p("valid.txt")), "--out", s(&p("m4")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--epochs", "1", "--vocab-size", "120", "-q"]);
+    assert_eq!(order("m4").lines().next().unwrap(), rarest, "the skewed member orders its labels otherwise");
+    ok(&["ensemble", "--model", &format!("{},{}", s(&p("m2")), s(&p("m4"))), "--out", s(&p("ens24"))]);
+    assert_eq!(order("ens24"), order("m2"), "the ensemble keeps its first member's order");
+    let (b, c, e) = (probs("m2"), probs("m4"), probs("ens24"));
+    for (label, pe) in &e {
+        let mean = (b[label] + c[label]) / 2.0;
+        assert!((pe - mean).abs() < 2e-5, "{label}: ensemble {pe} vs mean of members {mean}");
+    }
     // an ensemble is not a model to fine-tune from
     let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("x")), "--init", s(&p("ens-moved"))]);
     assert!(e.contains("ensemble"), "{e}");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// Arguments of `ensemble`.
 #[derive(Args, Debug)]
 pub struct EnsembleArgs {
-    /// Fine-tuned model directories (two or more, comma-separated or repeated), trained on the same label set.
+    /// Fine-tuned model directories (two or more, comma-separated or repeated), trained on the same label set (in any order).
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     pub model: Vec<PathBuf>,
     /// Output directory; the members are copied into it, so it stands alone.
@@ -51,7 +51,7 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
         if clf.members.len() != 1 {
             bail!("{}: an ensemble; give its member models instead", path.display());
         }
-        bertlu::inference::check_member(&clf.members[0], &first.labels, first.problem)?;
+        bertlu::inference::member_order(&clf.members[0], &first.labels, first.problem)?;
         let base = path.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
         names.push(format!("{MEMBERS_DIR}/{i:02}-{base}"));
     }
