@@ -69,7 +69,7 @@ pub struct ModelMeta {
 
 /// Writes `path` through a temporary file and a rename, so readers never see half a file:
 /// `write` fills the temporary path; on failure it is removed and the old `path` stays.
-fn write_via_tmp(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub fn write_via_tmp(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let _ = fs::remove_file(&tmp);

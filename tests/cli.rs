@@ -615,3 +615,57 @@ fn asymmetric_loss_trains_multi_label_and_is_refused_for_single_label() {
     let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("x")), "--preset", "tiny", "--config", s(&p("bad.toml")), "--loss", "asl"]);
     assert!(e.contains("asl_clip"), "{e}");
 }
+
+#[test]
+fn pseudo_labels_the_unlabelled_documents_of_a_corpus() {
+    use std::collections::HashSet;
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("teacher")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--backbone", "textcnn", "--vocab-size", "120", "-q"]);
+    let text_of = |l: &str| l.split(" __label__").next().unwrap().trim().to_owned();
+    let train: Vec<String> = common::labelled_lines(500, 2).lines().map(text_of).collect();
+    let valid: Vec<String> = common::labelled_lines(120, 3).lines().map(text_of).collect();
+    let fresh: Vec<String> = common::corpus_lines(300, 11).lines().map(str::to_owned).collect();
+    // the corpus: fresh documents, some training and validation texts (one spread over two
+    // lines of a blank-line-separated document), a repeat, a text with a label word in it
+    let mut corpus: Vec<String> = fresh.clone();
+    corpus.extend(train[..20].iter().cloned());
+    corpus.extend(valid[..10].iter().cloned());
+    let (w, rest) = train[20].split_once(' ').unwrap();
+    corpus.push(format!("{w}\n{rest}"));
+    corpus.push(fresh[0].clone());
+    corpus.push("a network tool __label__net".into());
+    write(d.path(), "corpus.txt.gz", (corpus.join("\n\n") + "\n").as_bytes());
+    let known: HashSet<&String> = train.iter().chain(&valid).collect();
+    let expected: HashSet<&String> = fresh.iter().filter(|t| !known.contains(t)).collect();
+
+    let out = ok(&["pseudo-label", "--model", s(&p("teacher")), "--corpus", s(&p("corpus.txt.gz")), "--exclude", &format!("{},{}", s(&p("train.txt.gz")), s(&p("valid.txt"))), "--out", s(&p("pseudo.txt"))]);
+    assert!(out.contains(&format!("{} documents labelled", expected.len())) && out.contains("1 repeated") && out.contains("1 with __label__ words"), "{out}");
+    assert!(out.contains(&format!("{} in the labelled files", 31 + fresh.iter().filter(|t| known.contains(t)).count())), "{out}");
+    let written = std::fs::read_to_string(p("pseudo.txt")).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    let mut want: Vec<String> = Vec::new();
+    for t in fresh.iter().filter(|t| expected.contains(t)) {
+        if !want.contains(t) {
+            want.push(t.clone());
+        }
+    }
+    assert_eq!(lines.iter().map(|l| text_of(l)).collect::<Vec<_>>(), want, "the new documents, once each, in corpus order");
+    // the teacher's labels: they follow the keyword rule it learnt, every line has one
+    let rule = |t: &str| -> HashSet<String> { common::KEYWORDS.iter().filter(|(k, _)| t.split(' ').any(|w| w == *k)).map(|(_, l)| l.to_string()).collect() };
+    let agree = lines.iter().filter(|l| { let labels: HashSet<String> = l.split(" __label__").skip(1).map(str::to_owned).collect(); !labels.is_empty() && labels == rule(&text_of(l)) }).count();
+    assert!(agree * 10 >= lines.len() * 9, "{agree} of {} pseudo-labelled lines follow the rule", lines.len());
+    // the file reads back as labelled data; scored against its own labels the teacher is exact
+    let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("teacher")), "--data", s(&p("pseudo.txt")), "--json"]).trim()).unwrap();
+    assert!(v["micro_precision"].as_f64().unwrap() > 0.99, "{v}");
+    assert_eq!(v["examples"].as_u64().unwrap() as usize, expected.len());
+
+    // an existing output is kept: refused without --overwrite, and untouched by a failed run
+    let e = fails(&["pseudo-label", "--model", s(&p("teacher")), "--corpus", s(&p("corpus.txt.gz")), "--exclude", s(&p("train.txt.gz")), "--out", s(&p("pseudo.txt"))]);
+    assert!(e.contains("already exists"), "{e}");
+    write(d.path(), "only-train.txt", (train[..5].join("\n") + "\n").as_bytes());
+    let e = fails(&["pseudo-label", "--model", s(&p("teacher")), "--corpus", s(&p("only-train.txt")), "--exclude", s(&p("train.txt.gz")), "--out", s(&p("pseudo.txt")), "--overwrite"]);
+    assert!(e.contains("no document left"), "{e}");
+    assert_eq!(std::fs::read_to_string(p("pseudo.txt")).unwrap(), written);
+    assert!(!p(".pseudo.txt.tmp").exists());
+}

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod finetune;
 pub mod predict;
 pub mod pretrain;
+pub mod pseudo_label;
 pub mod toy;
 pub mod bench;
 pub mod report;
@@ -47,6 +48,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Average the probabilities of several fine-tuned classifiers of one label set: one model.
     Ensemble(ensemble::EnsembleArgs),
+    /// Label the unlabelled documents of a corpus with a classifier (or ensemble): a labelled file to fine-tune on (self-training).
+    PseudoLabel(pseudo_label::PseudoLabelArgs),
     /// Tune the decision thresholds (one shared, or one a label) on validation data and store them with the model.
     TuneThresholds(tune::TuneArgs),
     /// Curves (report.svg) and a Markdown summary (report.md) of a pretrain or finetune run.
@@ -255,6 +258,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Toy(a) => toy::run(a),
         Command::TuneThresholds(a) => tune::run(a),
         Command::Ensemble(a) => ensemble::run(a),
+        Command::PseudoLabel(a) => pseudo_label::run(a),
         Command::Report(a) => report::run(a),
         Command::Bench(a) => bench::run(a),
     }

@@ -3,4 +3,5 @@
 pub mod classify;
 pub mod mlm;
 pub mod nsp;
+pub mod pseudo_label;
 pub mod toy;
