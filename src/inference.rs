@@ -137,7 +137,8 @@ pub struct LoadedClassifier {
     /// That `model.json`; for one model the same as its member's, and the copy that
     /// `tune_thresholds` updates.
     pub meta: ModelMeta,
-    /// The models: one, or an ensemble's members (same labels in the same order, same problem).
+    /// The models: one, or an ensemble's members (same labels, in their own order: see
+    /// [`Member::order`]; same problem).
     pub members: Vec<Member>,
     /// Its labels.
     pub labels: LabelSet,

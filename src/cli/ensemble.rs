@@ -37,11 +37,7 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
     if a.model.len() < 2 {
         bail!("--model: an ensemble needs at least two models (got {})", a.model.len());
     }
-    if let Some(t) = a.threshold {
-        if !(0.0..=1.0).contains(&t) {
-            bail!("--threshold must be in [0, 1] (got {t})");
-        }
-    }
+    super::check_threshold(a.threshold)?;
     let tune_data = a.tune_on.as_deref().map(read_examples).transpose()?;
     // every member is loaded here, so a broken one fails before anything is written
     let loaded = a.model.iter().map(|p| LoadedClassifier::open(p)).collect::<Result<Vec<_>>>()?;
@@ -51,6 +47,7 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
         if clf.members.len() != 1 {
             bail!("{}: an ensemble; give its member models instead", path.display());
         }
+        // refuses another label set or problem type; the order itself is found again on loading
         bertlu::inference::member_order(&clf.members[0], &first.labels, first.problem)?;
         let base = path.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
         names.push(format!("{MEMBERS_DIR}/{i:02}-{base}"));

@@ -217,6 +217,14 @@ impl CommonTrain {
     }
 }
 
+/// Refuses a `--threshold` outside [0, 1] (commands that write a model or a file with it).
+pub fn check_threshold(threshold: Option<f64>) -> Result<()> {
+    match threshold {
+        Some(t) if !(0.0..=1.0).contains(&t) => bail!("--threshold must be in [0, 1] (got {t})"),
+        _ => Ok(()),
+    }
+}
+
 /// Loads a tokenizer from a `tokenizer.json` or a directory that holds one.
 pub fn load_tokenizer(path: &Path) -> Result<WordPieceTokenizer> {
     let file = if path.is_dir() { path.join(TOKENIZER_FILE) } else { path.to_path_buf() };

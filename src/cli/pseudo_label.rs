@@ -44,11 +44,7 @@ pub fn run(a: PseudoLabelArgs) -> Result<()> {
     if a.out.exists() && !a.overwrite {
         bail!("{}: already exists (use --overwrite to replace it)", a.out.display());
     }
-    if let Some(t) = a.threshold {
-        if !(0.0..=1.0).contains(&t) {
-            bail!("--threshold must be in [0, 1] (got {t})");
-        }
-    }
+    super::check_threshold(a.threshold)?;
     let teacher = LoadedClassifier::open(&a.model)?;
     let mut exclude = HashSet::new();
     for f in &a.exclude {
