@@ -190,6 +190,19 @@ pub enum MultiLabelLoss {
     Asl,
 }
 
+/// What the classification head reads from the backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadKind {
+    /// Dense + tanh + linear on the pooled vector.
+    #[default]
+    Pooled,
+    /// The pooled head plus label-wise attention: each label pools the per-position states
+    /// with its own attention and scores what it pooled, an evidence term added to the pooled
+    /// head's logit (starts at zero, so training begins from the pooled head).
+    LabelAttention,
+}
+
 fn default_asl_gamma_neg() -> f64 {
     4.0
 }
@@ -232,6 +245,9 @@ pub struct FinetuneConfig {
     /// `asl`: probability margin; a negative scored below it costs nothing.
     #[serde(default = "default_asl_clip")]
     pub asl_clip: f64,
+    /// The classification head: `pooled` or `label-attention`.
+    #[serde(default)]
+    pub head: HeadKind,
 }
 
 impl FinetuneConfig {
@@ -322,6 +338,7 @@ impl Config {
                 asl_gamma_neg: default_asl_gamma_neg(),
                 asl_gamma_pos: 0.0,
                 asl_clip: default_asl_clip(),
+                head: HeadKind::Pooled,
             },
         }
     }

@@ -118,7 +118,7 @@ impl Member {
             bail!("{}: this is a pre-trained model, not a classifier (fine-tune it first with `bertlu finetune --init`)", path.display());
         }
         let labels = dir.labels.as_ref().expect("classifier has labels");
-        let model = Classifier::init(&dir.config.model, labels.len(), device);
+        let model = Classifier::init_with_head(&dir.config.model, dir.config.finetune.head, labels.len(), device);
         let model = load_weights(model, &dir.weights(), dir.meta.weights_bytes)?;
         Ok(Self { dir, model, order: None })
     }

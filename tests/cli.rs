@@ -617,6 +617,24 @@ fn asymmetric_loss_trains_multi_label_and_is_refused_for_single_label() {
 }
 
 #[test]
+fn label_attention_head_learns_saves_and_reloads() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("la")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--backbone", "textcnn", "--vocab-size", "120", "--head", "label-attention", "-q"]);
+    let saved = std::fs::read_to_string(p("la").join("config.toml")).unwrap();
+    assert!(saved.contains("head = \"label-attention\""), "{saved}");
+    // eval rebuilds the model from config.toml and loads every tensor strictly, attention included
+    let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("la")), "--data", s(&p("valid.txt")), "--json"]).trim()).unwrap();
+    assert!(v["micro_f1"].as_f64().unwrap() > 0.9, "the keyword rule is learnt with label attention: {v}");
+    let first = ok(&["predict", "--model", s(&p("la")), "--probs", s(&p("valid.txt"))]);
+    assert_eq!(first, ok(&["predict", "--model", s(&p("la")), "--probs", s(&p("valid.txt"))]));
+    // the attention tensors are in the file: a pooled-head config no longer fits the weights
+    std::fs::write(p("la").join("config.toml"), saved.replace("head = \"label-attention\"", "head = \"pooled\"")).unwrap();
+    let e = fails(&["eval", "--model", s(&p("la")), "--data", s(&p("valid.txt"))]);
+    assert!(e.contains("do not fit") && e.contains("attention"), "{e}");
+}
+
+#[test]
 fn pseudo_labels_the_unlabelled_documents_of_a_corpus() {
     use std::collections::HashSet;
     let d = setup();

@@ -53,6 +53,10 @@ pub struct FinetuneArgs {
     /// exponents and margin are `finetune.asl_*` in a config file).
     #[arg(long, value_enum)]
     pub loss: Option<bertlu::config::MultiLabelLoss>,
+    /// Classification head: `pooled` (dense + tanh + linear on the pooled vector) or
+    /// `label-attention` (that, plus a label-wise attention term over every position's state).
+    #[arg(long, value_enum)]
+    pub head: Option<bertlu::config::HeadKind>,
     /// After training, tune the decision thresholds on the validation file for micro-F1 (one
     /// shared threshold) or macro-F1 (one a label); multi-label only.
     #[arg(long, value_enum)]
@@ -97,6 +101,9 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
     }
     if let Some(v) = a.loss {
         f.loss = v;
+    }
+    if let Some(v) = a.head {
+        f.head = v;
     }
     a.common.cap(&mut cfg);
     cfg.validate()?;

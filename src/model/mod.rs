@@ -7,7 +7,7 @@ pub mod heads;
 pub mod loss;
 
 use crate::batch::{PretrainBatch, TokenBatch};
-use crate::config::{ModelConfig, Objective};
+use crate::config::{HeadKind, ModelConfig, Objective};
 use crate::tasks::classify::Problem;
 use backbone::Backbone;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -106,9 +106,14 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// A random model for `config` with `num_labels` outputs.
+    /// A random model for `config` with `num_labels` outputs and the pooled head.
     pub fn init(config: &ModelConfig, num_labels: usize, device: &Device) -> Self {
-        Self { backbone: Backbone::init(config, device), head: ClassificationHead::init(config.output_dim(), num_labels, config.dropout, device) }
+        Self::init_with_head(config, HeadKind::Pooled, num_labels, device)
+    }
+
+    /// A random model for `config` with `num_labels` outputs and a head of `kind`.
+    pub fn init_with_head(config: &ModelConfig, kind: HeadKind, num_labels: usize, device: &Device) -> Self {
+        Self { backbone: Backbone::init(config, device), head: ClassificationHead::init(config.output_dim(), num_labels, config.dropout, kind, device) }
     }
 
     /// Sets the output bias to the labels' log-odds (multi-label) or log-frequencies
@@ -134,7 +139,7 @@ impl Classifier {
 
     /// Logits `[batch, labels]`.
     pub fn forward(&self, tokens: &TokenBatch) -> Tensor<2> {
-        self.head.forward(self.backbone.forward(tokens).pooled)
+        self.head.forward(self.backbone.forward(tokens), &tokens.pad_mask)
     }
 
     /// Probabilities `[batch, labels]`: softmax for single-label, sigmoid for multi-label.

@@ -97,7 +97,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             rare.len(), labels.len(), shown.join(", "), if rare.len() > shown.len() { ", …" } else { "" }
         );
     }
-    let mut model = Classifier::init(&cfg.model, labels.len(), &device).with_prior_bias(&frequencies, problem);
+    let mut model = Classifier::init_with_head(&cfg.model, f.head, labels.len(), &device).with_prior_bias(&frequencies, problem);
     let mut optim = adamw(f.weight_decay, f.grad_clip);
     let hash = data_hash(&enc_train, &enc_valid, &labels);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
