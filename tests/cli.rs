@@ -80,6 +80,12 @@ fn pretrain_finetune_eval_predict() {
     assert_eq!(pred.lines().next().unwrap(), "__label__py", "{pred}");
     let pred = ok(&["predict", "--model", s(&p("clf")), s(&p("input.txt")), "--threshold", "0.5"]);
     assert_eq!(pred.lines().next().unwrap().split(' ').count(), 2, "--threshold replaces the stored ones: {pred}");
+    // a threshold no probability can be compared with is refused, not silently applied
+    for (cmd, t) in [("predict", "1.5"), ("eval", "-0.1")] {
+        let target = if cmd == "predict" { s(&p("input.txt")).to_owned() } else { format!("--data={}", s(&p("valid.txt"))) };
+        let e = fails(&[cmd, "--model", s(&p("clf")), &target, &format!("--threshold={t}")]);
+        assert!(e.contains("--threshold must be in [0, 1]"), "{cmd}: {e}");
+    }
     // a hand-broken threshold list is refused on load
     meta["label_thresholds"] = serde_json::json!([0.5, 0.5]);
     std::fs::write(p("clf").join("model.json"), serde_json::to_string(&meta).unwrap()).unwrap();

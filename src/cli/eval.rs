@@ -31,6 +31,7 @@ pub struct EvalArgs {
 
 /// Runs `eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
+    super::check_threshold(a.threshold)?;
     let clf = LoadedClassifier::open(&a.model)?;
     let examples = read_examples(&a.data)?;
     let unknown: std::collections::BTreeSet<&str> = examples.iter().flat_map(|e| e.labels.iter()).filter(|l| clf.labels.get(l).is_none()).map(String::as_str).collect();

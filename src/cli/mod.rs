@@ -217,7 +217,7 @@ impl CommonTrain {
     }
 }
 
-/// Refuses a `--threshold` outside [0, 1] (commands that write a model or a file with it).
+/// Refuses a `--threshold` outside [0, 1]: no probability compares with it meaningfully.
 pub fn check_threshold(threshold: Option<f64>) -> Result<()> {
     match threshold {
         Some(t) if !(0.0..=1.0).contains(&t) => bail!("--threshold must be in [0, 1] (got {t})"),

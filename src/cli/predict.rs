@@ -34,6 +34,7 @@ pub struct PredictArgs {
 
 /// Runs `predict`.
 pub fn run(a: PredictArgs) -> Result<()> {
+    super::check_threshold(a.threshold)?;
     let clf = LoadedClassifier::open(&a.model)?;
     let thresholds = clf.thresholds(a.threshold);
     let lines = if a.input == "-" {
