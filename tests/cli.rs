@@ -641,6 +641,29 @@ fn label_attention_head_learns_saves_and_reloads() {
 }
 
 #[test]
+fn several_training_files_are_read_as_one() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let all = common::labelled_lines(500, 2);
+    let lines: Vec<&str> = all.lines().collect();
+    write(d.path(), "part1.txt.gz", (lines[..300].join("\n") + "\n").as_bytes());
+    write(d.path(), "part2.txt", (lines[300..].join("\n") + "\n").as_bytes());
+    let train = |files: &str, out: &str| ok(&["finetune", "--train", files, "--valid", s(&p("valid.txt")), "--out", s(&p(out)), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--backbone", "textcnn", "--vocab-size", "120", "--seed", "3", "-q"]);
+    train(&format!("{},{}", s(&p("part1.txt.gz")), s(&p("part2.txt"))), "two");
+    train(s(&p("train.txt.gz")), "one");
+    let probs = |m: &str| ok(&["predict", "--model", s(&p(m)), "--probs", "--threshold", "0", s(&p("valid.txt"))]);
+    assert_eq!(probs("two"), probs("one"), "two files, the same examples in the same order: the same model");
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("two").join("run.json")).unwrap()).unwrap();
+    let inputs = run.to_string();
+    assert!(inputs.contains("part1.txt.gz") && inputs.contains("part2.txt"), "both files recorded: {inputs}");
+    // a bad line in the second file is named by that file and its line
+    write(d.path(), "bad.txt", b"a network tool __label__net\n__label__py\n");
+    let e = fails(&["finetune", "--train", &format!("{},{}", s(&p("part1.txt.gz")), s(&p("bad.txt"))), "--valid", s(&p("valid.txt")), "--out", s(&p("x")), "--preset", "tiny", "--config", s(&p("tiny.toml"))]);
+    assert!(e.contains("bad.txt:2"), "{e}");
+    assert!(!p("x").exists() && !p(".x.partial").exists());
+}
+
+#[test]
 fn pseudo_labels_the_unlabelled_documents_of_a_corpus() {
     use std::collections::HashSet;
     let d = setup();

@@ -14,9 +14,10 @@ use std::path::PathBuf;
 /// Arguments of `finetune`.
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
-    /// Labelled training file (.txt or .txt.gz): `text __label__a __label__b`.
-    #[arg(long)]
-    pub train: PathBuf,
+    /// Labelled training file(s) (.txt or .txt.gz): `text __label__a __label__b`; several,
+    /// comma-separated, are read as one training set (e.g. real and pseudo-labelled examples).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub train: Vec<PathBuf>,
     /// Labelled validation file, used for model selection and early stopping.
     #[arg(long)]
     pub valid: PathBuf,
@@ -114,12 +115,16 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
 pub fn run(a: FinetuneArgs) -> Result<()> {
     let base = a.init.as_deref().map(ModelDir::open).transpose().context("--init")?;
     let mut cfg = configure(&a, base.as_ref())?;
-    let mut train = read_examples_with(&a.train, a.common.bad_lines())?;
+    let parts = a.train.iter().map(|path| read_examples_with(path, a.common.bad_lines())).collect::<Result<Vec<_>>>()?;
+    let mut train: Vec<_> = parts.iter().flatten().cloned().collect();
     let mut valid = read_examples_with(&a.valid, a.common.bad_lines())?;
     a.common.cut(&mut train, test_mode::TRAIN);
     a.common.cut(&mut valid, test_mode::EVAL);
     let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
-    check_problem(problem, &train, &a.train.display().to_string())?;
+    for (path, examples) in a.train.iter().zip(&parts) {
+        check_problem(problem, examples, &path.display().to_string())?;
+    }
+    drop(parts);
     let out = a.common.output(&a.out)?;
     let tokenizer = match (&base, &a.vocab, super::resumed_tokenizer(&a.common, &out)?) {
         (Some(dir), _, _) => dir.tokenizer.clone(),
@@ -141,7 +146,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         bail!("--tune-thresholds applies to multi-label problems only");
     }
     bertlu::train::resume::install_interrupt_handler();
-    let mut inputs = vec![bertlu::run_info::InputFile::of("train", &a.train)?, bertlu::run_info::InputFile::of("valid", &a.valid)?];
+    let mut inputs = a.train.iter().map(|path| bertlu::run_info::InputFile::of("train", path)).collect::<Result<Vec<_>>>()?;
+    inputs.push(bertlu::run_info::InputFile::of("valid", &a.valid)?);
     if let Some(dir) = &base {
         inputs.push(bertlu::run_info::InputFile::of("init", &dir.weights())?);
     }
