@@ -656,6 +656,15 @@ fn several_training_files_are_read_as_one() {
     let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("two").join("run.json")).unwrap()).unwrap();
     let inputs = run.to_string();
     assert!(inputs.contains("part1.txt.gz") && inputs.contains("part2.txt"), "both files recorded: {inputs}");
+    // validation examples inside the training set are pointed out (and not before)
+    let stderr = |args: &[&str]| {
+        let out = common::bertlu(args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert!(!stderr(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("w0")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "120", "--test-mode", "-q"]).contains("also training texts"));
+    let err = stderr(&["finetune", "--train", &format!("{},{}", s(&p("train.txt.gz")), s(&p("valid.txt"))), "--valid", s(&p("valid.txt")), "--out", s(&p("w1")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "120", "--test-mode", "-q"]);
+    assert!(err.contains("valid.txt: 120 of 120 validation texts are also training texts"), "{err}");
     // a bad line in the second file is named by that file and its line
     write(d.path(), "bad.txt", b"a network tool __label__net\n__label__py\n");
     let e = fails(&["finetune", "--train", &format!("{},{}", s(&p("part1.txt.gz")), s(&p("bad.txt"))), "--valid", s(&p("valid.txt")), "--out", s(&p("x")), "--preset", "tiny", "--config", s(&p("tiny.toml"))]);

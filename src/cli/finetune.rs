@@ -120,6 +120,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let mut valid = read_examples_with(&a.valid, a.common.bad_lines())?;
     a.common.cut(&mut train, test_mode::TRAIN);
     a.common.cut(&mut valid, test_mode::EVAL);
+    warn_overlap(&train, &valid, &a.valid);
     let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
     for (path, examples) in a.train.iter().zip(&parts) {
         check_problem(problem, examples, &path.display().to_string())?;
@@ -165,6 +166,20 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let dir = out.commit()?;
     print_summary(&report, &dir, a.common.json_logs);
     Ok(())
+}
+
+/// Validation texts that are also training texts make every validation score (and the epoch
+/// kept, and thresholds tuned on it) flatter the model; said once, as a count.
+fn warn_overlap(train: &[bertlu::text::labelled::Example], valid: &[bertlu::text::labelled::Example], valid_path: &std::path::Path) {
+    // texts are read with their words joined by single spaces, so equal texts compare equal
+    let seen: std::collections::HashSet<&str> = train.iter().map(|e| e.text.as_str()).collect();
+    let shared = valid.iter().filter(|e| seen.contains(e.text.as_str())).count();
+    if shared > 0 {
+        eprintln!(
+            "warning: {}: {shared} of {} validation texts are also training texts; validation scores, the epoch kept and thresholds tuned on them will flatter the model",
+            valid_path.display(), valid.len()
+        );
+    }
 }
 
 fn print_summary(r: &FinetuneReport, dir: &std::path::Path, json: bool) {
