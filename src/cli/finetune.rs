@@ -120,7 +120,6 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let mut valid = read_examples_with(&a.valid, a.common.bad_lines())?;
     a.common.cut(&mut train, test_mode::TRAIN);
     a.common.cut(&mut valid, test_mode::EVAL);
-    warn_overlap(&train, &valid, &a.valid);
     let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
     for (path, examples) in a.train.iter().zip(&parts) {
         check_problem(problem, examples, &path.display().to_string())?;
@@ -146,6 +145,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     if a.tune_thresholds.is_some() && problem != Problem::MultiLabel {
         bail!("--tune-thresholds applies to multi-label problems only");
     }
+    // after every check that can refuse the run, so a refused run prints its error alone
+    warn_overlap(&train, &valid, &a.valid);
     bertlu::train::resume::install_interrupt_handler();
     let mut inputs = a.train.iter().map(|path| bertlu::run_info::InputFile::of("train", path)).collect::<Result<Vec<_>>>()?;
     inputs.push(bertlu::run_info::InputFile::of("valid", &a.valid)?);
