@@ -115,16 +115,22 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
 pub fn run(a: FinetuneArgs) -> Result<()> {
     let base = a.init.as_deref().map(ModelDir::open).transpose().context("--init")?;
     let mut cfg = configure(&a, base.as_ref())?;
-    let parts = a.train.iter().map(|path| read_examples_with(path, a.common.bad_lines())).collect::<Result<Vec<_>>>()?;
-    let mut train: Vec<_> = parts.iter().flatten().cloned().collect();
+    // one training set; `ends` marks where each file's examples end in it, so checks name the file
+    let (mut train, mut ends) = (Vec::new(), Vec::new());
+    for path in &a.train {
+        train.extend(read_examples_with(path, a.common.bad_lines())?);
+        ends.push(train.len());
+    }
     let mut valid = read_examples_with(&a.valid, a.common.bad_lines())?;
     a.common.cut(&mut train, test_mode::TRAIN);
     a.common.cut(&mut valid, test_mode::EVAL);
     let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
-    for (path, examples) in a.train.iter().zip(&parts) {
-        check_problem(problem, examples, &path.display().to_string())?;
+    let mut start = 0;
+    for (path, &end) in a.train.iter().zip(&ends) {
+        let end = end.min(train.len());
+        check_problem(problem, &train[start..end], &path.display().to_string())?;
+        start = end;
     }
-    drop(parts);
     let out = a.common.output(&a.out)?;
     let tokenizer = match (&base, &a.vocab, super::resumed_tokenizer(&a.common, &out)?) {
         (Some(dir), _, _) => dir.tokenizer.clone(),
