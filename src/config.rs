@@ -211,6 +211,10 @@ fn default_asl_clip() -> f64 {
     0.05
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 /// Fine-tuning settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +252,11 @@ pub struct FinetuneConfig {
     /// The classification head: `pooled` or `label-attention`.
     #[serde(default)]
     pub head: HeadKind,
+    /// The backbone's learning rate (token and position embeddings included) as a share of
+    /// `lr`; the head always trains at `lr`. Below 1 a pre-trained backbone moves less far from
+    /// what it learnt (discriminative fine-tuning); 0 freezes it.
+    #[serde(default = "one")]
+    pub backbone_lr_scale: f64,
 }
 
 impl FinetuneConfig {
@@ -338,6 +347,7 @@ impl Config {
                 asl_gamma_neg: default_asl_gamma_neg(),
                 asl_gamma_pos: 0.0,
                 asl_clip: default_asl_clip(),
+                backbone_lr_scale: 1.0,
                 head: HeadKind::Pooled,
             },
         }
@@ -444,6 +454,9 @@ impl Config {
         if !(0.0..0.5).contains(&f.asl_clip) {
             bail!("finetune.asl_clip must be in [0, 0.5) (got {})", f.asl_clip);
         }
+        if !(0.0..=1.0).contains(&f.backbone_lr_scale) {
+            bail!("finetune.backbone_lr_scale must be in [0, 1] (got {})", f.backbone_lr_scale);
+        }
         Ok(())
     }
 
@@ -502,5 +515,12 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("divisible"));
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);
+        let c = Config::preset(Preset::Tiny).merged("[finetune]\nbackbone_lr_scale = 1.5\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("finetune.backbone_lr_scale must be in [0, 1] (got 1.5)"));
+        // configs saved before the setting existed read as a backbone at the full rate
+        let mut old = toml::Value::try_from(Config::preset(Preset::Small)).unwrap();
+        old["finetune"].as_table_mut().unwrap().remove("backbone_lr_scale");
+        let old: Config = old.try_into().unwrap();
+        assert_eq!(old.finetune.backbone_lr_scale, 1.0);
     }
 }

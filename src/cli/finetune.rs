@@ -58,6 +58,9 @@ pub struct FinetuneArgs {
     /// `label-attention` (that, plus a label-wise attention term over every position's state).
     #[arg(long, value_enum)]
     pub head: Option<bertlu::config::HeadKind>,
+    /// Backbone learning rate as a share of `--lr` (0 freezes the backbone; the head keeps `--lr`).
+    #[arg(long)]
+    pub backbone_lr_scale: Option<f64>,
     /// After training, tune the decision thresholds on the validation file for micro-F1 (one
     /// shared threshold) or macro-F1 (one a label); multi-label only.
     #[arg(long, value_enum)]
@@ -105,6 +108,9 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
     }
     if let Some(v) = a.head {
         f.head = v;
+    }
+    if let Some(v) = a.backbone_lr_scale {
+        f.backbone_lr_scale = v;
     }
     a.common.cap(&mut cfg);
     cfg.validate()?;

@@ -169,8 +169,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             if !value.is_finite() {
                 bail!("fine-tuning diverged at step {} (loss {value}); lower finetune.lr", step + 1);
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(schedule.lr(step), model, grads);
+            model = descend(&mut optim, model, loss, schedule.lr(step), f.backbone_lr_scale);
             at.step += 1;
             at.batch += 1;
             let s = &mut at.state;
@@ -249,6 +248,24 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     Ok(FinetuneReport { initial_valid_loss: s.initial_valid_loss, epochs: s.epochs, best_epoch: s.best_epoch, loaded_tensors: s.loaded_tensors })
 }
 
+/// One optimizer step: the backbone at `lr × backbone_scale` (not at all at 0), the rest at `lr`.
+fn descend(optim: &mut burn::optim::ModuleOptimizer, model: Classifier, loss: burn::tensor::Tensor<1>, lr: f64, backbone_scale: f64) -> Classifier {
+    let mut grads = loss.backward();
+    if backbone_scale == 1.0 {
+        let all = GradientsParams::from_grads(grads, &model);
+        return optim.step(lr, model, all);
+    }
+    // AdamW keeps its moments per parameter, so two steps on disjoint parameter sets are one step
+    let backbone = GradientsParams::from_module(&mut grads, &model.backbone);
+    let rest = GradientsParams::from_grads(grads, &model);
+    let model = optim.step(lr, model, rest);
+    if backbone_scale > 0.0 {
+        optim.step(lr * backbone_scale, model, backbone)
+    } else {
+        model
+    }
+}
+
 /// Running numbers of a fine-tuning loop, saved in its checkpoints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LoopState {
@@ -282,4 +299,58 @@ fn data_hash(train: &[EncodedExample], valid: &[EncodedExample], labels: &LabelS
         h.bytes(&[0]);
     }
     h.hex()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackboneKind, Preset};
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+
+    /// Every float parameter of a module, in visiting order, flattened.
+    struct Flatten(Vec<f32>);
+    impl ModuleVisitor for Flatten {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().try_into_vec::<f32>().unwrap());
+        }
+    }
+    fn flat<M: Module>(m: &M) -> Vec<f32> {
+        let mut f = Flatten(Vec::new());
+        m.visit(&mut f);
+        f.0
+    }
+
+    /// Backbone and head change of one step at `scale` from the same start.
+    fn one_step(scale: f64) -> (Vec<f32>, Vec<f32>) {
+        let (device, _) = devices();
+        device.seed(3);
+        let mut cfg = Config::preset(Preset::Tiny).model;
+        cfg.backbone = BackboneKind::TextCnn;
+        cfg.vocab_size = 40;
+        cfg.dropout = 0.0;
+        let model = Classifier::init(&cfg, 3, &device);
+        let (b0, h0) = (flat(&model.backbone), flat(&model.head));
+        let seqs: [&[u32]; 2] = [&[2, 7, 9, 11, 3], &[2, 12, 5, 3, 0]];
+        let logits = model.forward(&TokenBatch::new(&seqs, &device));
+        let loss = Classifier::loss(logits, &[vec![0], vec![1, 2]], Problem::MultiLabel, crate::model::loss::LabelLoss::Bce);
+        let mut optim = adamw(0.0, 0.0);
+        let model = descend(&mut optim, model, loss, 1e-2, scale);
+        let diff = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(x, y)| y - x).collect::<Vec<f32>>();
+        (diff(b0, flat(&model.backbone)), diff(h0, flat(&model.head)))
+    }
+
+    #[test]
+    fn backbone_lr_scale_scales_only_the_backbone_step() {
+        let (b1, h1) = one_step(1.0);
+        let (bh, hh) = one_step(0.5);
+        let (b0, h0) = one_step(0.0);
+        assert!(b1.iter().filter(|d| d.abs() > 1e-4).count() > b1.len() / 10, "the backbone moves at scale 1");
+        // the head's step does not depend on the scale
+        assert!(h1.iter().zip(&hh).chain(h1.iter().zip(&h0)).all(|(a, b)| (a - b).abs() < 1e-6));
+        assert!(h1.iter().any(|d| d.abs() > 1e-3));
+        // Adam's first step is lr·g/|g|: half the rate is half the move, and 0 freezes the backbone
+        assert!(b1.iter().zip(&bh).all(|(a, b)| (0.5 * a - b).abs() < 1e-6));
+        assert!(b0.iter().all(|&d| d == 0.0));
+    }
 }
