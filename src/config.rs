@@ -211,7 +211,7 @@ fn default_asl_clip() -> f64 {
     0.05
 }
 
-fn one() -> f64 {
+fn default_backbone_lr_scale() -> f64 {
     1.0
 }
 
@@ -255,7 +255,7 @@ pub struct FinetuneConfig {
     /// The backbone's learning rate (token and position embeddings included) as a share of
     /// `lr`; the head always trains at `lr`. Below 1 a pre-trained backbone moves less far from
     /// what it learnt (discriminative fine-tuning); 0 freezes it.
-    #[serde(default = "one")]
+    #[serde(default = "default_backbone_lr_scale")]
     pub backbone_lr_scale: f64,
 }
 
@@ -347,7 +347,7 @@ impl Config {
                 asl_gamma_neg: default_asl_gamma_neg(),
                 asl_gamma_pos: 0.0,
                 asl_clip: default_asl_clip(),
-                backbone_lr_scale: 1.0,
+                backbone_lr_scale: default_backbone_lr_scale(),
                 head: HeadKind::Pooled,
             },
         }
