@@ -167,7 +167,7 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
                 std::fs::create_dir_all(&dir)?;
                 let tasks: Vec<String> = cfg.pretrain.tasks.iter().map(|t| t.to_string()).collect();
                 say(opts, &format!("\n== {backbone}: pre-training ({}) ==", tasks.join("+")));
-                let log = pretrain(&cfg, data.docs, tokenizer, &dir, opts)?;
+                let log = pretrain(&cfg, data.docs, tokenizer, None, &dir, opts)?;
                 let last = log.last().expect("pre-training logs at least one epoch");
                 let summary = PretrainSummary { dir, reused: false, steps: last.steps, valid_accuracy: last.valid_accuracy, seconds: last.seconds };
                 (cfg, tokenizer.clone(), summary)

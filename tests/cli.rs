@@ -524,6 +524,59 @@ fn next_sentence_pretraining_and_sentence_pair_classification() {
     assert!(e.contains("type_vocab_size"), "{e}");
 }
 
+#[test]
+fn pretraining_continues_from_a_pretrained_model() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let corpus = p("corpus.txt.gz");
+    let pre = |out: &str, extra: &[&str]| {
+        let mut args = vec!["pretrain", "--corpus", s(&corpus), "--out", out, "--json-logs"];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let events = |out: &str| -> Vec<serde_json::Value> { out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect() };
+    let first = events(&pre(s(&p("pre1")), &["--preset", "tiny", "--config", s(&p("tiny.toml")), "--epochs", "1", "--vocab-size", "150"]));
+    let epoch1 = first.iter().find(|e| e["event"] == "epoch").expect("epoch event").clone();
+    let loss1 = epoch1["valid_loss"].as_f64().unwrap();
+
+    let more = events(&pre(s(&p("pre2")), &["--init", s(&p("pre1")), "--epochs", "2"]));
+    let said: Vec<&str> = more.iter().filter_map(|e| e["text"].as_str()).collect();
+    let loaded = said.iter().find(|t| t.contains("pre-trained tensors")).expect("loading reported");
+    assert!(!loaded.contains("random"), "every head of an mlm run is in an mlm model: {loaded}");
+    // the same corpus and seed hold out the same masked positions: the loaded weights score
+    // exactly what they scored when they were saved
+    let before = said.iter().find(|t| t.contains("held out before training")).expect("starting score reported");
+    assert!(before.contains(&format!("masked-LM loss {loss1:.4}")), "{before} vs the saved model's {loss1:.4}");
+    let epochs: Vec<&serde_json::Value> = more.iter().filter(|e| e["event"] == "epoch").collect();
+    assert_eq!(epochs.len(), 2);
+    let loss3 = epochs[1]["valid_loss"].as_f64().unwrap();
+    assert!(loss3 < loss1 - 0.05, "two more epochs lower the held-out loss: {loss1} -> {loss3}");
+    // vocabulary and shape come from the model it continues
+    assert_eq!(std::fs::read(p("pre1").join("tokenizer.json")).unwrap(), std::fs::read(p("pre2").join("tokenizer.json")).unwrap());
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("pre2").join("run.json")).unwrap()).unwrap();
+    assert!(run.to_string().contains("\"init\""), "the start is recorded with the run: {run}");
+    // and the continued model fine-tunes like any pre-trained one
+    ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre2")), "--epochs", "1", "-q"]);
+
+    // an objective the model was not trained on gets a fresh head, and says so
+    let nsp = events(&pre(s(&p("pre3")), &["--init", s(&p("pre1")), "--max-steps", "3", "--tasks", "mlm,nsp"]));
+    assert!(nsp.iter().filter_map(|e| e["text"].as_str()).any(|t| t.contains("nsp head starts at random")), "{nsp:?}");
+
+    // what cannot be continued is refused before anything is written
+    let e = fails(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("bad1")), "--init", s(&p("clf"))]);
+    assert!(e.contains("classifier") && e.contains("clf"), "{e}");
+    let e = fails(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("bad2")), "--init", s(&p("pre1")), "--preset", "small"]);
+    assert!(e.contains("--preset does not apply"), "{e}");
+    write(d.path(), "wide.toml", b"[model]\nd_model = 64\n");
+    let e = fails(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("bad3")), "--init", s(&p("pre1")), "--config", s(&p("wide.toml"))]);
+    assert!(e.contains("wide.toml") && e.contains("[model] differs"), "{e}");
+    let e = fails(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("bad4")), "--init", s(&p("missing"))]);
+    assert!(e.contains("missing"), "{e}");
+    for b in ["bad1", "bad2", "bad3", "bad4"] {
+        assert!(!p(b).exists(), "{b} written");
+    }
+}
+
 /// Label → probability of the first line of `predict --probs --threshold 0` output.
 fn first_line_probs(out: &str) -> std::collections::BTreeMap<String, f64> {
     let words: Vec<&str> = out.lines().next().unwrap().split(' ').collect();

@@ -73,27 +73,7 @@ pub struct FinetuneArgs {
 fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
     let mut cfg = match base {
         None => a.common.config()?,
-        Some(dir) => {
-            // The shape and the defaults are the pre-trained run's; a TOML file may change the
-            // [finetune] settings but not the backbone it is loading.
-            if a.common.preset.is_some() {
-                bail!("--preset does not apply with --init: the model comes from {}", dir.path.display());
-            }
-            if a.common.single_backbone()?.is_some_and(|b| b != dir.config.model.backbone) {
-                bail!("--backbone differs from the pre-trained model's ({}) in {}", dir.config.model.backbone, dir.path.display());
-            }
-            let mut cfg = dir.config.clone();
-            if let Some(path) = &a.common.config {
-                let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
-                cfg = cfg.merged(&text).with_context(|| format!("{}", path.display()))?;
-                let mut shape = cfg.model.clone();
-                shape.dropout = dir.config.model.dropout;
-                if shape != dir.config.model {
-                    bail!("{}: [model] differs from the pre-trained model in {} (only dropout may change)", path.display(), dir.path.display());
-                }
-            }
-            cfg
-        }
+        Some(dir) => a.common.config_from(dir)?,
     };
     let f = &mut cfg.finetune;
     a.steps.apply(&mut f.epochs, &mut f.lr, &mut f.batch_size, &mut f.seed, &a.common);

@@ -14,7 +14,7 @@ pub mod report;
 pub mod tune;
 pub mod vocab;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use bertlu::config::{BackboneKind, Config, Preset};
 use bertlu::text::tokenizer::{WordPieceTokenizer, TOKENIZER_FILE};
 use clap::{Args, Parser, Subcommand};
@@ -204,6 +204,29 @@ impl CommonTrain {
             cfg.finetune.epochs = cfg.finetune.epochs.min(test_mode::EPOCHS);
             eprintln!("test mode: at most {} documents, {} training / {} validation examples, {} pre-training steps, {} epochs", test_mode::DOCS, test_mode::TRAIN, test_mode::EVAL, cfg.pretrain.max_steps, cfg.finetune.epochs);
         }
+    }
+
+    /// The config of a run that starts from the model in `dir`: that model's, with the TOML
+    /// file's [pretrain] / [finetune] settings over it. The shape comes from the weights being
+    /// loaded, so `--preset`, another `--backbone` or a [model] change other than dropout is refused.
+    pub fn config_from(&self, dir: &bertlu::checkpoint::ModelDir) -> Result<Config> {
+        if self.preset.is_some() {
+            bail!("--preset does not apply with --init: the model comes from {}", dir.path.display());
+        }
+        if self.single_backbone()?.is_some_and(|b| b != dir.config.model.backbone) {
+            bail!("--backbone differs from the pre-trained model's ({}) in {}", dir.config.model.backbone, dir.path.display());
+        }
+        let mut cfg = dir.config.clone();
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
+            cfg = cfg.merged(&text).with_context(|| format!("{}", path.display()))?;
+            let mut shape = cfg.model.clone();
+            shape.dropout = dir.config.model.dropout;
+            if shape != dir.config.model {
+                bail!("{}: [model] differs from the pre-trained model in {} (only dropout may change)", path.display(), dir.path.display());
+            }
+        }
+        Ok(cfg)
     }
 
     /// The preset with the TOML file applied.

@@ -1,7 +1,8 @@
 //! `bertlu pretrain`: pre-training (masked LM, next-sentence prediction).
 
 use super::{load_tokenizer, resumed_tokenizer, test_mode, CommonTrain, StepArgs};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use bertlu::checkpoint::{ModelDir, ModelKind};
 use bertlu::config::{Config, Objective};
 use bertlu::text::corpus::{CorpusFile, DocumentSource};
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
@@ -21,8 +22,13 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Tokenizer to use (a tokenizer.json or a directory with one); trained on the corpus if absent.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init")]
     pub vocab: Option<PathBuf>,
+    /// Continue pre-training a pre-trained model (e.g. on a corpus of your own domain): its
+    /// weights, vocabulary and config are the start; the optimiser and the learning-rate
+    /// schedule (warmup, decay over this run's steps) start afresh.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Size of the vocabulary trained when --vocab is absent.
     #[arg(long, default_value_t = 8000)]
     pub vocab_size: usize,
@@ -55,8 +61,11 @@ pub struct PretrainArgs {
 }
 
 /// Applies the command-line overrides to a config.
-fn configure(a: &PretrainArgs) -> Result<Config> {
-    let mut cfg = a.common.config()?;
+fn configure(a: &PretrainArgs, base: Option<&ModelDir>) -> Result<Config> {
+    let mut cfg = match base {
+        None => a.common.config()?,
+        Some(dir) => a.common.config_from(dir)?,
+    };
     let p = &mut cfg.pretrain;
     a.steps.apply(&mut p.epochs, &mut p.lr, &mut p.batch_size, &mut p.seed, &a.common);
     if let Some(v) = a.max_steps {
@@ -81,14 +90,16 @@ fn configure(a: &PretrainArgs) -> Result<Config> {
 
 /// Runs `pretrain`.
 pub fn run(a: PretrainArgs) -> Result<()> {
-    let mut cfg = configure(&a)?;
+    let base = a.init.as_deref().map(open_pretrained).transpose().context("--init")?;
+    let mut cfg = configure(&a, base.as_ref())?;
     let out = a.common.output(&a.out)?;
     // The corpus is streamed (read again on each pass), never held in memory whole.
     let docs = CorpusFile::open(&a.corpus, a.common.bad_lines(), a.common.test_mode.then_some(test_mode::DOCS))?;
-    let tokenizer = match (&a.vocab, resumed_tokenizer(&a.common, &out)?) {
-        (_, Some(t)) => t,
-        (Some(p), None) => load_tokenizer(p)?,
-        (None, None) => {
+    let tokenizer = match (&base, &a.vocab, resumed_tokenizer(&a.common, &out)?) {
+        (Some(dir), _, _) => dir.tokenizer.clone(),
+        (None, _, Some(t)) => t,
+        (None, Some(p), None) => load_tokenizer(p)?,
+        (None, None, None) => {
             let failure = std::sync::Mutex::new(None);
             let texts = docs.documents()?.map_while(|d| d.map_err(|e| *failure.lock().expect("lock") = Some(e)).ok());
             let t = WordPieceTokenizer::train(texts, &VocabOptions { size: a.vocab_size, lowercase: !a.cased, ..Default::default() })?;
@@ -104,13 +115,25 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     if let Some(v) = &a.vocab {
         inputs.push(InputFile::of("vocab", &if v.is_dir() { v.join("tokenizer.json") } else { v.clone() })?);
     }
+    if let Some(dir) = &base {
+        inputs.push(InputFile::of("init", &dir.weights())?);
+    }
     let mut info = RunInfo::start(out.path(), "pretrain", &cfg, cfg.pretrain.seed, inputs)?;
-    let result = pretrain(&cfg, &docs, &tokenizer, out.path(), &a.common.run_options());
+    let result = pretrain(&cfg, &docs, &tokenizer, base.as_ref(), out.path(), &a.common.run_options());
     info.finish(out.path(), &super::outcome(&result))?;
     let log = result?;
     let dir = out.commit()?;
     print_summary(&log, &dir, a.common.json_logs);
     Ok(())
+}
+
+/// A model directory that `pretrain` can continue: a pre-trained one, not a classifier.
+fn open_pretrained(path: &std::path::Path) -> Result<ModelDir> {
+    let dir = ModelDir::open(path)?;
+    if dir.meta.kind != ModelKind::Pretrained {
+        bail!("{}: holds a {} model; pretrain --init takes a model written by pretrain", path.display(), format!("{:?}", dir.meta.kind).to_lowercase());
+    }
+    Ok(dir)
 }
 
 fn print_summary(log: &[PretrainEpoch], dir: &std::path::Path, json: bool) {

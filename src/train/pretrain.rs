@@ -6,7 +6,8 @@ use super::resume::{self, Checkpoints, Fnv, Position};
 use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
 use crate::batch::{bucketed_batch_count, bucketed_batches, PretrainBatch};
 use crate::checkpoint::{ModelDir, ModelKind, ModelMeta};
-use crate::config::{Config, Objective};
+use crate::checkpoint::load_prefix;
+use crate::config::{Config, Objective, PretrainConfig};
 use crate::model::{PretrainModel, TaskOutput};
 use crate::tasks::mlm::{chunk_document, Masking, MlmExample, WordBoundaries};
 use crate::tasks::nsp::{build_pairs, split_sentences, PairSettings, Sequence};
@@ -150,13 +151,13 @@ struct LoopState {
     nsp_count: usize,
 }
 
-/// Pre-trains a fresh model on `docs` (or continues the checkpointed run in `out` with
-/// `opts.resume`) and writes the model directory's files into `out` after each epoch, with
+/// Pre-trains a fresh model on `docs`, or the pre-trained model `init` further (or continues
+/// the checkpointed run in `out` with `opts.resume`), and writes the model directory's files into `out` after each epoch, with
 /// `metrics.csv` and training-state checkpoints. Returns the per-epoch scores.
 ///
 /// The corpus is read once to count and hash the sequences and collect the held-out ones, then
 /// once an epoch, [`SHUFFLE_BUFFER`] sequences at a time: memory does not grow with the corpus.
-pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &WordPieceTokenizer, out: &Path, opts: &RunOptions) -> Result<Vec<PretrainEpoch>> {
+pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &WordPieceTokenizer, init: Option<&ModelDir>, out: &Path, opts: &RunOptions) -> Result<Vec<PretrainEpoch>> {
     let (device, plain) = devices();
     device.seed(cfg.pretrain.seed);
     let p = &cfg.pretrain;
@@ -220,6 +221,11 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     let mut model = PretrainModel::init(&cfg.model, &p.tasks, &device);
     let mut optim = adamw(p.weight_decay, p.grad_clip);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
+    if let Some(dir) = init {
+        model = load_pretrained(model, dir, p, opts)?;
+        let v = evaluate(&model.valid(), &valid, &valid_next, p.batch_size, &plain);
+        say(opts, &format!("pretrain: held out before training: {}", v.describe()));
+    }
     if opts.resume {
         let (r, ckpt) = resume::restore_latest(out, cfg, &hash, model, optim)?;
         (model, optim, at) = (r.model, r.optim, r.position);
@@ -359,6 +365,29 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     Ok(at.state.log)
 }
 
+/// `model` with the weights of the pre-trained `dir`: the backbone always, and the head of each
+/// objective of this run that `dir` was trained on; a head it lacks starts at random, and says so.
+fn load_pretrained(model: PretrainModel, dir: &ModelDir, p: &PretrainConfig, opts: &RunOptions) -> Result<PretrainModel> {
+    let (w, bytes) = (dir.weights(), dir.meta.weights_bytes);
+    let (mut model, mut names) = load_prefix(model, &w, bytes, "backbone.")?;
+    let mut fresh = Vec::new();
+    for (task, prefix) in [(Objective::Mlm, "mlm."), (Objective::Nsp, "nsp.")] {
+        if !p.has(task) {
+            continue;
+        }
+        if dir.config.pretrain.has(task) {
+            let (m, head) = load_prefix(model, &w, bytes, prefix)?;
+            model = m;
+            names.extend(head);
+        } else {
+            fresh.push(task.to_string());
+        }
+    }
+    let fresh = if fresh.is_empty() { String::new() } else { format!("; {} head starts at random (not in that model)", fresh.join(", ")) };
+    say(opts, &format!("pretrain: loaded {} pre-trained tensors from {}{fresh}", names.len(), dir.path.display()));
+    Ok(model)
+}
+
 /// The masked example of a sequence: BERT's masking with `mlm`, the sequence untouched without.
 fn mask<R: rand::Rng>(masking: &Masking, mlm: bool, ids: &[u32], rng: &mut R) -> MlmExample {
     if mlm {
@@ -379,6 +408,20 @@ pub struct HeldOutScores {
     pub nsp_loss: Option<f64>,
     /// Next-sentence accuracy.
     pub nsp_accuracy: Option<f64>,
+}
+
+impl HeldOutScores {
+    /// One line for the log: the scores this run has.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.mlm_loss.is_nan() {
+            parts.push(format!("masked-LM loss {:.4} acc {:.4}", self.mlm_loss, self.mlm_accuracy));
+        }
+        if let (Some(l), Some(a)) = (self.nsp_loss, self.nsp_accuracy) {
+            parts.push(format!("next-sentence loss {l:.4} acc {a:.4}"));
+        }
+        parts.join(", ")
+    }
 }
 
 /// A batch of masked examples, with next-sentence targets when every example is a pair.
