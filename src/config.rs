@@ -150,6 +150,10 @@ pub struct PretrainConfig {
     /// Whole-word masking: all pieces of a chosen word are masked together.
     #[serde(default)]
     pub whole_word_mask: bool,
+    /// Keep the model of every epoch as `epochs/epoch-N/` in the output directory (each a
+    /// whole model directory, e.g. for `finetune --init`), not only the last.
+    #[serde(default)]
+    pub keep_epochs: bool,
     /// With whole-word masking, a file of words (one a line) whose runs of CJK characters are
     /// masked as one word; empty: none.
     #[serde(default)]
@@ -329,6 +333,7 @@ impl Config {
                 valid_fraction: 0.01,
                 seed: 42,
                 whole_word_mask: false,
+                keep_epochs: false,
                 word_list: String::new(),
                 tasks: default_tasks(),
                 short_seq_prob: default_short_seq_prob(),

@@ -539,7 +539,7 @@ fn pretraining_continues_from_a_pretrained_model() {
     let epoch1 = first.iter().find(|e| e["event"] == "epoch").expect("epoch event").clone();
     let loss1 = epoch1["valid_loss"].as_f64().unwrap();
 
-    let more = events(&pre(s(&p("pre2")), &["--init", s(&p("pre1")), "--epochs", "2"]));
+    let more = events(&pre(s(&p("pre2")), &["--init", s(&p("pre1")), "--epochs", "2", "--keep-epochs"]));
     let said: Vec<&str> = more.iter().filter_map(|e| e["text"].as_str()).collect();
     let loaded = said.iter().find(|t| t.contains("pre-trained tensors")).expect("loading reported");
     assert!(!loaded.contains("random"), "every head of an mlm run is in an mlm model: {loaded}");
@@ -555,8 +555,23 @@ fn pretraining_continues_from_a_pretrained_model() {
     assert_eq!(std::fs::read(p("pre1").join("tokenizer.json")).unwrap(), std::fs::read(p("pre2").join("tokenizer.json")).unwrap());
     let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("pre2").join("run.json")).unwrap()).unwrap();
     assert!(run.to_string().contains("\"init\""), "the start is recorded with the run: {run}");
-    // and the continued model fine-tunes like any pre-trained one
+    // --keep-epochs: each epoch's model beside the last; the last one is the run's model
+    let kept = p("pre2").join("epochs");
+    let names: Vec<String> = std::fs::read_dir(&kept).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.iter().collect::<std::collections::BTreeSet<_>>(), ["epoch-1", "epoch-2"].iter().map(|n| n.to_string()).collect::<Vec<_>>().iter().collect(), "{names:?}");
+    // the tensors' bytes (the header's metadata map has no fixed order)
+    let weights = |dir: &Path| {
+        let b = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        b[8 + n..].to_vec()
+    };
+    assert!(weights(&kept.join("epoch-2")) == weights(&p("pre2")), "the last kept epoch is the run's model");
+    assert!(weights(&kept.join("epoch-1")) != weights(&p("pre2")), "epoch 1's model is its own");
+    let meta1: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(kept.join("epoch-1/model.json")).unwrap()).unwrap();
+    assert_eq!(meta1["info"].as_array().map(Vec::len), Some(1), "epoch 1's model carries its own log: {meta1}");
+    // and the continued model, or a kept epoch, fine-tunes like any pre-trained one
     ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre2")), "--epochs", "1", "-q"]);
+    ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf1")), "--init", s(&kept.join("epoch-1")), "--epochs", "1", "-q"]);
 
     // an objective the model was not trained on gets a fresh head, and says so
     let nsp = events(&pre(s(&p("pre3")), &["--init", s(&p("pre1")), "--max-steps", "3", "--tasks", "mlm,nsp"]));

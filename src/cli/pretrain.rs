@@ -38,6 +38,9 @@ pub struct PretrainArgs {
     /// Stop after this many steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Keep the model of every epoch as `epochs/epoch-N/` in the output directory, not only the last.
+    #[arg(long)]
+    pub keep_epochs: bool,
     /// Whole-word masking: mask all word pieces of a chosen word together.
     #[arg(long)]
     pub whole_word_mask: bool,
@@ -73,6 +76,9 @@ fn configure(a: &PretrainArgs, base: Option<&ModelDir>) -> Result<Config> {
     }
     if a.whole_word_mask {
         p.whole_word_mask = true;
+    }
+    if a.keep_epochs {
+        p.keep_epochs = true;
     }
     if let Some(tasks) = &a.tasks {
         p.set_tasks(tasks);

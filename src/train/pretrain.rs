@@ -13,7 +13,7 @@ use crate::tasks::mlm::{chunk_document, Masking, MlmExample, WordBoundaries};
 use crate::tasks::nsp::{build_pairs, split_sentences, PairSettings, Sequence};
 use crate::text::corpus::DocumentSource;
 use crate::text::tokenizer::WordPieceTokenizer;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -352,6 +352,9 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         s.log.push(e);
         (s.loss_sum, s.correct, s.count, s.seen, s.nsp_loss_sum, s.nsp_correct, s.nsp_count) = (0.0, 0, 0, 0, 0.0, 0, 0);
         let meta = ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::to_value(&s.log)?);
+        if p.keep_epochs {
+            keep_epoch(out, epoch, cfg, tokenizer, &model.valid(), meta.clone())?;
+        }
         ModelDir::write(out, cfg, tokenizer, &model.valid(), meta, None)?;
         write_csv(&s.rows, &metrics_path)?;
         at.epoch += 1;
@@ -363,6 +366,27 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     }
     resume::remove_all(out)?;
     Ok(at.state.log)
+}
+
+/// Where `pretrain.keep_epochs` keeps each epoch's model, inside the output directory.
+pub const EPOCHS_DIR: &str = "epochs";
+
+/// Writes the epoch's model to `out/epochs/epoch-N/`: under a temporary name, then renamed, so
+/// a kept epoch is whole or absent (a resumed run that ends the same epoch again replaces it).
+fn keep_epoch<M: Module>(out: &Path, epoch: usize, cfg: &Config, tokenizer: &WordPieceTokenizer, model: &M, meta: ModelMeta) -> Result<()> {
+    let root = out.join(EPOCHS_DIR);
+    let (dir, tmp) = (root.join(format!("epoch-{epoch}")), root.join(format!(".epoch-{epoch}.tmp")));
+    let write = || -> Result<()> {
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        ModelDir::write(&tmp, cfg, tokenizer, model, meta, None)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::rename(&tmp, &dir)?;
+        Ok(())
+    };
+    write().with_context(|| format!("{}: cannot keep the epoch's model", dir.display()))
 }
 
 /// `model` with the weights of the pre-trained `dir`: the backbone always, and the head of each
