@@ -333,13 +333,21 @@ fn same_seed_same_numbers() {
 fn compare_writes_table_csv_json_and_plots() {
     let d = setup();
     let p = |n: &str| d.path().join(n);
+    // two training files, read as one set
+    write(d.path(), "extra.txt", common::labelled_lines(60, 7).as_bytes());
+    let train = format!("{},{}", s(&p("train.txt.gz")), s(&p("extra.txt")));
+    write(d.path(), "bad.txt", b"a network tool __label__net\nno label here\n");
+    let e = fails(&["compare", "--corpus", s(&p("corpus.txt.gz")), "--train", &format!("{},{}", s(&p("train.txt.gz")), s(&p("bad.txt"))), "--valid", s(&p("valid.txt")), "--out", s(&p("cmp-bad")), "-q"]);
+    assert!(e.contains("bad.txt:2"), "{e}");
+    assert!(!p("cmp-bad").exists());
     let out = ok(&[
-        "compare", "--corpus", s(&p("corpus.txt.gz")), "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--test", s(&p("valid.txt")),
+        "compare", "--corpus", s(&p("corpus.txt.gz")), "--train", &train, "--valid", s(&p("valid.txt")), "--test", s(&p("valid.txt")),
         "--out", s(&p("cmp")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--lr-grid", "1e-3,3e-3", "--epochs", "2",
         "--pretrain-max-steps", "20", "--pretrain-tasks", "nsp,mlm", "--vocab-size", "150", "-q",
     ]);
     assert!(out.contains("| transformer | **gain** |") && out.contains("| textcnn | **gain** |"), "{out}");
     let md = std::fs::read_to_string(p("cmp/compare.md")).unwrap();
+    assert!(md.contains("train.txt.gz + extra.txt"), "both training files named:\n{md}");
     for row in ["| transformer | scratch |", "| transformer | pre-trained |", "| textcnn | scratch |", "| textcnn | pre-trained |"] {
         assert!(md.contains(row), "{row} missing:\n{md}");
     }

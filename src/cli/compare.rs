@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Result};
 use bertlu::checkpoint::OutputDir;
 use bertlu::compare::{compare, write_outputs, CompareData, CompareSettings, TABLE_FILE};
 use bertlu::config::BackboneKind;
-use bertlu::tasks::classify::{check_problem, Problem};
+use bertlu::tasks::classify::Problem;
 use bertlu::text::corpus::read_documents_with;
 use bertlu::text::labelled::read_examples_with;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
@@ -19,9 +19,9 @@ pub struct CompareArgs {
     /// Raw corpus for pre-training.
     #[arg(long)]
     pub corpus: PathBuf,
-    /// Labelled training file.
-    #[arg(long)]
-    pub train: PathBuf,
+    /// Labelled training file(s); several, comma-separated, are read as one training set.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub train: Vec<PathBuf>,
     /// Labelled validation file (learning-rate choice, best epoch).
     #[arg(long)]
     pub valid: PathBuf,
@@ -111,17 +111,14 @@ pub fn run(a: CompareArgs) -> Result<()> {
     }
 
     let mut docs = read_documents_with(&a.corpus, a.common.bad_lines())?;
-    let mut train = read_examples_with(&a.train, a.common.bad_lines())?;
+    let (train, problem) = super::read_training(&a.train, &a.common, a.problem)?;
     let mut valid = read_examples_with(&a.valid, a.common.bad_lines())?;
     let mut test = a.test.as_deref().map(|t| read_examples_with(t, a.common.bad_lines())).transpose()?;
     a.common.cut(&mut docs, test_mode::DOCS);
-    a.common.cut(&mut train, test_mode::TRAIN);
     a.common.cut(&mut valid, test_mode::EVAL);
     if let Some(t) = test.as_mut() {
         a.common.cut(t, test_mode::EVAL);
     }
-    let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
-    check_problem(problem, &train, &a.train.display().to_string())?;
     if a.common.resume {
         bail!("--resume applies to pretrain and finetune; compare reuses finished models with --pretrained");
     }
@@ -133,7 +130,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let settings = CompareSettings { base: base.clone(), backbones, lr_grid: a.lr_grid.clone(), reuse };
     let data = CompareData { docs: &docs, train: &train, valid: &valid, test: test.as_deref() };
     let results = compare(&settings, &data, &tokenizer, problem, out.path(), &a.common.run_options())?;
-    let name = a.train.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("{}: not a file", a.train.display()))?;
+    let names = a.train.iter().map(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("{}: not a file", t.display()))).collect::<Result<Vec<_>>>()?;
+    let name = names.join(" + ");
     let title = format!("Pre-trained vs from scratch: {name}, {} epochs, seed {}{}", base.finetune.epochs, base.finetune.seed, if a.common.test_mode { " (test mode)" } else { "" });
     write_outputs(&results, &title, out.path())?;
     let dir = out.commit()?;

@@ -4,7 +4,7 @@ use super::{load_tokenizer, test_mode, CommonTrain, StepArgs};
 use anyhow::{bail, Context, Result};
 use bertlu::checkpoint::ModelDir;
 use bertlu::config::Config;
-use bertlu::tasks::classify::{check_problem, Problem};
+use bertlu::tasks::classify::Problem;
 use bertlu::text::labelled::read_examples_with;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use bertlu::train::finetune::{finetune, FinetuneReport, Init};
@@ -101,22 +101,9 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
 pub fn run(a: FinetuneArgs) -> Result<()> {
     let base = a.init.as_deref().map(ModelDir::open).transpose().context("--init")?;
     let mut cfg = configure(&a, base.as_ref())?;
-    // one training set; `ends` marks where each file's examples end in it, so checks name the file
-    let (mut train, mut ends) = (Vec::new(), Vec::new());
-    for path in &a.train {
-        train.extend(read_examples_with(path, a.common.bad_lines())?);
-        ends.push(train.len());
-    }
+    let (train, problem) = super::read_training(&a.train, &a.common, a.problem)?;
     let mut valid = read_examples_with(&a.valid, a.common.bad_lines())?;
-    a.common.cut(&mut train, test_mode::TRAIN);
     a.common.cut(&mut valid, test_mode::EVAL);
-    let problem = a.problem.unwrap_or_else(|| Problem::infer(&train));
-    let mut start = 0;
-    for (path, &end) in a.train.iter().zip(&ends) {
-        let end = end.min(train.len());
-        check_problem(problem, &train[start..end], &path.display().to_string())?;
-        start = end;
-    }
     let out = a.common.output(&a.out)?;
     let tokenizer = match (&base, &a.vocab, super::resumed_tokenizer(&a.common, &out)?) {
         (Some(dir), _, _) => dir.tokenizer.clone(),

@@ -240,6 +240,27 @@ impl CommonTrain {
     }
 }
 
+/// The `--train` files of a fine-tuning run, read as one training set (cut under `--test-mode`),
+/// with the problem type given or inferred; each file is checked against it on its own, so an
+/// error names the file.
+pub fn read_training(paths: &[PathBuf], common: &CommonTrain, problem: Option<bertlu::tasks::classify::Problem>) -> Result<(Vec<bertlu::text::labelled::Example>, bertlu::tasks::classify::Problem)> {
+    use bertlu::tasks::classify::{check_problem, Problem};
+    let (mut train, mut ends) = (Vec::new(), Vec::new());
+    for path in paths {
+        train.extend(bertlu::text::labelled::read_examples_with(path, common.bad_lines())?);
+        ends.push(train.len());
+    }
+    common.cut(&mut train, test_mode::TRAIN);
+    let problem = problem.unwrap_or_else(|| Problem::infer(&train));
+    let mut start = 0;
+    for (path, &end) in paths.iter().zip(&ends) {
+        let end = end.min(train.len());
+        check_problem(problem, &train[start..end], &path.display().to_string())?;
+        start = end;
+    }
+    Ok((train, problem))
+}
+
 /// Refuses a `--threshold` outside [0, 1]: no probability compares with it meaningfully.
 pub fn check_threshold(threshold: Option<f64>) -> Result<()> {
     match threshold {
