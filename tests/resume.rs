@@ -115,7 +115,7 @@ fn interrupted_pretraining_resumes(tasks: &str) {
     let d = setup();
     let p = |n: &str| d.path().join(n);
     let (corpus, voc, toml) = (p("corpus.txt"), p("voc"), p("tiny.toml"));
-    let base = ["pretrain", "--corpus", s(&corpus), "--vocab", s(&voc), "--preset", "tiny", "--config", s(&toml), "--epochs", "4", "--checkpoint-every", "4", "--keep-checkpoints", "3", "--tasks", tasks];
+    let base = ["pretrain", "--corpus", s(&corpus), "--vocab", s(&voc), "--preset", "tiny", "--config", s(&toml), "--epochs", "4", "--checkpoint-every", "4", "--keep-checkpoints", "3", "--tasks", tasks, "--keep-epochs"];
     let full = p("full");
     ok(&refs(&args(&base, &full, &["-q"])));
     let stopped = p("stopped");
@@ -143,6 +143,12 @@ fn interrupted_pretraining_resumes(tasks: &str) {
         b[8 + n..].to_vec()
     };
     assert!(payload(&stopped) == payload(&full), "weights differ after resume");
+    // the epochs kept before and after the interruption are those of the uninterrupted run
+    for e in 1..=4 {
+        let dir = |run: &Path| run.join("epochs").join(format!("epoch-{e}"));
+        assert!(payload(&dir(&stopped)) == payload(&dir(&full)), "kept epoch {e} differs after resume");
+    }
+    assert!(std::fs::read_dir(stopped.join("epochs")).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
 }
 
 #[test]

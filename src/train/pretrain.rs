@@ -5,8 +5,7 @@ use super::optim::{adamw, Schedule};
 use super::resume::{self, Checkpoints, Fnv, Position};
 use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
 use crate::batch::{bucketed_batch_count, bucketed_batches, PretrainBatch};
-use crate::checkpoint::{ModelDir, ModelKind, ModelMeta};
-use crate::checkpoint::load_prefix;
+use crate::checkpoint::{load_prefix, ModelDir, ModelKind, ModelMeta};
 use crate::config::{Config, Objective, PretrainConfig};
 use crate::model::{PretrainModel, TaskOutput};
 use crate::tasks::mlm::{chunk_document, Masking, MlmExample, WordBoundaries};
@@ -152,8 +151,9 @@ struct LoopState {
 }
 
 /// Pre-trains a fresh model on `docs`, or the pre-trained model `init` further (or continues
-/// the checkpointed run in `out` with `opts.resume`), and writes the model directory's files into `out` after each epoch, with
-/// `metrics.csv` and training-state checkpoints. Returns the per-epoch scores.
+/// the checkpointed run in `out` with `opts.resume`), and writes the model directory's files
+/// into `out` after each epoch, with `metrics.csv` and training-state checkpoints. Returns the
+/// per-epoch scores.
 ///
 /// The corpus is read once to count and hash the sequences and collect the held-out ones, then
 /// once an epoch, [`SHUFFLE_BUFFER`] sequences at a time: memory does not grow with the corpus.
@@ -221,7 +221,8 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     let mut model = PretrainModel::init(&cfg.model, &p.tasks, &device);
     let mut optim = adamw(p.weight_decay, p.grad_clip);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
-    if let Some(dir) = init {
+    // a resumed run's checkpoint already holds the continued weights
+    if let Some(dir) = init.filter(|_| !opts.resume) {
         model = load_pretrained(model, dir, p, opts)?;
         let v = evaluate(&model.valid(), &valid, &valid_next, p.batch_size, &plain);
         say(opts, &format!("pretrain: held out before training: {}", v.describe()));
