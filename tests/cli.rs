@@ -567,12 +567,7 @@ fn pretraining_continues_from_a_pretrained_model() {
     let kept = p("pre2").join("epochs");
     let names: Vec<String> = std::fs::read_dir(&kept).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.iter().collect::<std::collections::BTreeSet<_>>(), ["epoch-1", "epoch-2"].iter().map(|n| n.to_string()).collect::<Vec<_>>().iter().collect(), "{names:?}");
-    // the tensors' bytes (the header's metadata map has no fixed order)
-    let weights = |dir: &Path| {
-        let b = std::fs::read(dir.join("model.safetensors")).unwrap();
-        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-        b[8 + n..].to_vec()
-    };
+    let weights = common::weights_payload;
     assert!(weights(&kept.join("epoch-2")) == weights(&p("pre2")), "the last kept epoch is the run's model");
     assert!(weights(&kept.join("epoch-1")) != weights(&p("pre2")), "epoch 1's model is its own");
     let meta1: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(kept.join("epoch-1/model.json")).unwrap()).unwrap();

@@ -136,12 +136,8 @@ fn interrupted_pretraining_resumes(tasks: &str) {
     assert_eq!(metric_columns(&stopped), metric_columns(&full));
     let nsp_logged = epochs_without_time(&full).as_array().unwrap().iter().all(|e| e["nsp_valid_accuracy"].is_f64());
     assert_eq!(nsp_logged, tasks.contains("nsp"), "{tasks}");
-    // every weight identical (the safetensors payload after its JSON header)
-    let payload = |dir: &Path| {
-        let b = std::fs::read(dir.join("model.safetensors")).unwrap();
-        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-        b[8 + n..].to_vec()
-    };
+    // every weight identical
+    let payload = common::weights_payload;
     assert!(payload(&stopped) == payload(&full), "weights differ after resume");
     // the epochs kept before and after the interruption are those of the uninterrupted run
     for e in 1..=4 {

@@ -16,6 +16,8 @@ pub mod vocab;
 
 use anyhow::{bail, Context, Result};
 use bertlu::config::{BackboneKind, Config, Preset};
+use bertlu::tasks::classify::{check_problem, Problem};
+use bertlu::text::labelled::{read_examples_with, Example};
 use bertlu::text::tokenizer::{WordPieceTokenizer, TOKENIZER_FILE};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -243,11 +245,10 @@ impl CommonTrain {
 /// The `--train` files of a fine-tuning run, read as one training set (cut under `--test-mode`),
 /// with the problem type given or inferred; each file is checked against it on its own, so an
 /// error names the file.
-pub fn read_training(paths: &[PathBuf], common: &CommonTrain, problem: Option<bertlu::tasks::classify::Problem>) -> Result<(Vec<bertlu::text::labelled::Example>, bertlu::tasks::classify::Problem)> {
-    use bertlu::tasks::classify::{check_problem, Problem};
+pub fn read_training(paths: &[PathBuf], common: &CommonTrain, problem: Option<Problem>) -> Result<(Vec<Example>, Problem)> {
     let (mut train, mut ends) = (Vec::new(), Vec::new());
     for path in paths {
-        train.extend(bertlu::text::labelled::read_examples_with(path, common.bad_lines())?);
+        train.extend(read_examples_with(path, common.bad_lines())?);
         ends.push(train.len());
     }
     common.cut(&mut train, test_mode::TRAIN);

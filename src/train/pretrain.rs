@@ -313,7 +313,9 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         })?;
         model = slot.expect("model present after the pass");
         pb.finish();
-        let v = evaluate(&model.valid(), &valid, &valid_next, p.batch_size, &plain);
+        // the inference copy scored here is the one saved below
+        let trained = model.valid();
+        let v = evaluate(&trained, &valid, &valid_next, p.batch_size, &plain);
         let s = &mut at.state;
         let nsp = s.nsp_count > 0;
         let e = PretrainEpoch {
@@ -354,9 +356,9 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         (s.loss_sum, s.correct, s.count, s.seen, s.nsp_loss_sum, s.nsp_correct, s.nsp_count) = (0.0, 0, 0, 0, 0.0, 0, 0);
         let meta = ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::to_value(&s.log)?);
         if p.keep_epochs {
-            keep_epoch(out, epoch, cfg, tokenizer, &model.valid(), meta.clone())?;
+            keep_epoch(out, epoch, cfg, tokenizer, &trained, meta.clone())?;
         }
-        ModelDir::write(out, cfg, tokenizer, &model.valid(), meta, None)?;
+        ModelDir::write(out, cfg, tokenizer, &trained, meta, None)?;
         write_csv(&s.rows, &metrics_path)?;
         at.epoch += 1;
         at.batch = 0;

@@ -136,3 +136,11 @@ pub fn topic_pairs(n: usize, seed: u64) -> String {
         })
         .collect()
 }
+
+/// The tensor bytes of a model directory's `model.safetensors` (the payload after the JSON
+/// header, whose metadata map has no fixed order): equal exactly when every weight is.
+pub fn weights_payload(dir: &Path) -> Vec<u8> {
+    let b = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    b[8 + n..].to_vec()
+}
