@@ -26,7 +26,7 @@ impl std::fmt::Display for BackboneKind {
 }
 
 /// How a backbone turns per-position states into one vector a sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// The state of the first position ([CLS]), as in BERT.
@@ -34,6 +34,8 @@ pub enum Pooling {
     Cls,
     /// The mean of the states of the non-padding positions.
     Mean,
+    /// The feature-wise maximum over the non-padding positions (as the TextCNN pools).
+    Max,
 }
 
 /// Shape of the backbone. `vocab_size` is filled from the tokenizer.
@@ -57,7 +59,7 @@ pub struct ModelConfig {
     pub d_ff: usize,
     /// Dropout rate.
     pub dropout: f64,
-    /// Pooled vector: `cls` or `mean`.
+    /// Pooled vector: `cls`, `mean` or `max` (a Transformer setting; the TextCNN always takes the max).
     #[serde(default)]
     pub pooling: Pooling,
     /// LayerNorm before each sub-layer (pre-LN, with a final LayerNorm) instead of after (BERT's post-LN).

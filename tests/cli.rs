@@ -36,6 +36,17 @@ fn pretrain_finetune_eval_predict() {
     assert!(v["macro_f1"].as_f64().unwrap() > 0.85);
     assert_eq!(v["labels"].as_array().unwrap().len(), 4);
 
+    // pooling shapes no weight: a max-pooled twin of the same pre-trained model (set by the flag,
+    // and by a config that changes [model] pooling alone) loads it, learns, and keeps its pooling
+    write(d.path(), "mean.toml", b"[model]\npooling = \"mean\"\n");
+    for (out, args, pooling) in [("clf-max", ["--pooling", "max"], "max"), ("clf-mean", ["--config", s(&p("mean.toml"))], "mean")] {
+        let log = ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p(out)), "--init", s(&p("pre")), args[0], args[1], "-q"]);
+        let cfg = std::fs::read_to_string(p(out).join("config.toml")).unwrap();
+        assert!(cfg.contains(&format!("pooling = \"{pooling}\"")), "{log}\n{cfg}");
+        let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p(out)), "--data", s(&p("valid.txt")), "--json"]).trim()).unwrap();
+        assert!(v["micro_f1"].as_f64().unwrap() > 0.9, "{out}: {v}");
+    }
+
     let table = ok(&["eval", "--model", s(&p("clf")), "--data", s(&p("valid.txt")), "--per-label"]);
     assert!(table.contains("micro") && table.contains("exact match") && table.contains("gfx"), "{table}");
 

@@ -58,6 +58,11 @@ pub struct FinetuneArgs {
     /// `label-attention` (that, plus a label-wise attention term over every position's state).
     #[arg(long, value_enum)]
     pub head: Option<bertlu::config::HeadKind>,
+    /// Transformer pooled vector: `cls` (the [CLS] state, BERT's choice), `mean` or `max` over
+    /// the text's positions. Weights do not depend on it, so it may differ from the pre-trained
+    /// model's; masked-LM pre-training never trains the [CLS] state for anything.
+    #[arg(long, value_enum)]
+    pub pooling: Option<bertlu::config::Pooling>,
     /// Backbone learning rate as a share of `--lr` (0 freezes the backbone; the head keeps `--lr`).
     #[arg(long)]
     pub backbone_lr_scale: Option<f64>,
@@ -75,6 +80,9 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
         None => a.common.config()?,
         Some(dir) => a.common.config_from(dir)?,
     };
+    if let Some(p) = a.pooling {
+        cfg.model.pooling = p;
+    }
     let f = &mut cfg.finetune;
     a.steps.apply(&mut f.epochs, &mut f.lr, &mut f.batch_size, &mut f.seed, &a.common);
     if let Some(v) = a.patience {

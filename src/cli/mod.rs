@@ -222,10 +222,12 @@ impl CommonTrain {
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
             cfg = cfg.merged(&text).with_context(|| format!("{}", path.display()))?;
+            // Dropout and pooling shape no weight, so they may differ from the pre-trained model's.
             let mut shape = cfg.model.clone();
             shape.dropout = dir.config.model.dropout;
+            shape.pooling = dir.config.model.pooling;
             if shape != dir.config.model {
-                bail!("{}: [model] differs from the pre-trained model in {} (only dropout may change)", path.display(), dir.path.display());
+                bail!("{}: [model] differs from the pre-trained model in {} (only dropout and pooling may change)", path.display(), dir.path.display());
             }
         }
         Ok(cfg)

@@ -18,8 +18,8 @@ pub struct BackboneOutput {
     pub pooled: Tensor<2>,
 }
 
-/// Pools states `[batch, seq, d]` into `[batch, d]`: the first position, or the mean over the
-/// positions that are not padding.
+/// Pools states `[batch, seq, d]` into `[batch, d]`: the first position, or the mean or the
+/// maximum over the positions that are not padding.
 pub fn pool(states: Tensor<3>, pad_mask: &Tensor<2, Bool>, pooling: Pooling) -> Tensor<2> {
     let [b, l, d] = states.dims();
     match pooling {
@@ -28,6 +28,11 @@ pub fn pool(states: Tensor<3>, pad_mask: &Tensor<2, Bool>, pooling: Pooling) -> 
             let keep = pad_mask.clone().bool_not().float().reshape([b, l, 1]);
             let count = keep.clone().sum_dim(1).reshape([b, 1]);
             (states * keep).sum_dim(1).reshape([b, d]) / count
+        }
+        Pooling::Max => {
+            // Padding states can be the largest values, so they are pushed below any real one.
+            let pad = pad_mask.clone().float().reshape([b, l, 1]) * -1e9;
+            (states + pad).max_dim(1).reshape([b, d])
         }
     }
 }
@@ -128,6 +133,8 @@ mod tests {
         let mask = Tensor::<2, Bool>::from_data(TensorData::new(vec![false, false, false, false, false, true], [2, 3]), &d);
         let mean: Vec<f32> = pool(states.clone(), &mask, Pooling::Mean).into_data().try_into_vec().unwrap();
         assert_eq!(mean, vec![3.0, 4.0, 20.0, 30.0]);
+        let max: Vec<f32> = pool(states.clone(), &mask, Pooling::Max).into_data().try_into_vec().unwrap();
+        assert_eq!(max, vec![5.0, 6.0, 30.0, 40.0]);
         let cls: Vec<f32> = pool(states, &mask, Pooling::Cls).into_data().try_into_vec().unwrap();
         assert_eq!(cls, vec![1.0, 2.0, 10.0, 20.0]);
     }
