@@ -1,7 +1,7 @@
 //! BERT-style encoder: token + learned position + segment embeddings, LayerNorm, then Transformer layers
 //! (self-attention and a GELU feed-forward block, each with dropout, a residual connection and
 //! LayerNorm, after the block by default or before it with `norm_first`); pooled output = the
-//! [CLS] state or the mean state.
+//! [CLS] state, or the mean or maximum over the non-padding states (`model.pooling`).
 //!
 //! Written out here rather than taken from `burn::nn::transformer` so that the hot path is ours:
 //! a cheap dropout mask, the attention scale applied to the queries (`[b, h, l, d_k]`) instead
