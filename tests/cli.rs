@@ -397,6 +397,10 @@ fn test_mode_caps_epochs_and_textcnn_runs_from_the_cli() {
     // --backbone must agree with the checkpoint's
     let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--backbone", "transformer"]);
     assert!(e.contains("differs from the pre-trained model's (textcnn)"), "{e}");
+    // the TextCNN has one pooling; asking for another is refused, not ignored
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--pooling", "mean"]);
+    assert!(e.contains("--pooling applies to the transformer"), "{e}");
+    assert!(!p("clf").exists());
     let log = ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--epochs", "6", "--test-mode"]);
     let epochs: Vec<&str> = log.lines().filter(|l| l.starts_with("epoch ")).collect();
     assert_eq!(epochs.len(), 2, "test mode caps fine-tuning at 2 epochs: {log}");
