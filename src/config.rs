@@ -366,6 +366,7 @@ impl Config {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
             cfg = cfg.merged(&text).with_context(|| format!("{}", path.display()))?;
+            cfg.validate().with_context(|| format!("{}", path.display()))?;
         }
         cfg.validate()?;
         Ok(cfg)
@@ -410,6 +411,10 @@ impl Config {
             }
             if let Some(w) = m.filter_widths.iter().find(|&&w| w > m.max_len) {
                 bail!("model.filter_widths entry {w} is wider than model.max_len ({})", m.max_len);
+            }
+            // Refused rather than ignored: the TextCNN's one pooling is max-over-time.
+            if m.pooling != Pooling::Cls {
+                bail!("model.pooling (--pooling) applies to the transformer backbone; the textcnn always pools by max-over-time");
             }
         }
         if m.backbone == BackboneKind::Transformer && m.d_model % m.n_heads != 0 {

@@ -210,13 +210,15 @@ fn bad_inputs_give_one_line_errors() {
     let e = cfg("unknown.toml", "[model]\nlayers = 2\n");
     assert!(e.contains("unknown.toml") && e.contains("unknown key 'layers'"), "{e}");
     let e = cfg("heads.toml", "[model]\nd_model = 100\nn_heads = 8\n");
-    assert!(e.contains("divisible"), "{e}");
+    assert!(e.contains("heads.toml") && e.contains("divisible"), "{e}");
     let e = cfg("zero.toml", "[model]\nn_layers = 0\n");
     assert!(e.contains("n_layers must be positive"), "{e}");
     let e = cfg("neg.toml", "[pretrain]\nbatch_size = -3\n");
     assert!(e.contains("neg.toml"), "{e}");
     let e = cfg("widths.toml", "[model]\nbackbone = \"textcnn\"\nfilter_widths = [3, 0]\n");
     assert!(e.contains("filter_widths"), "{e}");
+    let e = cfg("cnnpool.toml", "[model]\nbackbone = \"textcnn\"\npooling = \"mean\"\n");
+    assert!(e.contains("cnnpool.toml") && e.contains("model.pooling (--pooling) applies to the transformer"), "{e}");
     let e = cfg("kind.toml", "[model]\nbackbone = \"rnn\"\n");
     assert!(e.contains("kind.toml") && e.contains("rnn"), "{e}");
     // backbone lists belong to compare; compare picks learning rates from its grid
@@ -234,6 +236,10 @@ fn bad_inputs_give_one_line_errors() {
     assert!(e.contains("unknown backbone 'lstm'"), "{e}");
     let e = cmp(&["--backbone", "textcnn", "--pretrained", "transformer=somewhere"]);
     assert!(e.contains("not in --backbone"), "{e}");
+    // an arm whose settings cannot hold is refused before the first arm trains
+    let pool = write(d.path(), "meanpool.toml", b"[model]\npooling = \"mean\"\n");
+    let e = cmp(&["--backbone", "transformer,textcnn", "--config", s(&pool), "--preset", "tiny"]);
+    assert!(e.contains("--backbone textcnn") && e.contains("model.pooling"), "{e}");
     assert!(!p("pre").exists() && !p("cmp").exists());
     // an output directory that cannot be created (its parent is a file): one line, nothing written
     let blocked = p("valid.txt").join("clf");
@@ -354,7 +360,7 @@ fn compare_writes_table_csv_json_and_plots() {
     let out = ok(&[
         "compare", "--corpus", s(&p("corpus.txt.gz")), "--train", &train, "--valid", s(&p("valid.txt")), "--test", s(&p("valid.txt")),
         "--out", s(&p("cmp")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--lr-grid", "1e-3,3e-3", "--epochs", "2",
-        "--pretrain-max-steps", "20", "--pretrain-tasks", "nsp,mlm", "--vocab-size", "150", "-q",
+        "--pretrain-max-steps", "20", "--pretrain-tasks", "nsp,mlm", "--vocab-size", "150", "--backbone", "transformer,textcnn", "-q",
     ]);
     assert!(out.contains("| transformer | **gain** |") && out.contains("| textcnn | **gain** |"), "{out}");
     let md = std::fs::read_to_string(p("cmp/compare.md")).unwrap();
@@ -399,7 +405,7 @@ fn test_mode_caps_epochs_and_textcnn_runs_from_the_cli() {
     assert!(e.contains("differs from the pre-trained model's (textcnn)"), "{e}");
     // the TextCNN has one pooling; asking for another is refused, not ignored
     let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--pooling", "mean"]);
-    assert!(e.contains("--pooling applies to the transformer"), "{e}");
+    assert!(e.contains("(--pooling) applies to the transformer"), "{e}");
     assert!(!p("clf").exists());
     let log = ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--epochs", "6", "--test-mode"]);
     let epochs: Vec<&str> = log.lines().filter(|l| l.starts_with("epoch ")).collect();

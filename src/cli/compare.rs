@@ -1,7 +1,7 @@
 //! `bertlu compare`: pre-trained vs from-scratch fine-tuning, per backbone, as tables and plots.
 
 use super::{load_tokenizer, test_mode, CommonTrain, StepArgs};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use bertlu::checkpoint::OutputDir;
 use bertlu::compare::{compare, write_outputs, CompareData, CompareSettings, TABLE_FILE};
 use bertlu::config::BackboneKind;
@@ -80,7 +80,11 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if a.lr_grid.iter().any(|&lr| !(lr > 0.0 && lr.is_finite())) {
         bail!("--lr-grid values must be positive");
     }
-    let mut base = a.common.config()?;
+    // --backbone is a list here: each arm's backbone is set (and checked) below
+    let mut base = a.common.preset_and_file()?;
+    if let Some(&b) = a.common.backbone.first() {
+        base.model.backbone = b;
+    }
     {
         let f = &mut base.finetune;
         let mut unused_lr = f.lr;
@@ -105,6 +109,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
     a.common.cap(&mut base);
     base.validate()?;
     let backbones = if a.common.backbone.is_empty() { vec![BackboneKind::Transformer, BackboneKind::TextCnn] } else { a.common.backbone.clone() };
+    // Every arm's settings are checked before the first arm trains for hours.
+    for &b in &backbones {
+        base.clone().with_backbone(b).validate().with_context(|| format!("--backbone {b}"))?;
+    }
     let reuse: BTreeMap<BackboneKind, PathBuf> = a.pretrained.iter().cloned().collect();
     if let Some(b) = reuse.keys().find(|b| !backbones.contains(b)) {
         bail!("--pretrained given for {b}, which is not in --backbone");

@@ -81,9 +81,6 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
         Some(dir) => a.common.config_from(dir)?,
     };
     if let Some(p) = a.pooling {
-        if cfg.model.backbone == bertlu::config::BackboneKind::TextCnn {
-            bail!("--pooling applies to the transformer backbone; the textcnn always pools by max-over-time");
-        }
         cfg.model.pooling = p;
     }
     let f = &mut cfg.finetune;

@@ -233,9 +233,14 @@ impl CommonTrain {
         Ok(cfg)
     }
 
+    /// The preset with the --config file over it, before any backbone is chosen.
+    pub fn preset_and_file(&self) -> Result<Config> {
+        Config::from_preset_and_file(self.preset.unwrap_or(Preset::Small), self.config.as_deref())
+    }
+
     /// The preset with the TOML file applied.
     pub fn config(&self) -> Result<Config> {
-        let mut cfg = Config::from_preset_and_file(self.preset.unwrap_or(Preset::Small), self.config.as_deref())?;
+        let mut cfg = self.preset_and_file()?;
         if let Some(b) = self.single_backbone()? {
             cfg.model.backbone = b;
         }
