@@ -263,6 +263,10 @@ pub struct FinetuneConfig {
     /// what it learnt (discriminative fine-tuning); 0 freezes it.
     #[serde(default = "default_backbone_lr_scale")]
     pub backbone_lr_scale: f64,
+    /// Decay of an exponential moving average of the weights, updated every step; when above 0,
+    /// the average (not the last step's weights) is scored each epoch and saved. 0: off.
+    #[serde(default)]
+    pub ema: f64,
 }
 
 impl FinetuneConfig {
@@ -355,6 +359,7 @@ impl Config {
                 asl_gamma_pos: 0.0,
                 asl_clip: default_asl_clip(),
                 backbone_lr_scale: default_backbone_lr_scale(),
+                ema: 0.0,
                 head: HeadKind::Pooled,
             },
         }
@@ -468,6 +473,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&f.backbone_lr_scale) {
             bail!("finetune.backbone_lr_scale must be in [0, 1] (got {})", f.backbone_lr_scale);
+        }
+        if !(0.0..1.0).contains(&f.ema) {
+            bail!("finetune.ema must be in [0, 1) (got {}; 0 turns the weight average off)", f.ema);
         }
         Ok(())
     }

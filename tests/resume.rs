@@ -62,6 +62,48 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// Starts a run, SIGKILLs it (no chance to clean up) once checkpoint `step` is written.
+fn kill_at(args: &[String], out: &Path, step: usize) {
+    let mut child = spawn(args);
+    wait_for_checkpoint(out, step, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "a killed run is not committed");
+}
+
+#[test]
+fn a_weight_average_leaves_training_alone_and_resumes_to_the_same_model() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let (train, valid, voc, toml) = (p("train.txt"), p("valid.txt"), p("voc"), p("tiny.toml"));
+    let base = ["finetune", "--train", s(&train), "--valid", s(&valid), "--vocab", s(&voc), "--preset", "tiny", "--config", s(&toml), "--checkpoint-every", "3", "--epochs", "3", "-q"];
+    let (plain, avg, killed) = (p("plain"), p("avg"), p("killed"));
+    ok(&refs(&args(&base, &plain, &[])));
+    ok(&refs(&args(&base, &avg, &["--ema", "0.9"])));
+    assert!(std::fs::read_to_string(avg.join("config.toml")).unwrap().contains("ema = 0.9"));
+    // the average is only read, never trained: the last step's weights score as without it
+    let (pe, ae) = (epochs_without_time(&plain), epochs_without_time(&avg));
+    let (pe, ae) = (pe["epochs"].as_array().unwrap(), ae["epochs"].as_array().unwrap());
+    assert_eq!(pe.len(), 3);
+    for (p, a) in pe.iter().zip(ae) {
+        assert_eq!(p["micro_f1"], a["last_step_micro_f1"], "{p} / {a}");
+        assert!(p.get("last_step_micro_f1").is_none());
+        assert!(a["micro_f1"].as_f64().unwrap() > 0.5, "the average learns the task too: {a}");
+    }
+    // ... and it is what gets scored and saved
+    write(d.path(), "in.txt", b"a network tool for python\nsound files\ngraphics and data\n");
+    let pred = |m: &Path| ok(&["predict", "--model", s(m), s(&p("in.txt")), "--probs"]);
+    assert_ne!(pred(&avg), pred(&plain));
+    let e = fails(&refs(&args(&base, &p("bad"), &["--ema", "1"])));
+    assert!(e.contains("finetune.ema must be in [0, 1)"), "{e}");
+    // killed in the second epoch, the average is restored with the weights
+    let step = 3 * rand::rngs::StdRng::seed_from_u64(std::process::id() as u64).random_range(11..21usize);
+    kill_at(&args(&base, &killed, &["--ema", "0.9"]), &killed, step);
+    ok(&refs(&args(&base, &killed, &["--ema", "0.9", "--resume"])));
+    assert_eq!(epochs_without_time(&killed), epochs_without_time(&avg), "killed at step {step}");
+    assert_eq!(pred(&killed), pred(&avg));
+}
+
 #[test]
 fn finetune_killed_at_a_random_step_resumes_to_the_same_model() {
     let d = setup();
@@ -73,11 +115,7 @@ fn finetune_killed_at_a_random_step_resumes_to_the_same_model() {
     // 500 examples / batch 16 = 32 steps an epoch, 6 epochs: kill somewhere in the first five
     let step = 3 * rand::rngs::StdRng::seed_from_u64(std::process::id() as u64).random_range(1..50usize);
     let killed = p("killed");
-    let mut child = spawn(&args(&base, &killed, &[]));
-    wait_for_checkpoint(&killed, step, &mut child);
-    child.kill().unwrap(); // SIGKILL: no chance to clean up
-    child.wait().unwrap();
-    assert!(!killed.exists(), "a killed run is not committed");
+    kill_at(&args(&base, &killed, &[]), &killed, step);
     // the same command without --resume refuses to throw the checkpoints away
     let e = fails(&refs(&args(&base, &killed, &[])));
     assert!(e.contains("--resume"), "{e}");

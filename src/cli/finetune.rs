@@ -66,6 +66,10 @@ pub struct FinetuneArgs {
     /// Backbone learning rate as a share of `--lr` (0 freezes the backbone; the head keeps `--lr`).
     #[arg(long)]
     pub backbone_lr_scale: Option<f64>,
+    /// Score and keep an exponential moving average of the weights with this decay per step
+    /// (e.g. 0.999: about the last 1,000 steps); 0 keeps the last step's weights.
+    #[arg(long)]
+    pub ema: Option<f64>,
     /// After training, tune the decision thresholds on the validation file for micro-F1 (one
     /// shared threshold) or macro-F1 (one a label); multi-label only.
     #[arg(long, value_enum)]
@@ -99,6 +103,9 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
     }
     if let Some(v) = a.backbone_lr_scale {
         f.backbone_lr_scale = v;
+    }
+    if let Some(v) = a.ema {
+        f.ema = v;
     }
     a.common.cap(&mut cfg);
     cfg.validate()?;

@@ -1,6 +1,7 @@
 //! Fine-tuning a classifier, from a pre-trained backbone or from scratch.
 
 use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY, METRICS_FILE};
+use super::ema::Ema;
 use super::optim::{adamw, Schedule};
 use super::resume::{self, Checkpoints, Fnv, Position};
 use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
@@ -45,6 +46,10 @@ pub struct FinetuneEpoch {
     pub recall: f64,
     /// Seconds since the start of training.
     pub seconds: f64,
+    /// With a weight average (`finetune.ema`), the validation micro-F1 of the last step's
+    /// weights, beside the average's above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step_micro_f1: Option<f64>,
 }
 
 /// What a fine-tuning run produced.
@@ -105,10 +110,22 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
         let probs = probabilities(&m.valid(), &valid_seqs, problem, 64, &plain);
         score(&probs, valid, &valid_gold, &labels, problem, &Thresholds::Global(f.threshold))
     };
+    let mut ema = None;
     match out {
         Some(out) if opts.resume => {
-            let (r, ckpt) = resume::restore_latest(out, cfg, &hash, model, optim)?;
-            (model, optim, at) = (r.model, r.optim, r.position);
+            let ckpt = if f.ema > 0.0 {
+                // the average is saved beside the weights, as the second half of a pair
+                let template = model.valid();
+                let (r, ckpt) = resume::restore_latest(out, cfg, &hash, (model, template), optim)?;
+                let ((m, average), o, position) = (r.model, r.optim, r.position);
+                (model, optim, at) = (m, o, position);
+                ema = Some(Ema::new(&model, f.ema, at.step as u64).with_average(average));
+                ckpt
+            } else {
+                let (r, ckpt) = resume::restore_latest(out, cfg, &hash, model, optim)?;
+                (model, optim, at) = (r.model, r.optim, r.position);
+                ckpt
+            };
             say(opts, &format!("finetune: resumed from {} (step {}, epoch {})", ckpt.display(), at.step, at.epoch));
         }
         _ => {
@@ -137,6 +154,9 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
                 Init::Scratch => {}
             }
             at.state.initial_valid_loss = evaluate(&model).loss;
+            if f.ema > 0.0 {
+                ema = Some(Ema::new(&model, f.ema, 0));
+            }
         }
     }
 
@@ -170,6 +190,9 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
                 bail!("fine-tuning diverged at step {} (loss {value}); lower finetune.lr", step + 1);
             }
             model = descend(&mut optim, model, loss, schedule.lr(step), f.backbone_lr_scale);
+            if let Some(e) = &mut ema {
+                e.update(&model);
+            }
             at.step += 1;
             at.batch += 1;
             let s = &mut at.state;
@@ -185,11 +208,16 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             }
             if let Some(c) = &checkpoints {
                 at.seconds = elapsed();
-                c.after_step(cfg, tokenizer, &model, &optim, &at, &hash, &at.state.rows)?;
+                match &ema {
+                    Some(e) => c.after_step(cfg, tokenizer, &(model.clone(), e.model().clone()), &optim, &at, &hash, &at.state.rows)?,
+                    None => c.after_step(cfg, tokenizer, &model, &optim, &at, &hash, &at.state.rows)?,
+                }
             }
         }
         pb.finish();
-        let ev = evaluate(&model);
+        let scored = ema.as_ref().map_or(&model, |e| e.model());
+        let ev = evaluate(scored);
+        let last_step_micro_f1 = ema.as_ref().map(|_| evaluate(&model).scores.micro_f1);
         let sc = &ev.scores;
         let s = &mut at.state;
         let e = FinetuneEpoch {
@@ -201,10 +229,12 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             precision: sc.micro_precision,
             recall: sc.micro_recall,
             seconds: elapsed(),
+            last_step_micro_f1,
         };
         let improved = e.micro_f1 > s.best;
+        let raw = e.last_step_micro_f1.map_or(String::new(), |m| format!(" (last step's weights {m:.4})"));
         let human = format!(
-            "epoch {epoch}: train loss {:.4} | valid loss {:.4} micro-F1 {:.4} macro-F1 {:.4} P {:.4} R {:.4} | {:.0}s{}",
+            "epoch {epoch}: train loss {:.4} | valid loss {:.4} micro-F1 {:.4}{raw} macro-F1 {:.4} P {:.4} R {:.4} | {:.0}s{}",
             e.train_loss, e.valid_loss, e.micro_f1, e.macro_f1, e.precision, e.recall, e.seconds, if improved { " *" } else { "" }
         );
         log_epoch(opts, "finetune", &human, &e);
@@ -219,7 +249,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             if let Some(out) = out {
                 let info = serde_json::json!({ "best_epoch": epoch, "epochs": &s.epochs, "initial_valid_loss": s.initial_valid_loss, "loaded_tensors": &s.loaded_tensors });
                 let meta = ModelMeta::new(ModelKind::Classifier, Some(problem), f.threshold, info);
-                ModelDir::write(out, cfg, tokenizer, &model.valid(), meta, Some(&labels))?;
+                ModelDir::write(out, cfg, tokenizer, &scored.valid(), meta, Some(&labels))?;
             }
         } else {
             s.since_best += 1;
@@ -237,7 +267,10 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
         }
         if let Some(c) = &checkpoints {
             if at.epoch <= f.epochs.max(1) {
-                c.save(cfg, tokenizer, &model, &optim, &at, &hash)?;
+                match &ema {
+                    Some(e) => c.save(cfg, tokenizer, &(model.clone(), e.model().clone()), &optim, &at, &hash)?,
+                    None => c.save(cfg, tokenizer, &model, &optim, &at, &hash)?,
+                };
             }
         }
     }

@@ -5,6 +5,7 @@
 //! selection and early stopping, and bertlu's own model-directory layout (config + tokenizer +
 //! labels + weights, written atomically).
 
+pub mod ema;
 pub mod finetune;
 pub mod metrics_log;
 pub mod optim;
