@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The best Debtags recipe measured so far, end to end, from the raw files: an 8,000-piece
+# vocabulary, masked-LM pre-training of a small TextCNN on the corpus, five fine-tuned teachers
+# (moving average of the weights, `--ema 0.999`), their ensemble's pseudo-labels for the
+# unlabelled corpus documents, three students on labelled + pseudo-labelled data, and the
+# ensemble of all eight; thresholds tuned on validation, test scored once at the end.
+#
+#   bash bench/debtags_ensemble.sh [DATA_DIR] [WORK_DIR]
+#
+# Each stage is skipped when its output is already complete, so a stopped run goes on where
+# it stopped (a stopped fine-tune resumes from its checkpoint). BERTLU overrides the binary.
+set -euo pipefail
+D=${1:-../shared/datasets/debtags}
+W=${2:-runs/debtags-ensemble}
+B=${BERTLU:-target/release/bertlu}
+mkdir -p "$W"
+log() { printf '%s %s\n' "$(date -u +%FT%TZ)" "$*" | tee -a "$W/stages.log"; }
+done_model() { [ -f "$1/model.json" ]; }
+# --resume when an earlier run of this stage left a training checkpoint behind
+resume() { compgen -G "$(dirname "$1")/.$(basename "$1").partial/checkpoints/step-*" > /dev/null && echo --resume || true; }
+timed() {
+    local name=$1; shift
+    local t0=$SECONDS
+    "$@" > "$W/$name.log" 2>&1 || { log "$name failed (see $W/$name.log)"; exit 1; }
+    log "$name: $((SECONDS - t0)) s"
+}
+
+[ -f "$W/vocab-8000/tokenizer.json" ] || timed vocab "$B" vocab --corpus "$D/corpus.txt.gz" --out "$W/vocab-8000" --size 8000
+done_model "$W/pre-cnn" || timed pretrain "$B" pretrain --corpus "$D/corpus.txt.gz" --vocab "$W/vocab-8000" --out "$W/pre-cnn" \
+    --backbone textcnn --preset small --epochs 3 --lr 1e-3 --seed 1 $(resume "$W/pre-cnn")
+
+finetune() {  # NAME TRAIN_FILES SEED LOSS
+    done_model "$W/$1" || timed "$1" "$B" finetune --train "$2" --valid "$D/valid.txt.gz" --out "$W/$1" --init "$W/pre-cnn" \
+        --epochs 5 --lr 3e-3 --ema 0.999 --seed "$3" --loss "$4" --patience 0 --tune-thresholds micro $(resume "$W/$1")
+}
+finetune t1-bce "$D/train.txt.gz" 1 bce
+finetune t2-bce "$D/train.txt.gz" 2 bce
+finetune t3-asl "$D/train.txt.gz" 3 asl
+finetune t4-bce "$D/train.txt.gz" 4 bce
+finetune t5-asl "$D/train.txt.gz" 5 asl
+TEACHERS="$W/t1-bce,$W/t2-bce,$W/t3-asl,$W/t4-bce,$W/t5-asl"
+done_model "$W/teachers" || timed teachers "$B" ensemble --model "$TEACHERS" --out "$W/teachers" --tune-on "$D/valid.txt.gz"
+[ -f "$W/pseudo.txt" ] || timed pseudo-label "$B" pseudo-label --model "$W/teachers" --corpus "$D/corpus.txt.gz" \
+    --exclude "$D/train.txt.gz,$D/valid.txt.gz,$D/test.txt.gz" --out "$W/pseudo.txt"
+
+finetune s1-bce "$D/train.txt.gz,$W/pseudo.txt" 1 bce
+finetune s2-bce "$D/train.txt.gz,$W/pseudo.txt" 2 bce
+finetune s3-bce "$D/train.txt.gz,$W/pseudo.txt" 4 bce
+done_model "$W/all8" || timed all8 "$B" ensemble --model "$TEACHERS,$W/s1-bce,$W/s2-bce,$W/s3-bce" --out "$W/all8" --tune-on "$D/valid.txt.gz"
+
+for m in t1-bce t2-bce t3-asl t4-bce t5-asl s1-bce s2-bce s3-bce teachers all8; do
+    printf '%s ' "$m"
+    "$B" eval --model "$W/$m" --data "$D/test.txt.gz" --json
+done | tee "$W/test.txt"
