@@ -372,8 +372,9 @@ impl Config {
             let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
             cfg = cfg.merged(&text).with_context(|| format!("{}", path.display()))?;
             cfg.validate().with_context(|| format!("{}", path.display()))?;
+        } else {
+            cfg.validate()?;
         }
-        cfg.validate()?;
         Ok(cfg)
     }
 

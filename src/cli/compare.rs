@@ -82,9 +82,6 @@ pub fn run(a: CompareArgs) -> Result<()> {
     }
     // --backbone is a list here: each arm's backbone is set (and checked) below
     let mut base = a.common.preset_and_file()?;
-    if let Some(&b) = a.common.backbone.first() {
-        base.model.backbone = b;
-    }
     {
         let f = &mut base.finetune;
         let mut unused_lr = f.lr;
@@ -107,7 +104,6 @@ pub fn run(a: CompareArgs) -> Result<()> {
         }
     }
     a.common.cap(&mut base);
-    base.validate()?;
     let backbones = if a.common.backbone.is_empty() { vec![BackboneKind::Transformer, BackboneKind::TextCnn] } else { a.common.backbone.clone() };
     // Every arm's settings are checked before the first arm trains for hours.
     for &b in &backbones {
