@@ -31,7 +31,7 @@ done_model "$W/pre-cnn" || timed pretrain "$B" pretrain --corpus "$D/corpus.txt.
 
 finetune() {  # NAME TRAIN_FILES SEED LOSS
     done_model "$W/$1" || timed "$1" "$B" finetune --train "$2" --valid "$D/valid.txt.gz" --out "$W/$1" --init "$W/pre-cnn" \
-        --epochs 5 --lr 3e-3 --ema 0.999 --seed "$3" --loss "$4" --patience 0 --tune-thresholds micro $(resume "$W/$1")
+        --epochs "${EPOCHS:-10}" --lr 3e-3 --ema 0.999 --seed "$3" --loss "$4" --patience 0 --tune-thresholds micro $(resume "$W/$1")
 }
 finetune t1-bce "$D/train.txt.gz" 1 bce
 finetune t2-bce "$D/train.txt.gz" 2 bce
