@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The best Debtags recipe measured so far, end to end, from the raw files: an 8,000-piece
+# The Debtags ensemble recipe, end to end, from the raw files: an 8,000-piece
 # vocabulary, masked-LM pre-training of a small TextCNN on the corpus, five fine-tuned teachers
 # (moving average of the weights, `--ema 0.999`), their ensemble's pseudo-labels for the
 # unlabelled corpus documents, three students on labelled + pseudo-labelled data, and the
 # ensemble of all eight; thresholds tuned on validation, test scored once at the end.
+# Measured (README, "A moving average of the weights"): teachers' ensemble 0.715 / 0.454 test
+# micro / macro-F1, with two students 0.713 / 0.476; about 2.5 h on 2 cores for the whole script.
 #
 #   bash bench/debtags_ensemble.sh [DATA_DIR] [WORK_DIR]
 #
