@@ -245,7 +245,7 @@ pub fn measure_model(model: &std::path::Path, data: &std::path::Path, batch_size
     if texts.is_empty() {
         bail!("{}: no examples", data.display());
     }
-    let pieces: usize = clf.encode(&texts).iter().map(|s| s.len()).sum();
+    let pieces: usize = clf.encode(&texts).map_or(0, |seqs| seqs.iter().map(|s| s.len()).sum());
     let pass_seconds = timed(1, passes, || {
         let _ = clf.probabilities(&texts, batch_size);
     });

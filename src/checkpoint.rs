@@ -35,6 +35,8 @@ pub enum ModelKind {
     Pretrained,
     /// Backbone + classification head, from `finetune`.
     Classifier,
+    /// TF-IDF features and one linear SVM a label, from `linear`: no backbone, no tokenizer.
+    Linear,
     /// Several classifiers of one label set whose probabilities are averaged, from `ensemble`:
     /// no weights of its own, the members' directories under `members/`.
     Ensemble,
@@ -208,6 +210,9 @@ impl ModelDir {
     pub fn with_meta(path: &Path, meta: ModelMeta) -> Result<Self> {
         if meta.kind == ModelKind::Ensemble {
             bail!("{}: an ensemble of classifiers (usable by eval, predict, tune-thresholds and bench), not one model", path.display());
+        }
+        if meta.kind == ModelKind::Linear {
+            bail!("{}: a TF-IDF linear classifier (usable by eval, predict, tune-thresholds, ensemble and bench), not a neural model", path.display());
         }
         let config = Config::load(&path.join(CONFIG_FILE))?;
         let tokenizer = WordPieceTokenizer::load(&path.join(TOKENIZER_FILE))?;

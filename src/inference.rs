@@ -3,6 +3,7 @@
 use crate::batch::{eval_batches, TokenBatch};
 use crate::checkpoint::{load_weights, read_labels, ModelDir, ModelKind, ModelMeta};
 use crate::metrics::{F1Accumulator, Scores};
+use crate::linear::LinearClassifier;
 use crate::model::Classifier;
 use crate::tasks::classify::{LabelSet, Problem};
 use crate::text::labelled::Example;
@@ -96,12 +97,29 @@ pub fn score(probs: &[Vec<f32>], examples: &[Example], encoded_gold: &[Vec<usize
     Evaluation { loss: loss_from_probs(probs, encoded_gold, problem), scores: acc.scores(), accumulator: acc }
 }
 
-/// One fine-tuned model of a [`LoadedClassifier`].
+/// What computes a member's probabilities.
+pub enum MemberModel {
+    /// A fine-tuned backbone + head, with its directory's tokenizer and config.
+    Neural {
+        /// Its directory's small files (tokenizer, config).
+        dir: Box<ModelDir>,
+        /// The model on the plain device.
+        model: Classifier,
+    },
+    /// A TF-IDF + linear SVM classifier.
+    Linear(LinearClassifier),
+}
+
+/// One model of a [`LoadedClassifier`].
 pub struct Member {
-    /// Its directory's small files (tokenizer, config).
-    pub dir: ModelDir,
-    /// The model on the plain device.
-    pub model: Classifier,
+    /// The directory it was loaded from.
+    pub path: std::path::PathBuf,
+    /// Its `model.json`.
+    pub meta: ModelMeta,
+    /// Its labels, in its own output order.
+    pub labels: LabelSet,
+    /// The model.
+    pub model: MemberModel,
     /// In an ensemble whose labels this member orders otherwise: for each of the ensemble's
     /// labels, the member's output unit. `None`: the same order.
     pub order: Option<Vec<usize>>,
@@ -109,23 +127,48 @@ pub struct Member {
 
 impl Member {
     fn open(path: &std::path::Path, device: &Device) -> Result<Self> {
-        Self::load(ModelDir::open(path)?, device)
+        Self::load(path, ModelMeta::read(path)?, device)
     }
 
-    fn load(dir: ModelDir, device: &Device) -> Result<Self> {
-        let path = &dir.path;
-        if dir.meta.kind != ModelKind::Classifier {
-            bail!("{}: this is a pre-trained model, not a classifier (fine-tune it first with `bertlu finetune --init`)", path.display());
+    fn load(path: &std::path::Path, meta: ModelMeta, device: &Device) -> Result<Self> {
+        match meta.kind {
+            ModelKind::Classifier => {
+                let dir = ModelDir::with_meta(path, meta)?;
+                let labels = dir.labels.clone().expect("classifier has labels");
+                let model = Classifier::init_with_head(&dir.config.model, dir.config.finetune.head, labels.len(), device);
+                let model = load_weights(model, &dir.weights(), dir.meta.weights_bytes)?;
+                Ok(Self { path: path.to_path_buf(), meta: dir.meta.clone(), labels, model: MemberModel::Neural { dir: Box::new(dir), model }, order: None })
+            }
+            ModelKind::Linear => {
+                let labels = read_labels(path)?;
+                meta.check_thresholds(path, labels.len())?;
+                let model = LinearClassifier::load(path, &labels, meta.weights_bytes)?;
+                Ok(Self { path: path.to_path_buf(), meta, labels, model: MemberModel::Linear(model), order: None })
+            }
+            _ => bail!("{}: this is a pre-trained model, not a classifier (fine-tune it first with `bertlu finetune --init`)", path.display()),
         }
-        let labels = dir.labels.as_ref().expect("classifier has labels");
-        let model = Classifier::init_with_head(&dir.config.model, dir.config.finetune.head, labels.len(), device);
-        let model = load_weights(model, &dir.weights(), dir.meta.weights_bytes)?;
-        Ok(Self { dir, model, order: None })
     }
 
-    /// Model inputs of texts (a TAB makes a text a sentence pair), with this member's tokenizer.
-    pub fn encode(&self, texts: &[String]) -> Vec<Vec<u32>> {
-        crate::tasks::classify::encode_texts(texts, &self.dir.tokenizer, self.dir.config.model.max_len)
+    /// Its problem type.
+    pub fn problem(&self) -> Problem {
+        self.meta.problem.unwrap_or(Problem::MultiLabel)
+    }
+
+    /// Model inputs of texts (a TAB makes a text a sentence pair) with this member's
+    /// tokenizer; `None` for a linear member, which reads words, not pieces.
+    pub fn encode(&self, texts: &[String]) -> Option<Vec<Vec<u32>>> {
+        match &self.model {
+            MemberModel::Neural { dir, .. } => Some(crate::tasks::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len)),
+            MemberModel::Linear(_) => None,
+        }
+    }
+
+    /// Its label probabilities of texts, in its own label order.
+    pub fn probabilities(&self, texts: &[String], problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
+        match &self.model {
+            MemberModel::Neural { model, .. } => probabilities(model, &self.encode(texts).expect("neural member"), problem, batch_size, device),
+            MemberModel::Linear(m) => m.probabilities(texts, problem),
+        }
     }
 }
 
@@ -154,10 +197,9 @@ impl LoadedClassifier {
         let device = crate::device::default_device();
         let meta = ModelMeta::read(path)?;
         if meta.kind != ModelKind::Ensemble {
-            let member = Member::load(ModelDir::with_meta(path, meta)?, &device)?;
-            let labels = member.dir.labels.clone().expect("classifier has labels");
-            let problem = member.dir.meta.problem.unwrap_or(Problem::MultiLabel);
-            return Ok(Self { path: path.to_path_buf(), meta: member.dir.meta.clone(), members: vec![member], labels, problem, device });
+            let member = Member::load(path, meta, &device)?;
+            let (labels, problem) = (member.labels.clone(), member.problem());
+            return Ok(Self { path: path.to_path_buf(), meta: member.meta.clone(), members: vec![member], labels, problem, device });
         }
         let labels = read_labels(path)?;
         let problem = meta.problem.unwrap_or(Problem::MultiLabel);
@@ -172,16 +214,17 @@ impl LoadedClassifier {
         Ok(Self { path: path.to_path_buf(), meta, members, labels, problem, device })
     }
 
-    /// Model inputs of texts as the first member reads them.
-    pub fn encode(&self, texts: &[String]) -> Vec<Vec<u32>> {
-        self.members[0].encode(texts)
+    /// Model inputs of texts as the first neural member reads them (`None` when every member
+    /// is linear).
+    pub fn encode(&self, texts: &[String]) -> Option<Vec<Vec<u32>>> {
+        self.members.iter().find_map(|m| m.encode(texts))
     }
 
     /// Probabilities of texts: each member's, averaged.
     pub fn probabilities(&self, texts: &[String], batch_size: usize) -> Vec<Vec<f32>> {
         let mut sum: Vec<Vec<f32>> = Vec::new();
         for m in &self.members {
-            let mut p = probabilities(&m.model, &m.encode(texts), self.problem, batch_size, &self.device);
+            let mut p = m.probabilities(texts, self.problem, batch_size, &self.device);
             if let Some(order) = &m.order {
                 p = p.into_iter().map(|row| order.iter().map(|&j| row[j]).collect()).collect();
             }
@@ -245,15 +288,15 @@ impl LoadedClassifier {
 /// orders them the same way (training files with other label frequencies order them otherwise).
 /// Refuses a member with another label set or problem type: averaging would mix different outputs.
 pub fn member_order(m: &Member, labels: &LabelSet, problem: Problem) -> Result<Option<Vec<usize>>> {
-    let own = m.dir.labels.as_ref().expect("classifier has labels");
-    let own_problem = m.dir.meta.problem.unwrap_or(Problem::MultiLabel);
+    let own = &m.labels;
+    let own_problem = m.problem();
     if own_problem != problem {
-        bail!("{}: a {own_problem:?} classifier, the ensemble is {problem:?}", m.dir.path.display());
+        bail!("{}: a {own_problem:?} classifier, the ensemble is {problem:?}", m.path.display());
     }
     if own == labels {
         return Ok(None);
     }
-    let differ = |what: String| anyhow::anyhow!("{}: its labels differ from the ensemble's ({} vs {} labels, {what}): members must be trained on the same label set", m.dir.path.display(), own.len(), labels.len());
+    let differ = |what: String| anyhow::anyhow!("{}: its labels differ from the ensemble's ({} vs {} labels, {what}): members must be trained on the same label set", m.path.display(), own.len(), labels.len());
     let order = labels
         .names()
         .iter()

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod config;
 pub mod device;
 pub mod inference;
+pub mod linear;
 pub mod metrics;
 pub mod model;
 pub mod plot;

@@ -817,3 +817,39 @@ fn pseudo_labels_the_unlabelled_documents_of_a_corpus() {
     assert_eq!(std::fs::read_to_string(p("pseudo.txt")).unwrap(), written);
     assert!(!p(".pseudo.txt.tmp").exists());
 }
+
+#[test]
+fn linear_model_learns_reloads_and_joins_an_ensemble() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let log = ok(&["linear", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("lin")), "--tune-thresholds", "micro"]);
+    assert!(log.contains("4 labels") && log.contains("features"), "{log}");
+    let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("lin")), "--data", s(&p("valid.txt")), "--json"]).trim()).unwrap();
+    assert!(v["micro_f1"].as_f64().unwrap() > 0.9, "a keyword rule is easy for a bag of words: {v}");
+    // the same command gives the same model; a saved model predicts what it predicted before
+    ok(&["linear", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("lin2")), "--tune-thresholds", "micro"]);
+    for f in ["linear.bin", "terms.txt", "linear.json"] {
+        assert_eq!(std::fs::read(p("lin").join(f)).unwrap(), std::fs::read(p("lin2").join(f)).unwrap(), "{f}");
+    }
+    write(d.path(), "input.txt", b"a network tool for python\nsound files\n");
+    let probs = |m: &str| first_line_probs(&ok(&["predict", "--model", s(&p(m)), s(&p("input.txt")), "--threshold", "0", "--probs"]));
+    let lin = probs("lin");
+    assert!(lin["__label__net"] > 0.5 && lin["__label__py"] > 0.5 && lin["__label__audio"] < 0.5, "{lin:?}");
+
+    // with a fine-tuned model in one ensemble: the mean of the two
+    ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("cnn")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--backbone", "textcnn", "--epochs", "2", "--vocab-size", "120", "-q"]);
+    ok(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--out", s(&p("ens"))]);
+    let (c, e) = (probs("cnn"), probs("ens"));
+    for (label, pe) in &e {
+        assert!((pe - (lin[label] + c[label]) / 2.0).abs() < 2e-5, "{label}");
+    }
+    // not a model to fine-tune from; a truncated weight file is refused by name
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("x")), "--init", s(&p("lin"))]);
+    assert!(e.contains("linear"), "{e}");
+    let w = std::fs::read(p("lin").join("linear.bin")).unwrap();
+    std::fs::write(p("lin").join("linear.bin"), &w[..w.len() - 4]).unwrap();
+    let e = fails(&["eval", "--model", s(&p("lin")), "--data", s(&p("valid.txt"))]);
+    assert!(e.contains("linear.bin") && e.contains("truncated"), "{e}");
+    let e = fails(&["linear", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("bad")), "--c", "0"]);
+    assert!(e.contains("--c") && !p("bad").exists(), "{e}");
+}

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod ensemble;
 pub mod eval;
 pub mod finetune;
+pub mod linear;
 pub mod predict;
 pub mod pretrain;
 pub mod pseudo_label;
@@ -40,6 +41,8 @@ pub enum Command {
     Pretrain(pretrain::PretrainArgs),
     /// Fine-tune a classifier (from a pre-trained model with --init, else from scratch).
     Finetune(finetune::FinetuneArgs),
+    /// Train the TF-IDF + linear SVM classifier (a bag-of-words baseline and ensemble member).
+    Linear(linear::LinearArgs),
     /// Score a classifier on a labelled file.
     Eval(eval::EvalArgs),
     /// Predict labels for text lines, in fastText's __label__ format.
@@ -311,6 +314,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vocab(a) => vocab::run(a),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Finetune(a) => finetune::run(a),
+        Command::Linear(a) => linear::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Compare(a) => compare::run(a),

@@ -1,0 +1,104 @@
+//! `bertlu linear`: the TF-IDF + linear SVM classifier, trained on the same labelled files as
+//! `finetune` and usable wherever a fine-tuned model is (eval, predict, ensemble, …).
+
+use anyhow::{bail, Result};
+use bertlu::checkpoint::{write_labels, ModelKind, ModelMeta, OutputDir};
+use bertlu::inference::LoadedClassifier;
+use bertlu::linear::svm::SvmOptions;
+use bertlu::linear::LinearClassifier;
+use bertlu::tasks::classify::{check_problem, LabelSet, Problem};
+use bertlu::text::labelled::read_examples_with;
+use bertlu::text::reader::BadLines;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `linear`.
+#[derive(Args, Debug)]
+pub struct LinearArgs {
+    /// Labelled training file(s), comma-separated, read as one training set.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub train: Vec<PathBuf>,
+    /// Labelled validation file: fits the margin → probability curve (and the thresholds with
+    /// --tune-thresholds).
+    #[arg(long)]
+    pub valid: PathBuf,
+    /// Output model directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// SVM inverse regularisation strength (larger: fits the training data more closely).
+    #[arg(long, default_value_t = 1.0)]
+    pub c: f64,
+    /// Longest word n-gram used as a feature.
+    #[arg(long, default_value_t = 2)]
+    pub ngrams: usize,
+    /// Least number of training texts a feature must be found in.
+    #[arg(long, default_value_t = 2)]
+    pub min_df: usize,
+    /// Seed of the solver's visiting order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Force the problem type (default: inferred, multi-label if any line has several labels).
+    #[arg(long, value_enum)]
+    pub problem: Option<Problem>,
+    /// Tune the decision thresholds on the validation file for micro-F1 (one shared) or
+    /// macro-F1 (one a label); multi-label only.
+    #[arg(long, value_enum)]
+    pub tune_thresholds: Option<bertlu::thresholds::Objective>,
+    /// Replace an existing output directory (only once the run has succeeded).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Skip unusable lines of the input files with a warning that counts them.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+}
+
+/// Runs `linear`.
+pub fn run(a: LinearArgs) -> Result<()> {
+    if !(a.c > 0.0 && a.c.is_finite()) || a.ngrams == 0 || a.min_df == 0 {
+        bail!("--c must be positive, --ngrams and --min-df at least 1");
+    }
+    let policy = if a.skip_bad_lines { BadLines::Skip } else { BadLines::Fail };
+    let mut train = Vec::new();
+    for path in &a.train {
+        let part = read_examples_with(path, policy)?;
+        train.push((path, part));
+    }
+    let all: Vec<_> = train.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
+    let problem = a.problem.unwrap_or_else(|| Problem::infer(&all));
+    for (path, part) in &train {
+        check_problem(problem, part, &path.display().to_string())?;
+    }
+    if a.tune_thresholds.is_some() && problem != Problem::MultiLabel {
+        bail!("--tune-thresholds applies to multi-label problems only");
+    }
+    let valid = read_examples_with(&a.valid, policy)?;
+    let out = OutputDir::create(&a.out, a.overwrite)?;
+    let labels = LabelSet::from_examples(&all);
+    let texts: Vec<&str> = all.iter().map(|e| e.text.as_str()).collect();
+    let gold: Vec<Vec<usize>> = all.iter().map(|e| labels.indices(&e.labels)).collect();
+    let start = Instant::now();
+    let options = SvmOptions { c: a.c, seed: a.seed, ..Default::default() };
+    let mut model = LinearClassifier::train(&texts, &gold, labels.len(), a.ngrams, a.min_df, &options);
+    let trained = start.elapsed().as_secs_f64();
+    let vtexts: Vec<&str> = valid.iter().map(|e| e.text.as_str()).collect();
+    let vgold: Vec<Vec<usize>> = valid.iter().map(|e| labels.indices(&e.labels)).collect();
+    model.calibrate(&vtexts, &vgold);
+    println!(
+        "{} examples, {} labels, {} features ({}-grams seen in ≥ {} texts); {} SVMs trained in {trained:.1} s; probability = sigmoid({:.3} · margin + {:.3}) (fitted on {} validation examples)",
+        all.len(), labels.len(), model.tfidf.len(), a.ngrams, a.min_df, labels.len(), model.params.slope, model.params.intercept, valid.len()
+    );
+    let info = serde_json::json!({ "train_examples": all.len(), "features": model.tfidf.len(), "train_seconds": trained });
+    let mut meta = ModelMeta::new(ModelKind::Linear, Some(problem), 0.5, info);
+    write_labels(out.path(), &labels)?;
+    meta.weights_bytes = model.save(out.path())?;
+    meta.write(out.path())?;
+    let mut clf = LoadedClassifier::open(out.path())?;
+    if let Some(objective) = a.tune_thresholds {
+        super::tune::tune_and_report(&mut clf, &valid, objective, bertlu::thresholds::MIN_SUPPORT)?;
+    }
+    let s = clf.evaluate(&valid, None, 256).scores;
+    let dir = out.commit()?;
+    println!("validation: micro-F1 {:.4} macro-F1 {:.4}; written to {}", s.micro_f1, s.macro_f1, dir.display());
+    Ok(())
+}
