@@ -67,6 +67,9 @@ pub struct ModelMeta {
     /// An ensemble's member directories, relative to its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
+    /// An ensemble's relative member weights, in `members` order (empty: equal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_weights: Vec<f64>,
 }
 
 /// Writes `path` through a temporary file and a rename, so readers never see half a file:
@@ -317,7 +320,7 @@ impl ModelMeta {
 
     /// A description for a fresh save (the weight length is filled in by [`ModelDir::write`]).
     pub fn new(kind: ModelKind, problem: Option<Problem>, threshold: f64, info: serde_json::Value) -> Self {
-        Self { format: FORMAT_VERSION, bertlu_version: env!("CARGO_PKG_VERSION").to_owned(), kind, problem, threshold, label_thresholds: None, weights_bytes: 0, info, members: Vec::new() }
+        Self { format: FORMAT_VERSION, bertlu_version: env!("CARGO_PKG_VERSION").to_owned(), kind, problem, threshold, label_thresholds: None, weights_bytes: 0, info, members: Vec::new(), member_weights: Vec::new() }
     }
 }
 

@@ -207,6 +207,10 @@ impl LoadedClassifier {
         if meta.members.is_empty() {
             bail!("{}: an ensemble without members", path.join(crate::checkpoint::META_FILE).display());
         }
+        let w = &meta.member_weights;
+        if !w.is_empty() && (w.len() != meta.members.len() || w.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || w.iter().sum::<f64>() <= 0.0) {
+            bail!("{}: member_weights must hold {} non-negative values, not all zero", path.join(crate::checkpoint::META_FILE).display(), meta.members.len());
+        }
         let mut members = meta.members.iter().map(|m| Member::open(&path.join(m), &device)).collect::<Result<Vec<_>>>()?;
         for m in &mut members {
             m.order = member_order(m, &labels, problem)?;
@@ -220,27 +224,31 @@ impl LoadedClassifier {
         self.members.iter().find_map(|m| m.encode(texts))
     }
 
-    /// Probabilities of texts: each member's, averaged.
+    /// Probabilities of texts: the members', averaged (weighted by the ensemble's member
+    /// weights when it has them).
     pub fn probabilities(&self, texts: &[String], batch_size: usize) -> Vec<Vec<f32>> {
+        let weights = self.member_weights();
         let mut sum: Vec<Vec<f32>> = Vec::new();
-        for m in &self.members {
+        for (m, &w) in self.members.iter().zip(&weights) {
             let mut p = m.probabilities(texts, self.problem, batch_size, &self.device);
             if let Some(order) = &m.order {
                 p = p.into_iter().map(|row| order.iter().map(|&j| row[j]).collect()).collect();
             }
             if sum.is_empty() {
-                sum = p;
-            } else {
-                for (s, q) in sum.iter_mut().zip(p) {
-                    s.iter_mut().zip(q).for_each(|(a, b)| *a += b);
-                }
+                sum = vec![vec![0.0; p.first().map_or(0, Vec::len)]; p.len()];
+            }
+            for (s, q) in sum.iter_mut().zip(p) {
+                s.iter_mut().zip(q).for_each(|(a, b)| *a += w * b);
             }
         }
-        if self.members.len() > 1 {
-            let n = self.members.len() as f32;
-            sum.iter_mut().flatten().for_each(|v| *v /= n);
-        }
         sum
+    }
+
+    /// Each member's share of the probabilities (summing to one).
+    pub fn member_weights(&self) -> Vec<f32> {
+        let raw: Vec<f64> = if self.meta.member_weights.len() == self.members.len() { self.meta.member_weights.clone() } else { vec![1.0; self.members.len()] };
+        let total: f64 = raw.iter().sum();
+        raw.iter().map(|w| (w / total) as f32).collect()
     }
 
     /// The stored thresholds, or one global `threshold` that replaces them.

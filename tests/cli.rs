@@ -843,6 +843,15 @@ fn linear_model_learns_reloads_and_joins_an_ensemble() {
     for (label, pe) in &e {
         assert!((pe - (lin[label] + c[label]) / 2.0).abs() < 2e-5, "{label}");
     }
+    // weighted: three parts linear, one part fine-tuned
+    ok(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--weights", "3,1", "--out", s(&p("ens31"))]);
+    for (label, pe) in &probs("ens31") {
+        assert!((pe - (0.75 * lin[label] + 0.25 * c[label])).abs() < 2e-5, "{label}");
+    }
+    for bad in ["1", "1,-1", "0,0"] {
+        let e = fails(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--weights", bad, "--out", s(&p("bad"))]);
+        assert!(e.contains("--weights") && !p("bad").exists(), "{bad}: {e}");
+    }
     // not a model to fine-tune from; a truncated weight file is refused by name
     let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("x")), "--init", s(&p("lin"))]);
     assert!(e.contains("linear"), "{e}");

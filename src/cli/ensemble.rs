@@ -1,5 +1,5 @@
 //! `bertlu ensemble`: several fine-tuned classifiers of one label set as one model whose
-//! probabilities are the members' mean. Models trained with other seeds, losses or backbones
+//! probabilities are the members' mean (or a weighted mean). Models trained with other seeds, losses or backbones
 //! make different errors; their average scores higher than any of them.
 
 use anyhow::{bail, Context, Result};
@@ -15,6 +15,10 @@ pub struct EnsembleArgs {
     /// Fine-tuned model directories (two or more, comma-separated or repeated), trained on the same label set (in any order).
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     pub model: Vec<PathBuf>,
+    /// Relative weight of each member's probabilities, in --model order (default: equal);
+    /// e.g. a linear model's share of an ensemble of fine-tuned ones.
+    #[arg(long, value_delimiter = ',')]
+    pub weights: Vec<f64>,
     /// Output directory; the members are copied into it, so it stands alone.
     #[arg(long)]
     pub out: PathBuf,
@@ -38,6 +42,9 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
         bail!("--model: an ensemble needs at least two models (got {})", a.model.len());
     }
     super::check_threshold(a.threshold)?;
+    if !a.weights.is_empty() && (a.weights.len() != a.model.len() || a.weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || a.weights.iter().sum::<f64>() <= 0.0) {
+        bail!("--weights: one non-negative weight a model ({} models, {} weights), not all zero", a.model.len(), a.weights.len());
+    }
     let tune_data = a.tune_on.as_deref().map(read_examples).transpose()?;
     // every member is loaded here, so a broken one fails before anything is written
     let loaded = a.model.iter().map(|p| LoadedClassifier::open(p)).collect::<Result<Vec<_>>>()?;
@@ -61,6 +68,7 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
     let info = serde_json::json!({ "sources": a.model.iter().map(|p| p.display().to_string()).collect::<Vec<_>>() });
     let mut meta = ModelMeta::new(ModelKind::Ensemble, Some(first.problem), threshold, info);
     meta.members = names;
+    meta.member_weights = a.weights.clone();
     meta.write(out.path())?;
     if let Some(examples) = &tune_data {
         let mut clf = LoadedClassifier::open(out.path())?;
