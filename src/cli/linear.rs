@@ -6,7 +6,7 @@ use bertlu::checkpoint::{write_labels, ModelKind, ModelMeta, OutputDir};
 use bertlu::inference::LoadedClassifier;
 use bertlu::linear::svm::SvmOptions;
 use bertlu::linear::LinearClassifier;
-use bertlu::tasks::classify::{check_problem, LabelSet, Problem};
+use bertlu::tasks::classify::{LabelSet, Problem};
 use bertlu::text::labelled::read_examples_with;
 use bertlu::text::reader::BadLines;
 use clap::Args;
@@ -59,16 +59,7 @@ pub fn run(a: LinearArgs) -> Result<()> {
         bail!("--c must be positive, --ngrams and --min-df at least 1");
     }
     let policy = if a.skip_bad_lines { BadLines::Skip } else { BadLines::Fail };
-    let mut train = Vec::new();
-    for path in &a.train {
-        let part = read_examples_with(path, policy)?;
-        train.push((path, part));
-    }
-    let all: Vec<_> = train.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
-    let problem = a.problem.unwrap_or_else(|| Problem::infer(&all));
-    for (path, part) in &train {
-        check_problem(problem, part, &path.display().to_string())?;
-    }
+    let (all, problem) = super::read_training_files(&a.train, policy, a.problem, |_| {})?;
     if a.tune_thresholds.is_some() && problem != Problem::MultiLabel {
         bail!("--tune-thresholds applies to multi-label problems only");
     }

@@ -256,12 +256,17 @@ impl CommonTrain {
 /// with the problem type given or inferred; each file is checked against it on its own, so an
 /// error names the file.
 pub fn read_training(paths: &[PathBuf], common: &CommonTrain, problem: Option<Problem>) -> Result<(Vec<Example>, Problem)> {
+    read_training_files(paths, common.bad_lines(), problem, |train| common.cut(train, test_mode::TRAIN))
+}
+
+/// [`read_training`] with the bad-line policy given and `cut` applied to the whole set.
+pub fn read_training_files(paths: &[PathBuf], policy: bertlu::text::reader::BadLines, problem: Option<Problem>, cut: impl FnOnce(&mut Vec<Example>)) -> Result<(Vec<Example>, Problem)> {
     let (mut train, mut ends) = (Vec::new(), Vec::new());
     for path in paths {
-        train.extend(read_examples_with(path, common.bad_lines())?);
+        train.extend(read_examples_with(path, policy)?);
         ends.push(train.len());
     }
-    common.cut(&mut train, test_mode::TRAIN);
+    cut(&mut train);
     let problem = problem.unwrap_or_else(|| Problem::infer(&train));
     let mut start = 0;
     for (path, &end) in paths.iter().zip(&ends) {
