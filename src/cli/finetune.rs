@@ -14,16 +14,9 @@ use std::path::PathBuf;
 /// Arguments of `finetune`.
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
-    /// Labelled training file(s) (.txt or .txt.gz): `text __label__a __label__b`; several,
-    /// comma-separated, are read as one training set (e.g. real and pseudo-labelled examples).
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub train: Vec<PathBuf>,
-    /// Labelled validation file, used for model selection and early stopping.
-    #[arg(long)]
-    pub valid: PathBuf,
-    /// Output model directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Training, validation and output paths.
+    #[command(flatten)]
+    pub files: super::ClassifierFiles,
     /// Pre-trained model directory: backbone, embeddings and vocabulary come from it.
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -116,10 +109,10 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
 pub fn run(a: FinetuneArgs) -> Result<()> {
     let base = a.init.as_deref().map(ModelDir::open).transpose().context("--init")?;
     let mut cfg = configure(&a, base.as_ref())?;
-    let (train, problem) = super::read_training(&a.train, &a.common, a.problem)?;
-    let mut valid = read_examples_with(&a.valid, a.common.bad_lines())?;
+    let (train, problem) = super::read_training(&a.files.train, &a.common, a.problem)?;
+    let mut valid = read_examples_with(&a.files.valid, a.common.bad_lines())?;
     a.common.cut(&mut valid, test_mode::EVAL);
-    let out = a.common.output(&a.out)?;
+    let out = a.common.output(&a.files.out)?;
     let tokenizer = match (&base, &a.vocab, super::resumed_tokenizer(&a.common, &out)?) {
         (Some(dir), _, _) => dir.tokenizer.clone(),
         (None, _, Some(t)) => t,
@@ -140,10 +133,10 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         bail!("--tune-thresholds applies to multi-label problems only");
     }
     // after every check that can refuse the run, so a refused run prints its error alone
-    warn_overlap(&train, &valid, &a.valid);
+    warn_overlap(&train, &valid, &a.files.valid);
     bertlu::train::resume::install_interrupt_handler();
-    let mut inputs = a.train.iter().map(|path| bertlu::run_info::InputFile::of("train", path)).collect::<Result<Vec<_>>>()?;
-    inputs.push(bertlu::run_info::InputFile::of("valid", &a.valid)?);
+    let mut inputs = a.files.train.iter().map(|path| bertlu::run_info::InputFile::of("train", path)).collect::<Result<Vec<_>>>()?;
+    inputs.push(bertlu::run_info::InputFile::of("valid", &a.files.valid)?);
     if let Some(dir) = &base {
         inputs.push(bertlu::run_info::InputFile::of("init", &dir.weights())?);
     }

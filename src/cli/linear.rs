@@ -10,22 +10,14 @@ use bertlu::tasks::classify::{LabelSet, Problem};
 use bertlu::text::labelled::read_examples_with;
 use bertlu::text::reader::BadLines;
 use clap::Args;
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// Arguments of `linear`.
 #[derive(Args, Debug)]
 pub struct LinearArgs {
-    /// Labelled training file(s), comma-separated, read as one training set.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub train: Vec<PathBuf>,
-    /// Labelled validation file: fits the margin → probability curve (and the thresholds with
-    /// --tune-thresholds).
-    #[arg(long)]
-    pub valid: PathBuf,
-    /// Output model directory.
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Training, validation and output paths.
+    #[command(flatten)]
+    pub files: super::ClassifierFiles,
     /// SVM inverse regularisation strength (larger: fits the training data more closely).
     #[arg(long, default_value_t = 1.0)]
     pub c: f64,
@@ -59,12 +51,12 @@ pub fn run(a: LinearArgs) -> Result<()> {
         bail!("--c must be positive, --ngrams and --min-df at least 1");
     }
     let policy = if a.skip_bad_lines { BadLines::Skip } else { BadLines::Fail };
-    let (all, problem) = super::read_training_files(&a.train, policy, a.problem, |_| {})?;
+    let (all, problem) = super::read_training_files(&a.files.train, policy, a.problem, |_| {})?;
     if a.tune_thresholds.is_some() && problem != Problem::MultiLabel {
         bail!("--tune-thresholds applies to multi-label problems only");
     }
-    let valid = read_examples_with(&a.valid, policy)?;
-    let out = OutputDir::create(&a.out, a.overwrite)?;
+    let valid = read_examples_with(&a.files.valid, policy)?;
+    let out = OutputDir::create(&a.files.out, a.overwrite)?;
     let labels = LabelSet::from_examples(&all);
     let texts: Vec<&str> = all.iter().map(|e| e.text.as_str()).collect();
     let gold: Vec<Vec<usize>> = all.iter().map(|e| labels.indices(&e.labels)).collect();

@@ -97,6 +97,22 @@ impl StepArgs {
     }
 }
 
+/// The files of a classifier's training run (`finetune`, `linear`).
+#[derive(Args, Debug, Clone)]
+pub struct ClassifierFiles {
+    /// Labelled training file(s) (.txt or .txt.gz): `text __label__a __label__b`; several,
+    /// comma-separated, are read as one training set (e.g. real and pseudo-labelled examples).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub train: Vec<PathBuf>,
+    /// Labelled validation file: model selection and early stopping (`finetune`), the margin →
+    /// probability curve (`linear`), and the thresholds with --tune-thresholds.
+    #[arg(long)]
+    pub valid: PathBuf,
+    /// Output model directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// Settings every training subcommand takes.
 #[derive(Args, Debug, Clone)]
 pub struct CommonTrain {
