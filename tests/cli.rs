@@ -861,4 +861,10 @@ fn linear_model_learns_reloads_and_joins_an_ensemble() {
     assert!(e.contains("linear.bin") && e.contains("truncated"), "{e}");
     let e = fails(&["linear", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("bad")), "--c", "0"]);
     assert!(e.contains("--c") && !p("bad").exists(), "{e}");
+    let e = fails(&["linear", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("bad")), "--chars", "5-2"]);
+    assert!(e.contains("--chars") && !p("bad").exists(), "{e}");
+    // word features alone: fewer features, one block
+    let log = ok(&["linear", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("words")), "--chars", "none"]);
+    let blocks = |m: &str| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p(m).join("linear.json")).unwrap()).unwrap()["blocks"].as_array().unwrap().len();
+    assert_eq!((blocks("words"), blocks("lin2")), (1, 2), "{log}");
 }
