@@ -84,7 +84,8 @@ fn save_load_gives_identical_predictions() {
     let before = probabilities(&model, &input, Problem::MultiLabel, 7, &device);
     let loaded = LoadedClassifier::open(dir.path()).unwrap();
     assert_eq!(loaded.labels, labels);
-    let after = probabilities(&loaded.members[0].model, &input, Problem::MultiLabel, 7, &loaded.device);
+    let bertlu::inference::MemberModel::Neural { model: reloaded, .. } = &loaded.members[0].model else { panic!("a fine-tuned model loads as a neural member") };
+    let after = probabilities(reloaded, &input, Problem::MultiLabel, 7, &loaded.device);
     assert_eq!(before, after);
     // a fresh model with another seed predicts differently, so the equality above means something
     device.seed(12);
