@@ -5,7 +5,9 @@
 # linear model's share chosen on validation (bench/blend_reference.py), and the ensemble with
 # that share; thresholds tuned on validation, test scored once at the end. SCRATCH=3 also
 # trains that many from-scratch twins (same vocabulary, seeds, losses) and their ensembles.
-# Measured: README, "The linear model as an ensemble member".
+# Measured (README, "The linear model as an ensemble member"): five pre-trained TextCNNs
+# 0.716 / 0.456 test micro / macro-F1, with the linear model (share 0.25) 0.720 / 0.463;
+# 1 h 25 min on 2 cores for vocabulary, pre-training, five members and the linear model.
 #
 #   bash bench/debtags_blend.sh [DATA_DIR] [WORK_DIR]
 #
