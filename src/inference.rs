@@ -149,6 +149,11 @@ impl Member {
         }
     }
 
+    /// Whether it is a `bertlu linear` model.
+    pub fn is_linear(&self) -> bool {
+        matches!(self.model, MemberModel::Linear(_))
+    }
+
     /// Its problem type.
     pub fn problem(&self) -> Problem {
         self.meta.problem.unwrap_or(Problem::MultiLabel)
@@ -227,21 +232,21 @@ impl LoadedClassifier {
     /// Probabilities of texts: the members', averaged (weighted by the ensemble's member
     /// weights when it has them).
     pub fn probabilities(&self, texts: &[String], batch_size: usize) -> Vec<Vec<f32>> {
-        let weights = self.member_weights();
-        let mut sum: Vec<Vec<f32>> = Vec::new();
-        for (m, &w) in self.members.iter().zip(&weights) {
-            let mut p = m.probabilities(texts, self.problem, batch_size, &self.device);
-            if let Some(order) = &m.order {
-                p = p.into_iter().map(|row| order.iter().map(|&j| row[j]).collect()).collect();
-            }
-            if sum.is_empty() {
-                sum = vec![vec![0.0; p.first().map_or(0, Vec::len)]; p.len()];
-            }
-            for (s, q) in sum.iter_mut().zip(p) {
-                s.iter_mut().zip(q).for_each(|(a, b)| *a += w * b);
-            }
-        }
-        sum
+        mix(&self.member_probabilities(texts, batch_size), &self.member_weights())
+    }
+
+    /// Each member's probabilities of texts, in the ensemble's label order.
+    pub fn member_probabilities(&self, texts: &[String], batch_size: usize) -> Vec<Vec<Vec<f32>>> {
+        self.members
+            .iter()
+            .map(|m| {
+                let p = m.probabilities(texts, self.problem, batch_size, &self.device);
+                match &m.order {
+                    Some(order) => p.into_iter().map(|row| order.iter().map(|&j| row[j]).collect()).collect(),
+                    None => p,
+                }
+            })
+            .collect()
     }
 
     /// Each member's share of the probabilities (summing to one).
@@ -290,6 +295,17 @@ impl LoadedClassifier {
         let (probs, gold) = self.probabilities_and_gold(examples, batch_size);
         score(&probs, examples, &gold, &self.labels, self.problem, &self.thresholds(threshold))
     }
+}
+
+/// The weighted sum of several members' probabilities (`weights` summing to one).
+pub fn mix(per_member: &[Vec<Vec<f32>>], weights: &[f32]) -> Vec<Vec<f32>> {
+    let mut sum: Vec<Vec<f32>> = per_member.first().map(|p| p.iter().map(|row| vec![0.0; row.len()]).collect()).unwrap_or_default();
+    for (p, &w) in per_member.iter().zip(weights) {
+        for (s, q) in sum.iter_mut().zip(p) {
+            s.iter_mut().zip(q).for_each(|(a, b)| *a += w * b);
+        }
+    }
+    sum
 }
 
 /// Where each of the ensemble's labels sits among a member's outputs: `None` when the member

@@ -848,6 +848,17 @@ fn linear_model_learns_reloads_and_joins_an_ensemble() {
     for (label, pe) in &probs("ens31") {
         assert!((pe - (0.75 * lin[label] + 0.25 * c[label])).abs() < 2e-5, "{label}");
     }
+    // the linear share chosen on validation: a weight vector of that share, stored and used
+    let log = ok(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--tune-on", s(&p("valid.txt")), "--tune-linear-share", "--out", s(&p("enst"))]);
+    assert!(log.contains("linear members' share"), "{log}");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("enst").join("model.json")).unwrap()).unwrap();
+    let w: Vec<f64> = meta["member_weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(w.len() == 2 && (w[0] + w[1] - 1.0).abs() < 1e-9 && (w[0] * 20.0 - (w[0] * 20.0).round()).abs() < 1e-9, "{w:?}");
+    for (label, pe) in &probs("enst") {
+        assert!((pe - (w[0] * lin[label] + w[1] * c[label])).abs() < 2e-5, "{label}");
+    }
+    let e = fails(&["ensemble", "--model", &format!("{},{}", s(&p("cnn")), s(&p("cnn"))), "--tune-on", s(&p("valid.txt")), "--tune-linear-share", "--out", s(&p("bad"))]);
+    assert!(e.contains("linear") && !p("bad").exists(), "{e}");
     for bad in ["1", "1,-1", "0,0"] {
         let e = fails(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--weights", bad, "--out", s(&p("bad"))]);
         assert!(e.contains("--weights") && !p("bad").exists(), "{bad}: {e}");
