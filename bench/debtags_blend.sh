@@ -13,23 +13,10 @@
 #   bash bench/debtags_blend.sh [DATA_DIR] [WORK_DIR]
 #
 # Each stage is skipped when its output is already complete. BERTLU overrides the binary.
-set -euo pipefail
-D=${1:-../shared/datasets/debtags}
-W=${2:-runs/debtags-blend}
-B=${BERTLU:-target/release/bertlu}
-mkdir -p "$W"
-log() { printf '%s %s\n' "$(date -u +%FT%TZ)" "$*" | tee -a "$W/stages.log"; }
-timed() {
-    local name=$1; shift
-    local t0=$SECONDS
-    "$@" > "$W/$name.log" 2>&1 || { log "$name failed (see $W/$name.log)"; exit 1; }
-    log "$name: $((SECONDS - t0)) s"
-}
-done_model() { [ -f "$1/model.json" ]; }
+DEFAULT_W=runs/debtags-blend
+. "$(dirname "$0")/stages.sh"
 
-[ -f "$W/vocab-8000/tokenizer.json" ] || timed vocab "$B" vocab --corpus "$D/corpus.txt.gz" --out "$W/vocab-8000" --size 8000
-done_model "$W/pre-cnn" || timed pretrain "$B" pretrain --corpus "$D/corpus.txt.gz" --vocab "$W/vocab-8000" --out "$W/pre-cnn" \
-    --backbone textcnn --preset small --epochs 3 --lr 1e-3 --seed 1
+pretrain_textcnn
 done_model "$W/lin" || timed linear "$B" linear --train "$D/train.txt.gz" --valid "$D/valid.txt.gz" --out "$W/lin" --tune-thresholds micro
 
 member() {  # NAME SEED LOSS ARGS…

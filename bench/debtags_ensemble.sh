@@ -12,25 +12,10 @@
 #
 # Each stage is skipped when its output is already complete, so a stopped run goes on where
 # it stopped (a stopped fine-tune resumes from its checkpoint). BERTLU overrides the binary.
-set -euo pipefail
-D=${1:-../shared/datasets/debtags}
-W=${2:-runs/debtags-ensemble}
-B=${BERTLU:-target/release/bertlu}
-mkdir -p "$W"
-log() { printf '%s %s\n' "$(date -u +%FT%TZ)" "$*" | tee -a "$W/stages.log"; }
-done_model() { [ -f "$1/model.json" ]; }
-# --resume when an earlier run of this stage left a training checkpoint behind
-resume() { compgen -G "$(dirname "$1")/.$(basename "$1").partial/checkpoints/step-*" > /dev/null && echo --resume || true; }
-timed() {
-    local name=$1; shift
-    local t0=$SECONDS
-    "$@" > "$W/$name.log" 2>&1 || { log "$name failed (see $W/$name.log)"; exit 1; }
-    log "$name: $((SECONDS - t0)) s"
-}
+DEFAULT_W=runs/debtags-ensemble
+. "$(dirname "$0")/stages.sh"
 
-[ -f "$W/vocab-8000/tokenizer.json" ] || timed vocab "$B" vocab --corpus "$D/corpus.txt.gz" --out "$W/vocab-8000" --size 8000
-done_model "$W/pre-cnn" || timed pretrain "$B" pretrain --corpus "$D/corpus.txt.gz" --vocab "$W/vocab-8000" --out "$W/pre-cnn" \
-    --backbone textcnn --preset small --epochs 3 --lr 1e-3 --seed 1 $(resume "$W/pre-cnn")
+pretrain_textcnn
 
 # EPOCHS for the teachers; the students see 2.4 times as many examples an epoch (train + pseudo),
 # so STUDENT_EPOCHS=5 gives them about as many steps as a teacher's ten
