@@ -72,6 +72,12 @@ pub struct ModelMeta {
     pub member_weights: Vec<f64>,
 }
 
+/// Whether `weights` can weigh an ensemble of `members` members: empty (equal weights), or
+/// one finite non-negative weight a member, not all zero.
+pub fn member_weights_fit(weights: &[f64], members: usize) -> bool {
+    weights.is_empty() || (weights.len() == members && weights.iter().all(|w| w.is_finite() && *w >= 0.0) && weights.iter().sum::<f64>() > 0.0)
+}
+
 /// Writes `path` through a temporary file and a rename, so readers never see half a file:
 /// `write` fills the temporary path; on failure it is removed and the old `path` stays.
 pub fn write_via_tmp(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {

@@ -171,7 +171,7 @@ impl Member {
     /// Its label probabilities of texts, in its own label order.
     pub fn probabilities(&self, texts: &[String], problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
         match &self.model {
-            MemberModel::Neural { model, .. } => probabilities(model, &self.encode(texts).expect("neural member"), problem, batch_size, device),
+            MemberModel::Neural { dir, model } => probabilities(model, &crate::tasks::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len), problem, batch_size, device),
             MemberModel::Linear(m) => m.probabilities(texts, problem),
         }
     }
@@ -212,8 +212,7 @@ impl LoadedClassifier {
         if meta.members.is_empty() {
             bail!("{}: an ensemble without members", path.join(crate::checkpoint::META_FILE).display());
         }
-        let w = &meta.member_weights;
-        if !w.is_empty() && (w.len() != meta.members.len() || w.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || w.iter().sum::<f64>() <= 0.0) {
+        if !crate::checkpoint::member_weights_fit(&meta.member_weights, meta.members.len()) {
             bail!("{}: member_weights must hold {} non-negative values, not all zero", path.join(crate::checkpoint::META_FILE).display(), meta.members.len());
         }
         let mut members = meta.members.iter().map(|m| Member::open(&path.join(m), &device)).collect::<Result<Vec<_>>>()?;

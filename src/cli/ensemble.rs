@@ -47,7 +47,7 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
         bail!("--model: an ensemble needs at least two models (got {})", a.model.len());
     }
     super::check_threshold(a.threshold)?;
-    if !a.weights.is_empty() && (a.weights.len() != a.model.len() || a.weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || a.weights.iter().sum::<f64>() <= 0.0) {
+    if !bertlu::checkpoint::member_weights_fit(&a.weights, a.model.len()) {
         bail!("--weights: one non-negative weight a model ({} models, {} weights), not all zero", a.model.len(), a.weights.len());
     }
     let tune_data = a.tune_on.as_deref().map(read_examples).transpose()?;
@@ -75,13 +75,13 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
     meta.members = names;
     meta.member_weights = a.weights.clone();
     meta.write(out.path())?;
-    if a.tune_linear_share {
-        let examples = tune_data.as_deref().expect("clap requires --tune-on");
-        meta.member_weights = tune_linear_share(&LoadedClassifier::open(out.path())?, examples, threshold)?;
-        meta.write(out.path())?;
-    }
     if let Some(examples) = &tune_data {
+        // loaded once (members and all) for the share search and the thresholds
         let mut clf = LoadedClassifier::open(out.path())?;
+        if a.tune_linear_share {
+            clf.meta.member_weights = tune_linear_share(&clf, examples, threshold)?;
+            clf.meta.write(out.path())?;
+        }
         super::tune::tune_and_report(&mut clf, examples, a.objective, bertlu::thresholds::MIN_SUPPORT)?;
     }
     let dir = out.commit()?;

@@ -153,11 +153,10 @@ pub struct FeatureSpace {
 }
 
 impl FeatureSpace {
-    /// Fits each analyzer's block on `texts`; `max_terms[i]` caps block `i` (0: no cap).
-    pub fn fit<S: AsRef<str> + Sync>(texts: &[S], analyzers: &[(Analyzer, usize)], min_df: usize) -> Self {
-        use rayon::prelude::*;
-        let words: Vec<Vec<String>> = texts.par_iter().map(|t| self::words(t.as_ref())).collect();
-        Self { blocks: analyzers.iter().map(|&(a, cap)| TfIdf::fit(&words, a, min_df, cap)).collect() }
+    /// Fits one block for each `(analyzer, cap)` on the texts' [`words`] (cap: at most that
+    /// many terms in the block; 0: no cap).
+    pub fn fit(texts: &[Vec<String>], analyzers: &[(Analyzer, usize)], min_df: usize) -> Self {
+        Self { blocks: analyzers.iter().map(|&(a, cap)| TfIdf::fit(texts, a, min_df, cap)).collect() }
     }
 
     /// Number of features.
@@ -172,11 +171,15 @@ impl FeatureSpace {
 
     /// The feature vector of `text` (empty when none of its terms is known).
     pub fn transform(&self, text: &str) -> Sparse {
-        let w = words(text);
+        self.transform_words(&words(text))
+    }
+
+    /// The feature vector of a text already split into its [`words`].
+    pub fn transform_words(&self, words: &[String]) -> Sparse {
         let mut out = Sparse::new();
         let mut offset = 0u32;
         for b in &self.blocks {
-            b.transform_into(&w, offset, &mut out);
+            b.transform_into(words, offset, &mut out);
             offset += b.terms.len() as u32;
         }
         out
@@ -209,7 +212,7 @@ mod tests {
         assert_eq!(tf.terms, ["x", "y", "z"]);
         // the cap keeps the terms in most documents: x (3), then y and z (1 each) by first appearance
         assert_eq!(TfIdf::fit(&texts(&["x y", "x", "x z"]), Analyzer::Words(1), 1, 2).terms, ["x", "y"]);
-        let space = FeatureSpace::fit(&["x y y", "x", "x z", "y"], &[(Analyzer::Words(1), 0)], 2);
+        let space = FeatureSpace::fit(&texts(&["x y y", "x", "x z", "y"]), &[(Analyzer::Words(1), 0)], 2);
         assert_eq!(space.blocks[0].terms, ["x", "y"]);
         // df(x) = 3, df(y) = 2, n = 4: idf x = ln(5/4) + 1, idf y = ln(5/3) + 1
         let (ix, iy) = ((5f32 / 4.0).ln() + 1.0, (5f32 / 3.0).ln() + 1.0);
@@ -220,7 +223,7 @@ mod tests {
         assert!((v[0].1 - a / n).abs() < 1e-6 && (v[1].1 - b / n).abs() < 1e-6, "{v:?}");
         assert!(space.transform("nothing known").is_empty());
         // two blocks: each of unit length, the second's indices after the first's
-        let two = FeatureSpace::fit(&["x y", "x y"], &[(Analyzer::Words(1), 0), (Analyzer::Chars(2, 2), 0)], 1);
+        let two = FeatureSpace::fit(&texts(&["x y", "x y"]), &[(Analyzer::Words(1), 0), (Analyzer::Chars(2, 2), 0)], 1);
         let v = two.transform("x");
         assert_eq!(v.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 2, 4]);
         assert!((v[0].1 - 1.0).abs() < 1e-6 && (v[1].1.powi(2) + v[2].1.powi(2) - 1.0).abs() < 1e-6, "{v:?}");

@@ -91,8 +91,9 @@ impl LinearClassifier {
         if num_labels > u16::MAX as usize {
             bail!("the linear classifier takes at most {} labels ({num_labels} given)", u16::MAX);
         }
-        let space = FeatureSpace::fit(texts, &features.analyzers(), features.min_df);
-        let x: Vec<Sparse> = texts.par_iter().map(|t| space.transform(t.as_ref())).collect();
+        let words: Vec<Vec<String>> = texts.par_iter().map(|t| features::words(t.as_ref())).collect();
+        let space = FeatureSpace::fit(&words, &features.analyzers(), features.min_df);
+        let x: Vec<Sparse> = words.par_iter().map(|w| space.transform_words(w)).collect();
         let dim = space.len();
         let models: Vec<(Sparse, f32)> = (0..num_labels)
             .into_par_iter()
