@@ -4,7 +4,7 @@
 # (moving average of the weights, `--ema 0.999`), their ensemble's pseudo-labels for the
 # unlabelled corpus documents, three students on labelled + pseudo-labelled data, and the
 # ensemble of all eight; thresholds tuned on validation, test scored once at the end.
-# Measured (README, "A moving average of the weights"): teachers' ensemble 0.715 / 0.454 test
+# Measured (docs/results.md, "A moving average of the weights"): teachers' ensemble 0.715 / 0.454 test
 # micro / macro-F1, with two students 0.713 / 0.476; 2 h 5 min on 2 cores up to the
 # second student (the third student and the 8-model ensemble were not run).
 #

@@ -269,16 +269,6 @@ pub struct FinetuneConfig {
     pub ema: f64,
 }
 
-impl FinetuneConfig {
-    /// The multi-label loss these settings ask for.
-    pub fn multi_label_loss(&self) -> crate::model::loss::LabelLoss {
-        match self.loss {
-            MultiLabelLoss::Bce => crate::model::loss::LabelLoss::Bce,
-            MultiLabelLoss::Asl => crate::model::loss::LabelLoss::Asymmetric { gamma_neg: self.asl_gamma_neg, gamma_pos: self.asl_gamma_pos, clip: self.asl_clip },
-        }
-    }
-}
-
 /// Everything a run needs; saved as `config.toml` beside every checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -400,6 +390,17 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Applies `section.key=value` settings (the command line's `--set`) on top of `self`, in
+    /// order, as [`Config::merged`] does a TOML file: unknown keys are errors. A value is read as
+    /// TOML (`0.1`, `true`, `[3, 4, 5]`, `"mean"`); anything else is taken as a string.
+    pub fn with_settings(&self, settings: &[String]) -> Result<Self> {
+        let mut cfg = self.clone();
+        for setting in settings {
+            cfg = cfg.merged(&setting_toml(setting)?).with_context(|| format!("--set {setting}"))?;
+        }
+        Ok(cfg)
+    }
+
     /// Rejects impossible sizes with a message that names the key.
     pub fn validate(&self) -> Result<()> {
         let m = &self.model;
@@ -501,6 +502,19 @@ impl Config {
     }
 }
 
+/// The TOML text of one `section.key=value` setting.
+fn setting_toml(setting: &str) -> Result<String> {
+    let (path, value) = setting.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {setting}: expected SECTION.KEY=VALUE"))?;
+    let (section, key) = path.trim().split_once('.').ok_or_else(|| anyhow::anyhow!("--set {setting}: expected SECTION.KEY=VALUE (e.g. finetune.lr=3e-4)"))?;
+    let bare = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !bare(section) || !bare(key) {
+        bail!("--set {setting}: section and key are names (letters, digits, _ and -)");
+    }
+    let value = value.trim();
+    let literal = if toml::from_str::<toml::Table>(&format!("v = {value}")).is_ok() { value.to_owned() } else { toml::Value::String(value.to_owned()).to_string() };
+    Ok(format!("[{section}]\n{key} = {literal}\n"))
+}
+
 /// Folds a multi-line parser message onto one line.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -520,6 +534,17 @@ mod tests {
         assert_eq!((tiny.d_model, tiny.d_model / tiny.n_heads, tiny.d_ff), (64, 8, 256));
         let c = Config::preset(Preset::Small);
         assert!(c.finetune.lr < c.pretrain.lr);
+    }
+
+    #[test]
+    fn settings_override_like_a_file() {
+        let base = Config::preset(Preset::Tiny);
+        let c = base.with_settings(&["model.n_layers=3".into(), "finetune.pooling_unused=1".into()]);
+        assert!(c.unwrap_err().to_string().contains("--set finetune.pooling_unused=1"));
+        let c = base.with_settings(&["model.n_layers=3".into(), "pretrain.lr=0.01".into(), "model.pooling=mean".into(), "model.filter_widths=[2, 3]".into()]).unwrap();
+        assert_eq!(c, base.merged("[model]\nn_layers = 3\npooling = \"mean\"\nfilter_widths = [2, 3]\n[pretrain]\nlr = 0.01\n").unwrap());
+        assert!(base.with_settings(&["lr=0.1".into()]).unwrap_err().to_string().contains("SECTION.KEY=VALUE"));
+        assert!(base.with_settings(&["model.n_layers=many".into()]).is_err(), "a string where a number belongs");
     }
 
     #[test]

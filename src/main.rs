@@ -31,7 +31,7 @@ fn main() {
     if let Err(e) = cli::run(args) {
         // One line: the context chain joined by ": ".
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-        let interrupted = e.downcast_ref::<bertlu::train::resume::Interrupted>().is_some();
+        let interrupted = e.downcast_ref::<bertlu::train::interrupt::Interrupted>().is_some();
         std::process::exit(if interrupted { 130 } else { 1 });
     }
 }

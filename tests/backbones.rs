@@ -3,11 +3,11 @@
 
 mod common;
 
-use bertlu::batch::TokenBatch;
+use bertlu::data::batch::TokenBatch;
 use bertlu::config::{BackboneKind, Config, Preset};
 use bertlu::model::backbone::Backbone;
-use bertlu::tasks::classify::Problem;
-use bertlu::tasks::toy;
+use bertlu::data::classify::Problem;
+use bertlu::data::toy;
 use bertlu::train::finetune::{finetune, Init};
 use bertlu::train::RunOptions;
 use burn::prelude::*;

@@ -302,7 +302,7 @@ fn bad_checkpoints_are_refused() {
 }
 
 /// Training is deterministic for a given vocabulary. (Vocabulary training itself is not: HF
-/// tokenizers breaks ties between equally frequent merges in hash order; see the README.)
+/// tokenizers breaks ties between equally frequent merges in hash order; see docs/usage.md, "Determinism".)
 #[test]
 fn word_vectors_initialise_a_scratch_model() {
     let d = setup();

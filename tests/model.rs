@@ -2,13 +2,14 @@
 
 mod common;
 
-use bertlu::batch::{PretrainBatch, TokenBatch};
-use bertlu::checkpoint::{load_prefix, ModelDir, ModelKind, ModelMeta};
+use bertlu::data::batch::{PretrainBatch, TokenBatch};
+use bertlu::store::weights::load_prefix;
+use bertlu::store::model_dir::{ModelDir, ModelKind, ModelMeta};
 use bertlu::config::{BackboneKind, Config, Objective, Preset};
-use bertlu::inference::{probabilities, LoadedClassifier};
+use bertlu::infer::classifier::{probabilities, LoadedClassifier};
 use bertlu::model::{Classifier, PretrainModel};
-use bertlu::tasks::classify::{LabelSet, Problem};
-use bertlu::tasks::mlm::Masking;
+use bertlu::data::classify::{LabelSet, Problem};
+use bertlu::data::mlm::Masking;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -27,7 +28,7 @@ fn tokenizer() -> WordPieceTokenizer {
 }
 
 fn seqs(tok: &WordPieceTokenizer, n: usize) -> Vec<Vec<u32>> {
-    common::corpus_lines(n, 9).lines().map(|l| bertlu::tasks::classify::wrap(&tok.encode(l), 32)).collect()
+    common::corpus_lines(n, 9).lines().map(|l| bertlu::data::classify::wrap(&tok.encode(l), 32)).collect()
 }
 
 fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
@@ -84,7 +85,7 @@ fn save_load_gives_identical_predictions() {
     let before = probabilities(&model, &input, Problem::MultiLabel, 7, &device);
     let loaded = LoadedClassifier::open(dir.path()).unwrap();
     assert_eq!(loaded.labels, labels);
-    let bertlu::inference::MemberModel::Neural { model: reloaded, .. } = &loaded.members[0].model else { panic!("a fine-tuned model loads as a neural member") };
+    let bertlu::infer::classifier::MemberModel::Neural { model: reloaded, .. } = &loaded.members[0].model else { panic!("a fine-tuned model loads as a neural member") };
     let after = probabilities(reloaded, &input, Problem::MultiLabel, 7, &loaded.device);
     assert_eq!(before, after);
     // a fresh model with another seed predicts differently, so the equality above means something
@@ -130,7 +131,7 @@ fn init_loads_every_weight_of(cfg: Config, tok: &WordPieceTokenizer) {
 
     let mut batch_seqs = seqs(&tok, 8);
     // a pair, so the segment embeddings take part
-    batch_seqs.push(bertlu::tasks::nsp::wrap_pair(&tok.encode("alpha beta"), &tok.encode("gamma"), 32));
+    batch_seqs.push(bertlu::data::nsp::wrap_pair(&tok.encode("alpha beta"), &tok.encode("gamma"), 32));
     let refs: Vec<&[u32]> = batch_seqs.iter().map(|s| s.as_slice()).collect();
     let batch = TokenBatch::new(&refs, &device);
     let want = pre.backbone.forward(&batch).states;
@@ -201,10 +202,10 @@ fn next_sentence_head_learns_pairs_beside_the_masked_lm() {
     let docs: Vec<String> = common::topic_documents(200, 11).lines().map(str::to_owned).collect();
     let tok = WordPieceTokenizer::train(docs.clone().into_iter(), &VocabOptions { size: 120, lowercase: true, min_frequency: 1 }).unwrap();
     let cfg = tiny_config(&tok);
-    let sentences: Vec<Vec<Vec<u32>>> = docs.iter().map(|d| bertlu::tasks::nsp::split_sentences(d).into_iter().map(|s| tok.encode(s)).collect()).collect();
+    let sentences: Vec<Vec<Vec<u32>>> = docs.iter().map(|d| bertlu::data::nsp::split_sentences(d).into_iter().map(|s| tok.encode(s)).collect()).collect();
     let mut rng = StdRng::seed_from_u64(2);
     let all: Vec<usize> = (0..sentences.len()).collect();
-    let pairs = bertlu::tasks::nsp::build_pairs(&sentences, &all, bertlu::tasks::nsp::PairSettings { max_len: 32, short_seq_prob: 0.0 }, &mut rng);
+    let pairs = bertlu::data::nsp::build_pairs(&sentences, &all, bertlu::data::nsp::PairSettings { max_len: 32, short_seq_prob: 0.0 }, &mut rng);
     let pairs = &pairs[..32];
     let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, whole_words: None };
     let examples: Vec<_> = pairs.iter().map(|p| masking.apply(&p.ids, &mut rng)).collect();
@@ -247,7 +248,7 @@ fn next_sentence_pooler_carries_into_the_classification_head() {
     ModelDir::write(dir.path(), &cfg, &tok, &pre, ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::Value::Null), None).unwrap();
     let saved = ModelDir::open(dir.path()).unwrap();
     let fresh = Classifier::init(&cfg.model, 3, &device);
-    let (loaded, names) = bertlu::checkpoint::load_mapped(fresh.clone(), &saved.weights(), saved.meta.weights_bytes, "nsp.dense.", "head.dense.").unwrap();
+    let (loaded, names) = bertlu::store::weights::load_mapped(fresh.clone(), &saved.weights(), saved.meta.weights_bytes, "nsp.dense.", "head.dense.").unwrap();
     assert_eq!(names, ["head.dense.bias", "head.dense.weight"]);
     let nsp = pre.nsp.as_ref().unwrap();
     assert_eq!(loaded.head.dense.weight.val().into_data(), nsp.dense.weight.val().into_data());
@@ -258,6 +259,6 @@ fn next_sentence_pooler_carries_into_the_classification_head() {
     let dir2 = tempfile::tempdir().unwrap();
     ModelDir::write(dir2.path(), &cfg, &tok, &mlm_only, ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::Value::Null), None).unwrap();
     let saved2 = ModelDir::open(dir2.path()).unwrap();
-    let e = bertlu::checkpoint::load_mapped(fresh, &saved2.weights(), saved2.meta.weights_bytes, "nsp.dense.", "head.dense.").unwrap_err();
+    let e = bertlu::store::weights::load_mapped(fresh, &saved2.weights(), saved2.meta.weights_bytes, "nsp.dense.", "head.dense.").unwrap_err();
     assert!(e.to_string().contains("lack 2 of the 2"), "{e}");
 }

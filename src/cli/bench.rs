@@ -1,7 +1,7 @@
 //! `bertlu bench`: speed and memory of training steps and inference, one case a process.
 
 use anyhow::{bail, Context, Result};
-use bertlu::bench::{measure, table, Case, Measurement, Setting};
+use bertlu::apps::bench::{measure, table, Case, Measurement, Setting};
 use clap::Args;
 
 /// Arguments of `bench`.
@@ -46,11 +46,11 @@ pub struct BenchArgs {
 /// Runs `bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
     if let (Some(model), Some(data)) = (&a.model, &a.data) {
-        let m = bertlu::bench::measure_model(model, data, a.batch_size, a.iters, a.singles)?;
+        let m = bertlu::apps::bench::measure_model(model, data, a.batch_size, a.iters, a.singles)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&m)?);
         } else {
-            print!("{}", bertlu::bench::model_table(&m));
+            print!("{}", bertlu::apps::bench::model_table(&m));
             println!("{} threads; median of {} passes after one warm-up pass; peak RSS {} MiB.", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), a.iters, m.peak_rss_mib.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into()));
         }
         return Ok(());
@@ -86,7 +86,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{}", table(&out));
-        println!("{} threads; median and range over {} iterations after {} warm-up; synthetic batches of 128 word pieces, vocabulary {}.", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), a.iters, a.warmup, bertlu::bench::VOCAB);
+        println!("{} threads; median and range over {} iterations after {} warm-up; synthetic batches of 128 word pieces, vocabulary {}.", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), a.iters, a.warmup, bertlu::apps::bench::VOCAB);
     }
     Ok(())
 }

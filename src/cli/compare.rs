@@ -1,11 +1,13 @@
 //! `bertlu compare`: pre-trained vs from-scratch fine-tuning, per backbone, as tables and plots.
 
-use super::{load_tokenizer, test_mode, CommonTrain, StepArgs};
+use super::{CommonTrain, StepArgs};
+use bertlu::apps::setup::{load_tokenizer, test_mode};
 use anyhow::{anyhow, bail, Context, Result};
-use bertlu::checkpoint::OutputDir;
-use bertlu::compare::{compare, write_outputs, CompareData, CompareSettings, TABLE_FILE};
+use bertlu::store::output_dir::OutputDir;
+use bertlu::apps::compare::{compare, write_outputs, CompareData, CompareSettings};
+use bertlu::store::layout::COMPARE_TABLE_FILE;
 use bertlu::config::BackboneKind;
-use bertlu::tasks::classify::Problem;
+use bertlu::data::classify::Problem;
 use bertlu::text::corpus::read_documents_with;
 use bertlu::text::labelled::read_examples_with;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
@@ -139,7 +141,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let title = format!("Pre-trained vs from scratch: {name}, {} epochs, seed {}{}", base.finetune.epochs, base.finetune.seed, if a.common.test_mode { " (test mode)" } else { "" });
     write_outputs(&results, &title, out.path())?;
     let dir = out.commit()?;
-    println!("\n{}", std::fs::read_to_string(dir.join(TABLE_FILE))?);
-    println!("written to {}: {TABLE_FILE}, epochs.csv, compare.json, plot-*.svg, pretrained-*/ and runs/*/ models", dir.display());
+    println!("\n{}", std::fs::read_to_string(dir.join(COMPARE_TABLE_FILE))?);
+    println!("written to {}: {COMPARE_TABLE_FILE}, epochs.csv, compare.json, plot-*.svg, pretrained-*/ and runs/*/ models", dir.display());
     Ok(())
 }

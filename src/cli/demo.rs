@@ -5,10 +5,11 @@
 //! prints the two side by side (and writes the CSV and plots).
 
 use anyhow::{bail, Result};
-use bertlu::checkpoint::OutputDir;
-use bertlu::compare::{compare, write_outputs, CompareData, CompareSettings, TABLE_FILE};
+use bertlu::store::output_dir::OutputDir;
+use bertlu::apps::compare::{compare, write_outputs, CompareData, CompareSettings};
+use bertlu::store::layout::COMPARE_TABLE_FILE;
 use bertlu::config::{BackboneKind, Config, Preset};
-use bertlu::tasks::classify::Problem;
+use bertlu::data::classify::Problem;
 use bertlu::text::corpus::read_documents;
 use bertlu::text::labelled::read_examples;
 use bertlu::text::tokenizer::WordPieceTokenizer;
@@ -49,7 +50,7 @@ pub struct DemoArgs {
 
 /// Runs `demo`.
 pub fn run(a: DemoArgs) -> Result<()> {
-    if a.out.exists() && !a.out.join(TABLE_FILE).exists() && std::fs::read_dir(&a.out)?.next().is_some() {
+    if a.out.exists() && !a.out.join(COMPARE_TABLE_FILE).exists() && std::fs::read_dir(&a.out)?.next().is_some() {
         bail!("{}: exists and does not hold an earlier demo; choose another --out", a.out.display());
     }
     let out = OutputDir::create(&a.out, true)?;
@@ -75,7 +76,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let title = format!("bertlu demo: tiny preset, {} fine-tuning epochs at lr {:e}, seed {} (validation scores of the embedded Debtags slice)", a.epochs, a.lr, a.seed);
     write_outputs(&results, &title, out.path())?;
     let dir = out.commit()?;
-    println!("\n{}", std::fs::read_to_string(dir.join(TABLE_FILE))?);
+    println!("\n{}", std::fs::read_to_string(dir.join(COMPARE_TABLE_FILE))?);
     println!("table, per-epoch CSV and plots (plot-*.svg) in {}; try: bertlu predict --model {}/runs/textcnn-pre-trained-lr{:e} {}/data/valid.txt.gz --k 3", dir.display(), dir.display(), a.lr, dir.display());
     Ok(())
 }

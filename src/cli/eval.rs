@@ -1,7 +1,7 @@
 //! `bertlu eval`: scores of a classifier on a labelled file.
 
 use anyhow::Result;
-use bertlu::inference::LoadedClassifier;
+use bertlu::infer::classifier::LoadedClassifier;
 use bertlu::text::labelled::read_examples;
 use clap::Args;
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ pub struct EvalArgs {
 
 /// Runs `eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
-    super::check_threshold(a.threshold)?;
+    bertlu::apps::setup::check_threshold(a.threshold)?;
     let clf = LoadedClassifier::open(&a.model)?;
     let examples = read_examples(&a.data)?;
     let unknown: std::collections::BTreeSet<&str> = examples.iter().flat_map(|e| e.labels.iter()).filter(|l| clf.labels.get(l).is_none()).map(String::as_str).collect();
@@ -44,7 +44,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let ev = clf.evaluate(&examples, a.threshold, a.batch_size);
     let s = &ev.scores;
-    let mut rows: Vec<(&String, &bertlu::metrics::LabelCounts)> = ev.accumulator.per_label().iter().collect();
+    let mut rows: Vec<(&String, &bertlu::eval::metrics::LabelCounts)> = ev.accumulator.per_label().iter().collect();
     rows.sort_by(|a, b| b.1.support().cmp(&a.1.support()).then(a.0.cmp(b.0)));
     if a.json {
         let mut v = serde_json::to_value(s)?;

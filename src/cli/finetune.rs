@@ -1,13 +1,14 @@
 //! `bertlu finetune`: train a classifier on labelled data.
 
-use super::{load_tokenizer, test_mode, CommonTrain, StepArgs};
-use anyhow::{bail, Context, Result};
-use bertlu::checkpoint::ModelDir;
+use super::{CommonTrain, StepArgs};
+use anyhow::{Context, Result};
+use bertlu::apps::finetune::FinetuneJob;
+use bertlu::apps::setup::test_mode;
 use bertlu::config::Config;
-use bertlu::tasks::classify::Problem;
+use bertlu::data::classify::Problem;
+use bertlu::store::model_dir::ModelDir;
 use bertlu::text::labelled::read_examples_with;
-use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
-use bertlu::train::finetune::{finetune, FinetuneReport, Init};
+use bertlu::train::finetune::FinetuneReport;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -66,17 +67,14 @@ pub struct FinetuneArgs {
     /// After training, tune the decision thresholds on the validation file for micro-F1 (one
     /// shared threshold) or macro-F1 (one a label); multi-label only.
     #[arg(long, value_enum)]
-    pub tune_thresholds: Option<bertlu::thresholds::Objective>,
+    pub tune_thresholds: Option<bertlu::eval::thresholds::Objective>,
     /// Shared training settings.
     #[command(flatten)]
     pub common: CommonTrain,
 }
 
 fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
-    let mut cfg = match base {
-        None => a.common.config()?,
-        Some(dir) => a.common.config_from(dir)?,
-    };
+    let mut cfg = a.common.config(base)?;
     if let Some(p) = a.pooling {
         cfg.model.pooling = p;
     }
@@ -107,67 +105,29 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
 
 /// Runs `finetune`.
 pub fn run(a: FinetuneArgs) -> Result<()> {
-    let base = a.init.as_deref().map(ModelDir::open).transpose().context("--init")?;
-    let mut cfg = configure(&a, base.as_ref())?;
+    let init = a.init.as_deref().map(ModelDir::open).transpose().context("--init")?;
+    let cfg = configure(&a, init.as_ref())?;
     let (train, problem) = super::read_training(&a.files.train, &a.common, a.problem)?;
     let mut valid = read_examples_with(&a.files.valid, a.common.bad_lines())?;
     a.common.cut(&mut valid, test_mode::EVAL);
-    let out = a.common.output(&a.files.out)?;
-    let tokenizer = match (&base, &a.vocab, super::resumed_tokenizer(&a.common, &out)?) {
-        (Some(dir), _, _) => dir.tokenizer.clone(),
-        (None, _, Some(t)) => t,
-        (None, Some(p), None) => load_tokenizer(p)?,
-        (None, None, None) => WordPieceTokenizer::train(train.iter().map(|e| e.text.clone()), &VocabOptions { size: a.vocab_size, ..Default::default() })?,
+    let job = FinetuneJob {
+        train_files: a.files.train.clone(),
+        valid_file: a.files.valid.clone(),
+        out: a.files.out.clone(),
+        init,
+        vocab: a.vocab.clone(),
+        vocab_size: a.vocab_size,
+        word_vectors: a.word_vectors.clone(),
+        tune_thresholds: a.tune_thresholds,
+        overwrite: a.common.overwrite,
+        options: a.common.run_options(),
     };
-    cfg.model.vocab_size = tokenizer.vocab_size();
-    let vectors = a.word_vectors.as_deref().map(|path| bertlu::text::word_vectors::WordVectors::read(path, &tokenizer, cfg.model.d_model)).transpose()?;
-    let init = match (&base, &vectors) {
-        (Some(dir), _) => Init::Pretrained(dir),
-        (None, Some(v)) => Init::WordVectors(v),
-        (None, None) => Init::Scratch,
-    };
-    if cfg.finetune.loss != bertlu::config::MultiLabelLoss::Bce && problem != Problem::MultiLabel {
-        bail!("finetune.loss = {:?} applies to multi-label problems only (single-label training uses softmax cross-entropy)", cfg.finetune.loss);
+    let done = bertlu::apps::finetune::run(cfg, &job, &train, &valid, problem)?;
+    if let Some(line) = &done.tuned {
+        println!("{line}");
     }
-    if a.tune_thresholds.is_some() && problem != Problem::MultiLabel {
-        bail!("--tune-thresholds applies to multi-label problems only");
-    }
-    // after every check that can refuse the run, so a refused run prints its error alone
-    warn_overlap(&train, &valid, &a.files.valid);
-    bertlu::train::resume::install_interrupt_handler();
-    let mut inputs = a.files.train.iter().map(|path| bertlu::run_info::InputFile::of("train", path)).collect::<Result<Vec<_>>>()?;
-    inputs.push(bertlu::run_info::InputFile::of("valid", &a.files.valid)?);
-    if let Some(dir) = &base {
-        inputs.push(bertlu::run_info::InputFile::of("init", &dir.weights())?);
-    }
-    if let Some(path) = &a.word_vectors {
-        inputs.push(bertlu::run_info::InputFile::of("word-vectors", path)?);
-    }
-    let mut info = bertlu::run_info::RunInfo::start(out.path(), "finetune", &cfg, cfg.finetune.seed, inputs)?;
-    let result = finetune(&cfg, init, &tokenizer, &train, &valid, problem, Some(out.path()), &a.common.run_options());
-    info.finish(out.path(), &super::outcome(&result))?;
-    let report = result?;
-    if let Some(objective) = a.tune_thresholds {
-        let mut clf = bertlu::inference::LoadedClassifier::open(out.path())?;
-        super::tune::tune_and_report(&mut clf, &valid, objective, bertlu::thresholds::MIN_SUPPORT)?;
-    }
-    let dir = out.commit()?;
-    print_summary(&report, &dir, a.common.json_logs);
+    print_summary(&done.report, &done.dir, a.common.json_logs);
     Ok(())
-}
-
-/// Validation texts that are also training texts make every validation score (and the epoch
-/// kept, and thresholds tuned on it) flatter the model; said once, as a count.
-fn warn_overlap(train: &[bertlu::text::labelled::Example], valid: &[bertlu::text::labelled::Example], valid_path: &std::path::Path) {
-    // texts are read with their words joined by single spaces, so equal texts compare equal
-    let seen: std::collections::HashSet<&str> = train.iter().map(|e| e.text.as_str()).collect();
-    let shared = valid.iter().filter(|e| seen.contains(e.text.as_str())).count();
-    if shared > 0 {
-        eprintln!(
-            "warning: {}: {shared} of {} validation texts are also training texts; validation scores, the epoch kept and thresholds tuned on them will flatter the model",
-            valid_path.display(), valid.len()
-        );
-    }
 }
 
 fn print_summary(r: &FinetuneReport, dir: &std::path::Path, json: bool) {

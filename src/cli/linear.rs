@@ -1,16 +1,13 @@
 //! `bertlu linear`: the TF-IDF + linear SVM classifier, trained on the same labelled files as
 //! `finetune` and usable wherever a fine-tuned model is (eval, predict, ensemble, …).
 
-use anyhow::{bail, Result};
-use bertlu::checkpoint::{write_labels, ModelKind, ModelMeta, OutputDir};
-use bertlu::inference::LoadedClassifier;
-use bertlu::linear::svm::SvmOptions;
-use bertlu::linear::{FeatureOptions, LinearClassifier};
-use bertlu::tasks::classify::{LabelSet, Problem};
-use bertlu::text::labelled::read_examples_with;
+use anyhow::Result;
+use bertlu::apps::linear::{parse_char_range, LinearJob};
+use bertlu::data::classify::Problem;
+use bertlu::infer::linear::svm::SvmOptions;
+use bertlu::infer::linear::FeatureOptions;
 use bertlu::text::reader::BadLines;
 use clap::Args;
-use std::time::Instant;
 
 /// Arguments of `linear`.
 #[derive(Args, Debug)]
@@ -45,7 +42,7 @@ pub struct LinearArgs {
     /// Tune the decision thresholds on the validation file for micro-F1 (one shared) or
     /// macro-F1 (one a label); multi-label only.
     #[arg(long, value_enum)]
-    pub tune_thresholds: Option<bertlu::thresholds::Objective>,
+    pub tune_thresholds: Option<bertlu::eval::thresholds::Objective>,
     /// Replace an existing output directory (only once the run has succeeded).
     #[arg(long)]
     pub overwrite: bool,
@@ -56,49 +53,22 @@ pub struct LinearArgs {
 
 /// Runs `linear`.
 pub fn run(a: LinearArgs) -> Result<()> {
-    if !(a.c > 0.0 && a.c.is_finite()) || a.ngrams == 0 || a.min_df == 0 || !(a.prune >= 0.0 && a.prune.is_finite()) {
-        bail!("--c must be positive, --ngrams and --min-df at least 1, --prune non-negative");
-    }
-    let chars = match a.chars.as_str() {
-        "none" => None,
-        range => match range.split_once('-').map(|(lo, hi)| (lo.parse::<usize>(), hi.parse::<usize>())) {
-            Some((Ok(lo), Ok(hi))) if 1 <= lo && lo <= hi => Some((lo, hi)),
-            _ => bail!("--chars: expected MIN-MAX (e.g. 2-5, 1 ≤ MIN ≤ MAX) or none, got `{range}`"),
-        },
+    let chars = parse_char_range(&a.chars)?;
+    let job = LinearJob {
+        train: a.files.train.clone(),
+        valid: a.files.valid.clone(),
+        out: a.files.out.clone(),
+        features: FeatureOptions { ngrams: a.ngrams, chars, max_char_features: a.max_char_features, min_df: a.min_df },
+        svm: SvmOptions { c: a.c, seed: a.seed, ..Default::default() },
+        prune: a.prune,
+        problem: a.problem,
+        tune_thresholds: a.tune_thresholds,
+        bad_lines: if a.skip_bad_lines { BadLines::Skip } else { BadLines::Fail },
+        overwrite: a.overwrite,
     };
-    let features = FeatureOptions { ngrams: a.ngrams, chars, max_char_features: a.max_char_features, min_df: a.min_df };
-    let policy = if a.skip_bad_lines { BadLines::Skip } else { BadLines::Fail };
-    let (all, problem) = super::read_training_files(&a.files.train, policy, a.problem, |_| {})?;
-    if a.tune_thresholds.is_some() && problem != Problem::MultiLabel {
-        bail!("--tune-thresholds applies to multi-label problems only");
+    let (_, said) = bertlu::apps::linear::run(&job)?;
+    for line in said {
+        println!("{line}");
     }
-    let valid = read_examples_with(&a.files.valid, policy)?;
-    let out = OutputDir::create(&a.files.out, a.overwrite)?;
-    let labels = LabelSet::from_examples(&all);
-    let texts: Vec<&str> = all.iter().map(|e| e.text.as_str()).collect();
-    let gold: Vec<Vec<usize>> = all.iter().map(|e| labels.indices(&e.labels)).collect();
-    let start = Instant::now();
-    let options = SvmOptions { c: a.c, seed: a.seed, ..Default::default() };
-    let mut model = LinearClassifier::train(&texts, &gold, labels.len(), &features, &options, a.prune)?;
-    let trained = start.elapsed().as_secs_f64();
-    let vtexts: Vec<&str> = valid.iter().map(|e| e.text.as_str()).collect();
-    let vgold: Vec<Vec<usize>> = valid.iter().map(|e| labels.indices(&e.labels)).collect();
-    model.calibrate(&vtexts, &vgold);
-    println!(
-        "{} examples, {} labels, {} features ({}; each seen in ≥ {} texts); {} SVMs trained in {trained:.1} s, {} weights kept (|w| ≥ {}); probability = sigmoid({:.3} · margin + {:.3}) (fitted on {} validation examples)",
-        all.len(), labels.len(), model.num_features(), model.params.blocks.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", "), a.min_df, labels.len(), model.params.weights, a.prune, model.params.slope, model.params.intercept, valid.len()
-    );
-    let info = serde_json::json!({ "train_examples": all.len(), "features": model.num_features(), "train_seconds": trained });
-    let mut meta = ModelMeta::new(ModelKind::Linear, Some(problem), 0.5, info);
-    write_labels(out.path(), &labels)?;
-    meta.weights_bytes = model.save(out.path())?;
-    meta.write(out.path())?;
-    let mut clf = LoadedClassifier::open(out.path())?;
-    if let Some(objective) = a.tune_thresholds {
-        super::tune::tune_and_report(&mut clf, &valid, objective, bertlu::thresholds::MIN_SUPPORT)?;
-    }
-    let s = clf.evaluate(&valid, None, 256).scores;
-    let dir = out.commit()?;
-    println!("validation: micro-F1 {:.4} macro-F1 {:.4}; written to {}", s.micro_f1, s.macro_f1, dir.display());
     Ok(())
 }

@@ -15,13 +15,17 @@ pub mod report;
 pub mod tune;
 pub mod vocab;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use bertlu::apps::setup::{self, test_mode, ConfigSources};
 use bertlu::config::{BackboneKind, Config, Preset};
-use bertlu::tasks::classify::{check_problem, Problem};
-use bertlu::text::labelled::{read_examples_with, Example};
-use bertlu::text::tokenizer::{WordPieceTokenizer, TOKENIZER_FILE};
+use bertlu::data::classify::Problem;
+use bertlu::store::checkpoints::CheckpointPolicy;
+use bertlu::store::model_dir::ModelDir;
+use bertlu::text::labelled::Example;
+use bertlu::text::reader::BadLines;
+use bertlu::train::RunOptions;
 use clap::{Args, Parser, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Pre-train a text encoder on raw text, fine-tune it into text classifiers.
 #[derive(Parser, Debug)]
@@ -126,6 +130,10 @@ pub struct CommonTrain {
     /// TOML file overriding preset values ([model], [pretrain], [finetune] sections).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// One setting over the preset and the --config file, as SECTION.KEY=VALUE (repeatable),
+    /// e.g. `--set model.dropout=0.2 --set finetune.asl_gamma_neg=2`.
+    #[arg(long, value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
     /// Random seed (overrides the config's).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -158,47 +166,19 @@ pub struct CommonTrain {
     pub keep_checkpoints: usize,
 }
 
-/// What `--test-mode` keeps.
-pub mod test_mode {
-    /// Corpus documents.
-    pub const DOCS: usize = 2000;
-    /// Training examples.
-    pub const TRAIN: usize = 1000;
-    /// Validation and test examples.
-    pub const EVAL: usize = 300;
-    /// Pre-training steps.
-    pub const PRETRAIN_STEPS: usize = 100;
-    /// Fine-tuning epochs.
-    pub const EPOCHS: usize = 2;
-}
-
 impl CommonTrain {
     /// What readers do with bad lines.
-    pub fn bad_lines(&self) -> bertlu::text::reader::BadLines {
+    pub fn bad_lines(&self) -> BadLines {
         if self.skip_bad_lines {
-            bertlu::text::reader::BadLines::Skip
+            BadLines::Skip
         } else {
-            bertlu::text::reader::BadLines::Fail
+            BadLines::Fail
         }
     }
 
     /// The loop options these flags ask for.
-    pub fn run_options(&self) -> bertlu::train::RunOptions {
-        bertlu::train::RunOptions {
-            quiet: self.quiet,
-            checkpoints: bertlu::train::resume::CheckpointPolicy { every: self.checkpoint_every, keep: self.keep_checkpoints.max(1) },
-            resume: self.resume,
-            json_logs: self.json_logs,
-        }
-    }
-
-    /// The output directory: a fresh one, or with --resume the interrupted run's.
-    pub fn output(&self, out: &std::path::Path) -> Result<bertlu::checkpoint::OutputDir> {
-        if self.resume {
-            bertlu::checkpoint::OutputDir::resume(out)
-        } else {
-            bertlu::checkpoint::OutputDir::create(out, self.overwrite)
-        }
+    pub fn run_options(&self) -> RunOptions {
+        RunOptions { quiet: self.quiet, checkpoints: CheckpointPolicy { every: self.checkpoint_every, keep: self.keep_checkpoints.max(1) }, resume: self.resume, json_logs: self.json_logs }
     }
 
     /// The one backbone a pretrain/finetune run takes (None: the config's).
@@ -208,6 +188,17 @@ impl CommonTrain {
             [b] => Ok(Some(*b)),
             _ => bail!("--backbone takes one value here (a list is for `compare`)"),
         }
+    }
+
+    /// Where the config comes from (`compare` sets each arm's backbone itself).
+    pub fn sources(&self) -> Result<ConfigSources> {
+        Ok(ConfigSources { preset: self.preset, backbone: self.single_backbone()?, file: self.config.clone(), settings: self.set.clone() })
+    }
+
+    /// The preset with the --config file and --set over it, before any backbone is chosen
+    /// (`compare` takes a list of backbones and sets each arm's).
+    pub fn preset_and_file(&self) -> Result<Config> {
+        ConfigSources { preset: self.preset, backbone: None, file: self.config.clone(), settings: self.set.clone() }.preset_and_file()
     }
 
     /// Keeps the first `n` items under `--test-mode`.
@@ -220,113 +211,23 @@ impl CommonTrain {
     /// Caps steps and epochs under `--test-mode`; call after every other override.
     pub fn cap(&self, cfg: &mut Config) {
         if self.test_mode {
-            let p = &mut cfg.pretrain;
-            p.max_steps = if p.max_steps == 0 { test_mode::PRETRAIN_STEPS } else { p.max_steps.min(test_mode::PRETRAIN_STEPS) };
-            cfg.finetune.epochs = cfg.finetune.epochs.min(test_mode::EPOCHS);
-            eprintln!("test mode: at most {} documents, {} training / {} validation examples, {} pre-training steps, {} epochs", test_mode::DOCS, test_mode::TRAIN, test_mode::EVAL, cfg.pretrain.max_steps, cfg.finetune.epochs);
+            test_mode::cap(cfg);
         }
     }
 
-    /// The config of a run that starts from the model in `dir`: that model's, with the TOML
-    /// file's [pretrain] / [finetune] settings over it. The shape comes from the weights being
-    /// loaded, so `--preset`, another `--backbone` or a [model] change other than dropout is refused.
-    pub fn config_from(&self, dir: &bertlu::checkpoint::ModelDir) -> Result<Config> {
-        if self.preset.is_some() {
-            bail!("--preset does not apply with --init: the model comes from {}", dir.path.display());
+    /// The config of a run from scratch (`init` None) or from the model in `init`.
+    pub fn config(&self, init: Option<&ModelDir>) -> Result<Config> {
+        match init {
+            None => self.sources()?.fresh(),
+            Some(dir) => self.sources()?.from_model(dir),
         }
-        if self.single_backbone()?.is_some_and(|b| b != dir.config.model.backbone) {
-            bail!("--backbone differs from the pre-trained model's ({}) in {}", dir.config.model.backbone, dir.path.display());
-        }
-        let mut cfg = dir.config.clone();
-        if let Some(path) = &self.config {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
-            cfg = cfg.merged(&text).with_context(|| format!("{}", path.display()))?;
-            // Dropout and pooling shape no weight, so they may differ from the pre-trained model's.
-            let mut shape = cfg.model.clone();
-            shape.dropout = dir.config.model.dropout;
-            shape.pooling = dir.config.model.pooling;
-            if shape != dir.config.model {
-                bail!("{}: [model] differs from the pre-trained model in {} (only dropout and pooling may change)", path.display(), dir.path.display());
-            }
-        }
-        Ok(cfg)
-    }
-
-    /// The preset with the --config file over it, before any backbone is chosen.
-    pub fn preset_and_file(&self) -> Result<Config> {
-        Config::from_preset_and_file(self.preset.unwrap_or(Preset::Small), self.config.as_deref())
-    }
-
-    /// The preset with the TOML file applied.
-    pub fn config(&self) -> Result<Config> {
-        let mut cfg = self.preset_and_file()?;
-        if let Some(b) = self.single_backbone()? {
-            cfg.model.backbone = b;
-        }
-        cfg.validate()?;
-        Ok(cfg)
     }
 }
 
 /// The `--train` files of a fine-tuning run, read as one training set (cut under `--test-mode`),
-/// with the problem type given or inferred; each file is checked against it on its own, so an
-/// error names the file.
+/// with the problem type given or inferred.
 pub fn read_training(paths: &[PathBuf], common: &CommonTrain, problem: Option<Problem>) -> Result<(Vec<Example>, Problem)> {
-    read_training_files(paths, common.bad_lines(), problem, |train| common.cut(train, test_mode::TRAIN))
-}
-
-/// [`read_training`] with the bad-line policy given and `cut` applied to the whole set.
-pub fn read_training_files(paths: &[PathBuf], policy: bertlu::text::reader::BadLines, problem: Option<Problem>, cut: impl FnOnce(&mut Vec<Example>)) -> Result<(Vec<Example>, Problem)> {
-    let (mut train, mut ends) = (Vec::new(), Vec::new());
-    for path in paths {
-        train.extend(read_examples_with(path, policy)?);
-        ends.push(train.len());
-    }
-    cut(&mut train);
-    let problem = problem.unwrap_or_else(|| Problem::infer(&train));
-    let mut start = 0;
-    for (path, &end) in paths.iter().zip(&ends) {
-        let end = end.min(train.len());
-        check_problem(problem, &train[start..end], &path.display().to_string())?;
-        start = end;
-    }
-    Ok((train, problem))
-}
-
-/// Refuses a `--threshold` outside [0, 1]: no probability compares with it meaningfully.
-pub fn check_threshold(threshold: Option<f64>) -> Result<()> {
-    match threshold {
-        Some(t) if !(0.0..=1.0).contains(&t) => bail!("--threshold must be in [0, 1] (got {t})"),
-        _ => Ok(()),
-    }
-}
-
-/// Loads a tokenizer from a `tokenizer.json` or a directory that holds one.
-pub fn load_tokenizer(path: &Path) -> Result<WordPieceTokenizer> {
-    let file = if path.is_dir() { path.join(TOKENIZER_FILE) } else { path.to_path_buf() };
-    if !file.exists() {
-        bail!("{}: no tokenizer here (expected {TOKENIZER_FILE})", path.display());
-    }
-    WordPieceTokenizer::load(&file)
-}
-
-/// With --resume, the tokenizer the interrupted run saved with its newest checkpoint.
-pub fn resumed_tokenizer(common: &CommonTrain, out: &bertlu::checkpoint::OutputDir) -> Result<Option<WordPieceTokenizer>> {
-    if !common.resume {
-        return Ok(None);
-    }
-    match bertlu::train::resume::latest(out.path())? {
-        Some(ckpt) => Ok(Some(bertlu::train::resume::checkpoint_tokenizer(&ckpt)?)),
-        None => bail!("{}: no checkpoint to resume from", out.path().display()),
-    }
-}
-
-/// How a training call ended, for run.json.
-pub fn outcome<T>(result: &Result<T>) -> String {
-    match result {
-        Ok(_) => "finished".into(),
-        Err(e) => format!("{e:#}"),
-    }
+    setup::read_training_files(paths, common.bad_lines(), problem, |train| common.cut(train, test_mode::TRAIN))
 }
 
 /// Runs the parsed command.

@@ -1,7 +1,7 @@
 //! `bertlu predict`: labels for text lines, one output line per input line.
 
 use anyhow::Result;
-use bertlu::inference::{decide, LoadedClassifier};
+use bertlu::infer::classifier::{decide, LoadedClassifier};
 use bertlu::text::labelled::{split_line, LABEL_PREFIX};
 use bertlu::text::reader::Lines;
 use clap::Args;
@@ -34,7 +34,7 @@ pub struct PredictArgs {
 
 /// Runs `predict`.
 pub fn run(a: PredictArgs) -> Result<()> {
-    super::check_threshold(a.threshold)?;
+    bertlu::apps::setup::check_threshold(a.threshold)?;
     let clf = LoadedClassifier::open(&a.model)?;
     let thresholds = clf.thresholds(a.threshold);
     let lines = if a.input == "-" {

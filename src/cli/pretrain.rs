@@ -1,14 +1,13 @@
 //! `bertlu pretrain`: pre-training (masked LM, next-sentence prediction).
 
-use super::{load_tokenizer, resumed_tokenizer, test_mode, CommonTrain, StepArgs};
-use anyhow::{bail, Context, Result};
-use bertlu::checkpoint::{ModelDir, ModelKind};
+use super::{CommonTrain, StepArgs};
+use anyhow::{Context, Result};
+use bertlu::apps::pretrain::{open_pretrained, PretrainJob};
+use bertlu::apps::setup::test_mode;
 use bertlu::config::{Config, Objective};
-use bertlu::text::corpus::{CorpusFile, DocumentSource};
-use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
-use bertlu::train::pretrain::{pretrain, PretrainEpoch};
-use bertlu::run_info::{InputFile, RunInfo};
-use bertlu::train::resume;
+use bertlu::store::model_dir::ModelDir;
+use bertlu::text::tokenizer::VocabOptions;
+use bertlu::train::pretrain::PretrainEpoch;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -65,10 +64,7 @@ pub struct PretrainArgs {
 
 /// Applies the command-line overrides to a config.
 fn configure(a: &PretrainArgs, base: Option<&ModelDir>) -> Result<Config> {
-    let mut cfg = match base {
-        None => a.common.config()?,
-        Some(dir) => a.common.config_from(dir)?,
-    };
+    let mut cfg = a.common.config(base)?;
     let p = &mut cfg.pretrain;
     a.steps.apply(&mut p.epochs, &mut p.lr, &mut p.batch_size, &mut p.seed, &a.common);
     if let Some(v) = a.max_steps {
@@ -96,50 +92,22 @@ fn configure(a: &PretrainArgs, base: Option<&ModelDir>) -> Result<Config> {
 
 /// Runs `pretrain`.
 pub fn run(a: PretrainArgs) -> Result<()> {
-    let base = a.init.as_deref().map(open_pretrained).transpose().context("--init")?;
-    let mut cfg = configure(&a, base.as_ref())?;
-    let out = a.common.output(&a.out)?;
-    // The corpus is streamed (read again on each pass), never held in memory whole.
-    let docs = CorpusFile::open(&a.corpus, a.common.bad_lines(), a.common.test_mode.then_some(test_mode::DOCS))?;
-    let tokenizer = match (&base, &a.vocab, resumed_tokenizer(&a.common, &out)?) {
-        (Some(dir), _, _) => dir.tokenizer.clone(),
-        (None, _, Some(t)) => t,
-        (None, Some(p), None) => load_tokenizer(p)?,
-        (None, None, None) => {
-            let failure = std::sync::Mutex::new(None);
-            let texts = docs.documents()?.map_while(|d| d.map_err(|e| *failure.lock().expect("lock") = Some(e)).ok());
-            let t = WordPieceTokenizer::train(texts, &VocabOptions { size: a.vocab_size, lowercase: !a.cased, ..Default::default() })?;
-            if let Some(e) = failure.into_inner().expect("lock") {
-                return Err(e);
-            }
-            t
-        }
+    let init = a.init.as_deref().map(open_pretrained).transpose().context("--init")?;
+    let cfg = configure(&a, init.as_ref())?;
+    let job = PretrainJob {
+        corpus: a.corpus.clone(),
+        out: a.out.clone(),
+        init,
+        vocab: a.vocab.clone(),
+        vocab_options: VocabOptions { size: a.vocab_size, lowercase: !a.cased, ..Default::default() },
+        bad_lines: a.common.bad_lines(),
+        max_docs: a.common.test_mode.then_some(test_mode::DOCS),
+        overwrite: a.common.overwrite,
+        options: a.common.run_options(),
     };
-    cfg.model.vocab_size = tokenizer.vocab_size();
-    resume::install_interrupt_handler();
-    let mut inputs = vec![InputFile::of("corpus", &a.corpus)?];
-    if let Some(v) = &a.vocab {
-        inputs.push(InputFile::of("vocab", &if v.is_dir() { v.join("tokenizer.json") } else { v.clone() })?);
-    }
-    if let Some(dir) = &base {
-        inputs.push(InputFile::of("init", &dir.weights())?);
-    }
-    let mut info = RunInfo::start(out.path(), "pretrain", &cfg, cfg.pretrain.seed, inputs)?;
-    let result = pretrain(&cfg, &docs, &tokenizer, base.as_ref(), out.path(), &a.common.run_options());
-    info.finish(out.path(), &super::outcome(&result))?;
-    let log = result?;
-    let dir = out.commit()?;
+    let (log, dir) = bertlu::apps::pretrain::run(cfg, &job)?;
     print_summary(&log, &dir, a.common.json_logs);
     Ok(())
-}
-
-/// A model directory that `pretrain` can continue: a pre-trained one, not a classifier.
-fn open_pretrained(path: &std::path::Path) -> Result<ModelDir> {
-    let dir = ModelDir::open(path)?;
-    if dir.meta.kind != ModelKind::Pretrained {
-        bail!("{}: holds a {} model; pretrain --init takes a model written by pretrain", path.display(), format!("{:?}", dir.meta.kind).to_lowercase());
-    }
-    Ok(dir)
 }
 
 fn print_summary(log: &[PretrainEpoch], dir: &std::path::Path, json: bool) {

@@ -2,9 +2,9 @@
 //! labelled file to fine-tune on beside the real one (self-training).
 
 use anyhow::{bail, Context, Result};
-use bertlu::checkpoint::write_via_tmp;
-use bertlu::inference::LoadedClassifier;
-use bertlu::tasks::pseudo_label::{fold, pseudo_label};
+use bertlu::store::atomic::write_via_tmp;
+use bertlu::infer::classifier::LoadedClassifier;
+use bertlu::apps::pseudo_label::{fold, pseudo_label};
 use bertlu::text::corpus::{CorpusFile, DocumentSource};
 use bertlu::text::labelled::read_examples;
 use bertlu::text::reader::BadLines;
@@ -44,7 +44,7 @@ pub fn run(a: PseudoLabelArgs) -> Result<()> {
     if a.out.exists() && !a.overwrite {
         bail!("{}: already exists (use --overwrite to replace it)", a.out.display());
     }
-    super::check_threshold(a.threshold)?;
+    bertlu::apps::setup::check_threshold(a.threshold)?;
     let teacher = LoadedClassifier::open(&a.model)?;
     let mut exclude = HashSet::new();
     for f in &a.exclude {

@@ -13,7 +13,7 @@ pub struct ReportArgs {
 
 /// Runs `report`.
 pub fn run(a: ReportArgs) -> Result<()> {
-    let md = bertlu::report::report(&a.dir)?;
+    let md = bertlu::apps::report::report(&a.dir)?;
     print!("{md}");
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use bertlu::config::{BackboneKind, Config, Preset};
-use bertlu::tasks::classify::Problem;
-use bertlu::tasks::toy;
+use bertlu::data::classify::Problem;
+use bertlu::data::toy;
 use bertlu::train::finetune::{finetune, Init};
 use bertlu::train::RunOptions;
 use clap::Args;

@@ -1,7 +1,7 @@
 //! `bertlu vocab`: train a WordPiece vocabulary.
 
 use anyhow::Result;
-use bertlu::checkpoint::OutputDir;
+use bertlu::store::output_dir::OutputDir;
 use bertlu::text::corpus::read_documents;
 use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer, TOKENIZER_FILE};
 use clap::Args;

@@ -5,7 +5,7 @@ use burn::module::Param;
 use crate::model::dropout::Dropout;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use crate::model::fused::{gelu, LayerNorm};
+use crate::model::kernels::{gelu, LayerNorm};
 use burn::tensor::activation::{softmax, tanh};
 use crate::config::HeadKind;
 use crate::model::backbone::BackboneOutput;

@@ -52,6 +52,16 @@ impl LabelLoss {
     }
 }
 
+impl LabelLoss {
+    /// The multi-label loss a fine-tuning config asks for.
+    pub fn of(f: &crate::config::FinetuneConfig) -> Self {
+        match f.loss {
+            crate::config::MultiLabelLoss::Bce => LabelLoss::Bce,
+            crate::config::MultiLabelLoss::Asl => LabelLoss::Asymmetric { gamma_neg: f.asl_gamma_neg, gamma_pos: f.asl_gamma_pos, clip: f.asl_clip },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,13 +2,14 @@
 
 pub mod backbone;
 pub mod dropout;
-pub mod fused;
+pub mod device;
+pub mod kernels;
 pub mod heads;
 pub mod loss;
 
-use crate::batch::{PretrainBatch, TokenBatch};
+use crate::data::batch::{PretrainBatch, TokenBatch};
 use crate::config::{HeadKind, ModelConfig, Objective};
-use crate::tasks::classify::Problem;
+use crate::data::classify::Problem;
 use backbone::Backbone;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;

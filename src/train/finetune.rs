@@ -1,19 +1,22 @@
 //! Fine-tuning a classifier, from a pre-trained backbone or from scratch.
 
-use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY, METRICS_FILE};
+use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY};
+use crate::store::layout::METRICS_FILE;
 use super::ema::Ema;
 use super::optim::{adamw, Schedule};
-use super::resume::{self, Checkpoints, Fnv, Position};
+use crate::store::checkpoints::{self, Checkpoints, Position};
+use crate::store::fingerprint::Fnv;
 use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
-use crate::batch::{bucketed_batches, TokenBatch};
-use crate::checkpoint::{load_mapped, load_prefix, ModelDir, ModelKind, ModelMeta};
+use crate::data::batch::{bucketed_batches, TokenBatch};
+use crate::store::weights::{load_mapped, load_prefix};
+use crate::store::model_dir::{ModelDir, ModelKind, ModelMeta};
 use crate::config::{Config, Objective};
-use crate::inference::{probabilities, score, Evaluation};
+use crate::infer::classifier::{probabilities, score, Evaluation};
 use crate::model::Classifier;
-use crate::tasks::classify::{encode_examples, EncodedExample, LabelSet, Problem};
+use crate::data::classify::{encode_examples, EncodedExample, LabelSet, Problem};
 use crate::text::labelled::Example;
 use crate::text::tokenizer::WordPieceTokenizer;
-use crate::thresholds::Thresholds;
+use crate::eval::thresholds::Thresholds;
 use anyhow::{bail, Result};
 use burn::module::Module;
 use burn::optim::GradientsParams;
@@ -34,7 +37,7 @@ pub struct FinetuneEpoch {
     /// Mean training loss.
     pub train_loss: f64,
     /// Validation loss.
-    #[serde(deserialize_with = "super::resume::f64_or_nan")]
+    #[serde(deserialize_with = "crate::store::checkpoints::f64_or_nan")]
     pub valid_loss: f64,
     /// Validation micro-F1.
     pub micro_f1: f64,
@@ -116,13 +119,13 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             let ckpt = if f.ema > 0.0 {
                 // the average is saved beside the weights, as the second half of a pair
                 let template = model.valid();
-                let (r, ckpt) = resume::restore_latest(out, cfg, &hash, (model, template), optim)?;
+                let (r, ckpt) = checkpoints::restore_latest(out, cfg, &hash, (model, template), optim)?;
                 let ((m, average), o, position) = (r.model, r.optim, r.position);
                 (model, optim, at) = (m, o, position);
                 ema = Some(Ema::new(&model, f.ema, at.step as u64).with_average(average));
                 ckpt
             } else {
-                let (r, ckpt) = resume::restore_latest(out, cfg, &hash, model, optim)?;
+                let (r, ckpt) = checkpoints::restore_latest(out, cfg, &hash, model, optim)?;
                 (model, optim, at) = (r.model, r.optim, r.position);
                 ckpt
             };
@@ -184,7 +187,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             let seqs: Vec<&[u32]> = idx.iter().map(|&k| enc_train[k].input_ids.as_slice()).collect();
             let gold: Vec<Vec<usize>> = idx.iter().map(|&k| enc_train[k].labels.clone()).collect();
             let logits = model.forward(&TokenBatch::new(&seqs, &device));
-            let loss = Classifier::loss(logits, &gold, problem, f.multi_label_loss());
+            let loss = Classifier::loss(logits, &gold, problem, crate::model::loss::LabelLoss::of(f));
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
                 bail!("fine-tuning diverged at step {} (loss {value}); lower finetune.lr", step + 1);
@@ -209,8 +212,8 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             if let Some(c) = &checkpoints {
                 at.seconds = elapsed();
                 match &ema {
-                    Some(e) => c.after_step(cfg, tokenizer, &(model.clone(), e.model().clone()), &optim, &at, &hash, &at.state.rows)?,
-                    None => c.after_step(cfg, tokenizer, &model, &optim, &at, &hash, &at.state.rows)?,
+                    Some(e) => super::checkpoint_after_step(c, cfg, tokenizer, &(model.clone(), e.model().clone()), &optim, &at, &hash, &at.state.rows)?,
+                    None => super::checkpoint_after_step(c, cfg, tokenizer, &model, &optim, &at, &hash, &at.state.rows)?,
                 }
             }
         }
@@ -275,7 +278,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
         }
     }
     if let Some(out) = out {
-        resume::remove_all(out)?;
+        checkpoints::remove_all(out)?;
     }
     let s = at.state;
     Ok(FinetuneReport { initial_valid_loss: s.initial_valid_loss, epochs: s.epochs, best_epoch: s.best_epoch, loaded_tensors: s.loaded_tensors })
@@ -302,7 +305,7 @@ fn descend(optim: &mut burn::optim::ModuleOptimizer, model: Classifier, loss: bu
 /// Running numbers of a fine-tuning loop, saved in its checkpoints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LoopState {
-    #[serde(deserialize_with = "resume::f64_or_nan")]
+    #[serde(deserialize_with = "crate::store::checkpoints::f64_or_nan")]
     initial_valid_loss: f64,
     epochs: Vec<FinetuneEpoch>,
     best: f64,

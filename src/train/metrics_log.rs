@@ -1,13 +1,11 @@
 //! `metrics.csv`: the numbers of a training run as it goes — a row every [`LOG_EVERY`] steps
 //! (training loss, learning rate, throughput) and a row at each epoch end (validation scores).
 
-use crate::checkpoint::write_atomic;
+use crate::store::atomic::write_atomic;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// File name inside a run's output directory.
-pub const METRICS_FILE: &str = "metrics.csv";
 
 /// Steps between two training rows.
 pub const LOG_EVERY: usize = 50;
@@ -194,7 +192,7 @@ mod tests {
         assert_eq!((r2.tokens_per_s, r2.train_accuracy), (Some(10.0), None));
         let valid = MetricsRow { step: 3, epoch: 1, kind: "valid".into(), lr: 1e-3, valid_loss: Some(0.25), micro_f1: Some(0.5), seconds: 3.5, ..Default::default() };
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(METRICS_FILE);
+        let p = dir.path().join(crate::store::layout::METRICS_FILE);
         write_csv(&[r.clone(), r2.clone(), valid.clone()], &p).unwrap();
         let back = read_csv(&p).unwrap();
         assert_eq!(back.len(), 3);

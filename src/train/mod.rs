@@ -7,11 +7,20 @@
 
 pub mod ema;
 pub mod finetune;
+pub mod interrupt;
 pub mod metrics_log;
 pub mod optim;
 pub mod pretrain;
 pub mod progress;
-pub mod resume;
+
+use crate::config::Config;
+use crate::store::checkpoints::{Checkpoints, Position};
+use crate::text::tokenizer::WordPieceTokenizer;
+use anyhow::Result;
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use interrupt::{interrupted, Interrupted};
+use metrics_log::{write_csv, MetricsRow};
 
 /// Options every training run shares.
 #[derive(Debug, Clone, Default)]
@@ -19,7 +28,7 @@ pub struct RunOptions {
     /// No progress bars or per-epoch lines.
     pub quiet: bool,
     /// Training-state checkpoints (written only when the run has an output directory).
-    pub checkpoints: resume::CheckpointPolicy,
+    pub checkpoints: crate::store::checkpoints::CheckpointPolicy,
     /// Continue from the newest checkpoint in the output directory.
     pub resume: bool,
     /// One JSON object a line on stdout instead of text lines (no progress bars).
@@ -92,6 +101,22 @@ pub(crate) fn log_epoch<T: serde::Serialize>(opts: &RunOptions, task: &str, huma
 
 /// The training device (autodiff over the default backend) and its plain twin for evaluation.
 pub fn devices() -> (burn::tensor::Device, burn::tensor::Device) {
-    let plain = crate::device::default_device();
+    let plain = crate::model::device::default_device();
     (plain.clone().autodiff(), plain)
+}
+
+/// After a training step: when a checkpoint is due or Ctrl-C was pressed, writes one and
+/// `metrics.csv` (`rows`); after Ctrl-C, then stops the loop with [`Interrupted`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn checkpoint_after_step<M: Module, S: serde::Serialize>(checkpoints: &Checkpoints, cfg: &Config, tokenizer: &WordPieceTokenizer, model: &M, optim: &ModuleOptimizer, position: &Position<S>, data_hash: &str, rows: &[MetricsRow]) -> Result<()> {
+    let stop = interrupted();
+    if !stop && !checkpoints.due(position.step) {
+        return Ok(());
+    }
+    let dir = checkpoints.save(cfg, tokenizer, model, optim, position, data_hash)?;
+    write_csv(rows, &checkpoints.out_dir().join(crate::store::layout::METRICS_FILE))?;
+    if stop {
+        return Err(Interrupted { step: position.step, dir }.into());
+    }
+    Ok(())
 }

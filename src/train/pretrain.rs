@@ -1,15 +1,18 @@
 //! Pre-training on a raw corpus: masked LM, next-sentence prediction, or both.
 
-use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY, METRICS_FILE};
+use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY};
+use crate::store::layout::{EPOCHS_DIR, METRICS_FILE};
 use super::optim::{adamw, Schedule};
-use super::resume::{self, Checkpoints, Fnv, Position};
+use crate::store::checkpoints::{self, Checkpoints, Position};
+use crate::store::fingerprint::Fnv;
 use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
-use crate::batch::{bucketed_batch_count, bucketed_batches, PretrainBatch};
-use crate::checkpoint::{load_prefix, ModelDir, ModelKind, ModelMeta};
+use crate::data::batch::{bucketed_batch_count, bucketed_batches, PretrainBatch};
+use crate::store::weights::load_prefix;
+use crate::store::model_dir::{ModelDir, ModelKind, ModelMeta};
 use crate::config::{Config, Objective, PretrainConfig};
 use crate::model::{PretrainModel, TaskOutput};
-use crate::tasks::mlm::{chunk_document, Masking, MlmExample, WordBoundaries};
-use crate::tasks::nsp::{build_pairs, split_sentences, PairSettings, Sequence};
+use crate::data::mlm::{chunk_document, Masking, MlmExample, WordBoundaries};
+use crate::data::nsp::{build_pairs, split_sentences, PairSettings, Sequence};
 use crate::text::corpus::DocumentSource;
 use crate::text::tokenizer::WordPieceTokenizer;
 use anyhow::{bail, Context, Result};
@@ -34,10 +37,10 @@ pub struct PretrainEpoch {
     /// Masked-token accuracy on training batches.
     pub train_accuracy: f64,
     /// Loss on the held-out sequences (NaN without any).
-    #[serde(deserialize_with = "super::resume::f64_or_nan")]
+    #[serde(deserialize_with = "crate::store::checkpoints::f64_or_nan")]
     pub valid_loss: f64,
     /// Masked-token accuracy on the held-out sequences.
-    #[serde(deserialize_with = "super::resume::f64_or_nan")]
+    #[serde(deserialize_with = "crate::store::checkpoints::f64_or_nan")]
     pub valid_accuracy: f64,
     /// Next-sentence loss on training batches (with `nsp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,7 +231,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         say(opts, &format!("pretrain: held out before training: {}", v.describe()));
     }
     if opts.resume {
-        let (r, ckpt) = resume::restore_latest(out, cfg, &hash, model, optim)?;
+        let (r, ckpt) = checkpoints::restore_latest(out, cfg, &hash, model, optim)?;
         (model, optim, at) = (r.model, r.optim, r.position);
         say(opts, &format!("pretrain: resumed from {} (step {}, epoch {})", ckpt.display(), at.step, at.epoch));
     }
@@ -306,7 +309,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
                     s.rows.push(row);
                 }
                 at.seconds = elapsed();
-                checkpoints.after_step(cfg, tokenizer, slot.as_ref().expect("model"), &optim, &at, &hash, &at.state.rows)?;
+                super::checkpoint_after_step(&checkpoints, cfg, tokenizer, slot.as_ref().expect("model"), &optim, &at, &hash, &at.state.rows)?;
             }
             buffer.clear();
             Ok(index < n)
@@ -367,12 +370,10 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
             checkpoints.save(cfg, tokenizer, &model, &optim, &at, &hash)?;
         }
     }
-    resume::remove_all(out)?;
+    checkpoints::remove_all(out)?;
     Ok(at.state.log)
 }
 
-/// Where `pretrain.keep_epochs` keeps each epoch's model, inside the output directory.
-pub const EPOCHS_DIR: &str = "epochs";
 
 /// Writes the epoch's model to `out/epochs/epoch-N/`: under a temporary name, then renamed, so
 /// a kept epoch is whole or absent (a resumed run that ends the same epoch again replaces it).

@@ -5,7 +5,7 @@
 pub mod textcnn;
 pub mod transformer;
 
-use crate::batch::TokenBatch;
+use crate::data::batch::TokenBatch;
 use crate::config::{BackboneKind, ModelConfig, Pooling};
 use burn::prelude::*;
 

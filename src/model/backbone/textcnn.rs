@@ -3,7 +3,7 @@
 //! predicts each masked token from its own window); the pooled vector is max-over-time.
 
 use super::BackboneOutput;
-use crate::batch::TokenBatch;
+use crate::data::batch::TokenBatch;
 use crate::config::ModelConfig;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, PaddingConfig1d};

@@ -10,10 +10,10 @@
 //! `norm_1`, …), so weights saved by either load into the other.
 
 use super::BackboneOutput;
-use crate::batch::TokenBatch;
+use crate::data::batch::TokenBatch;
 use crate::config::{ModelConfig, Pooling};
 use crate::model::dropout::Dropout;
-use crate::model::fused::{gelu, softmax_last, LayerNorm};
+use crate::model::kernels::{gelu, softmax_last, LayerNorm};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 

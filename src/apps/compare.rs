@@ -7,12 +7,14 @@
 //! from pre-training; both arms share the tokenizer and model shape; loading names every tensor
 //! and fails on any shape mismatch (see `checkpoint::load_prefix`).
 
-use crate::checkpoint::{write_atomic, ModelDir};
+use crate::store::atomic::write_atomic;
+
+use crate::store::model_dir::ModelDir;
 use crate::config::{BackboneKind, Config};
-use crate::inference::LoadedClassifier;
-use crate::metrics::Scores;
-use crate::plot::{self, Panel, Series};
-use crate::tasks::classify::Problem;
+use crate::infer::classifier::LoadedClassifier;
+use crate::eval::metrics::Scores;
+use crate::apps::plot::{self, Panel, Series};
+use crate::data::classify::Problem;
 use crate::text::labelled::Example;
 use crate::text::tokenizer::WordPieceTokenizer;
 use crate::train::finetune::{finetune, FinetuneReport, Init};
@@ -23,13 +25,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use crate::store::layout::{COMPARE_EPOCHS_FILE, COMPARE_JSON_FILE, COMPARE_TABLE_FILE};
 
-/// Markdown table file.
-pub const TABLE_FILE: &str = "compare.md";
-/// Every epoch of every run.
-pub const EPOCHS_FILE: &str = "epochs.csv";
-/// Everything, machine-readable.
-pub const JSON_FILE: &str = "compare.json";
 
 /// The two starting points compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -328,7 +325,7 @@ pub fn plot_svg(r: &BackboneResult) -> Result<String> {
 
 /// Writes the table, the CSV, the JSON record and one plot a backbone into `dir`.
 pub fn write_outputs(results: &[BackboneResult], title: &str, dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut written = vec![dir.join(TABLE_FILE), dir.join(EPOCHS_FILE), dir.join(JSON_FILE)];
+    let mut written = vec![dir.join(COMPARE_TABLE_FILE), dir.join(COMPARE_EPOCHS_FILE), dir.join(COMPARE_JSON_FILE)];
     write_atomic(&written[0], markdown(results, title).as_bytes())?;
     write_atomic(&written[1], epochs_csv(results).as_bytes())?;
     write_atomic(&written[2], serde_json::to_string_pretty(results)?.as_bytes())?;

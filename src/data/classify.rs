@@ -1,6 +1,6 @@
 //! Classification targets: the label set, the problem type and encoded examples.
 
-use crate::tasks::nsp::wrap_pair;
+use crate::data::nsp::wrap_pair;
 use crate::text::labelled::{Example, PAIR_SEPARATOR};
 use crate::text::tokenizer::{WordPieceTokenizer, CLS, SEP};
 use anyhow::{bail, Result};

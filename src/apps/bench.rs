@@ -3,11 +3,11 @@
 //! iterations and reported as median and min–max; peak memory is the process's peak resident
 //! size, so the command runs each case in a process of its own.
 
-use crate::batch::{PretrainBatch, TokenBatch};
+use crate::data::batch::{PretrainBatch, TokenBatch};
 use crate::config::{BackboneKind, Config, ModelConfig, Preset};
 use crate::model::{Classifier, PretrainModel};
-use crate::tasks::classify::Problem;
-use crate::tasks::mlm::MlmExample;
+use crate::data::classify::Problem;
+use crate::data::mlm::MlmExample;
 use crate::train::optim::adamw;
 use anyhow::{bail, Result};
 use burn::module::Module;
@@ -17,6 +17,7 @@ use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+use crate::model::device::peak_rss_mib;
 
 /// Word pieces of the synthetic vocabulary (as in the reference measurement).
 pub const VOCAB: usize = 8000;
@@ -120,14 +121,6 @@ impl Measurement {
     }
 }
 
-/// Peak resident set size of this process (Linux `VmHWM`), in MiB.
-pub fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 fn random_seqs(rng: &mut StdRng, n: usize, len: usize) -> Vec<Vec<u32>> {
     (0..n)
         .map(|_| {
@@ -160,7 +153,7 @@ pub fn measure(setting: Setting, case: Case, warmup: usize, iters: usize, seed: 
     let model_cfg = setting.model();
     let len = model_cfg.max_len;
     let mut rng = StdRng::seed_from_u64(seed);
-    let plain = crate::device::default_device();
+    let plain = crate::model::device::default_device();
     let train_device = plain.clone().autodiff();
     train_device.seed(seed);
     crate::model::dropout::seed(seed);
@@ -240,7 +233,7 @@ pub fn measure_model(model: &std::path::Path, data: &std::path::Path, batch_size
     if passes == 0 || batch_size == 0 {
         bail!("--iters and --batch-size must be positive");
     }
-    let clf = crate::inference::LoadedClassifier::open(model)?;
+    let clf = crate::infer::classifier::LoadedClassifier::open(model)?;
     let texts: Vec<String> = crate::text::labelled::read_examples(data)?.into_iter().map(|e| e.text).collect();
     if texts.is_empty() {
         bail!("{}: no examples", data.display());

@@ -2,17 +2,16 @@
 //! (size and hash), the machine's threads, and when each attempt started and ended — so a result
 //! can be traced back and repeated.
 
-use crate::checkpoint::write_atomic;
+use crate::store::atomic::write_atomic;
 use crate::config::Config;
-use crate::train::resume::Fnv;
+use crate::store::fingerprint::Fnv;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
+use super::layout::RUN_FILE;
 
-/// File name inside a run's output directory.
-pub const RUN_FILE: &str = "run.json";
 
 /// An input file as the run read it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,7 +97,7 @@ impl RunInfo {
                 task: task.to_owned(),
                 bertlu_version: env!("CARGO_PKG_VERSION").to_owned(),
                 burn_version: "0.22.1".to_owned(),
-                backend: crate::device::backend_name(),
+                backend: crate::model::device::backend_name(),
                 threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
                 seed,
                 config: cfg.to_toml(),
@@ -116,7 +115,7 @@ impl RunInfo {
         if let Some(a) = self.attempts.last_mut() {
             a.finished = Some(now());
             a.outcome = outcome.to_owned();
-            a.peak_rss_mib = crate::bench::peak_rss_mib();
+            a.peak_rss_mib = crate::model::device::peak_rss_mib();
         }
         self.write(dir)
     }

@@ -1,13 +1,14 @@
 //! Classifier inference: probabilities in batches, decisions, and scoring against gold labels.
 
-use crate::batch::{eval_batches, TokenBatch};
-use crate::checkpoint::{load_weights, read_labels, ModelDir, ModelKind, ModelMeta};
-use crate::metrics::{F1Accumulator, Scores};
-use crate::linear::LinearClassifier;
+use crate::data::batch::{eval_batches, TokenBatch};
+use crate::store::weights::load_weights;
+use crate::store::model_dir::{read_labels, ModelDir, ModelKind, ModelMeta};
+use crate::eval::metrics::{F1Accumulator, Scores};
+use crate::infer::linear::LinearClassifier;
 use crate::model::Classifier;
-use crate::tasks::classify::{LabelSet, Problem};
+use crate::data::classify::{LabelSet, Problem};
 use crate::text::labelled::Example;
-use crate::thresholds::{Objective, Thresholds};
+use crate::eval::thresholds::{Objective, Thresholds};
 use anyhow::{bail, Result};
 use burn::prelude::*;
 
@@ -163,7 +164,7 @@ impl Member {
     /// tokenizer; `None` for a linear member, which reads words, not pieces.
     pub fn encode(&self, texts: &[String]) -> Option<Vec<Vec<u32>>> {
         match &self.model {
-            MemberModel::Neural { dir, .. } => Some(crate::tasks::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len)),
+            MemberModel::Neural { dir, .. } => Some(crate::data::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len)),
             MemberModel::Linear(_) => None,
         }
     }
@@ -171,7 +172,7 @@ impl Member {
     /// Its label probabilities of texts, in its own label order.
     pub fn probabilities(&self, texts: &[String], problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
         match &self.model {
-            MemberModel::Neural { dir, model } => probabilities(model, &crate::tasks::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len), problem, batch_size, device),
+            MemberModel::Neural { dir, model } => probabilities(model, &crate::data::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len), problem, batch_size, device),
             MemberModel::Linear(m) => m.probabilities(texts, problem),
         }
     }
@@ -199,7 +200,7 @@ pub struct LoadedClassifier {
 impl LoadedClassifier {
     /// Loads a fine-tuned model directory or an ensemble directory.
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        let device = crate::device::default_device();
+        let device = crate::model::device::default_device();
         let meta = ModelMeta::read(path)?;
         if meta.kind != ModelKind::Ensemble {
             let member = Member::load(path, meta, &device)?;
@@ -210,10 +211,10 @@ impl LoadedClassifier {
         let problem = meta.problem.unwrap_or(Problem::MultiLabel);
         meta.check_thresholds(path, labels.len())?;
         if meta.members.is_empty() {
-            bail!("{}: an ensemble without members", path.join(crate::checkpoint::META_FILE).display());
+            bail!("{}: an ensemble without members", path.join(crate::store::layout::META_FILE).display());
         }
-        if !crate::checkpoint::member_weights_fit(&meta.member_weights, meta.members.len()) {
-            bail!("{}: member_weights must hold {} non-negative values, not all zero", path.join(crate::checkpoint::META_FILE).display(), meta.members.len());
+        if !crate::store::model_dir::member_weights_fit(&meta.member_weights, meta.members.len()) {
+            bail!("{}: member_weights must hold {} non-negative values, not all zero", path.join(crate::store::layout::META_FILE).display(), meta.members.len());
         }
         let mut members = meta.members.iter().map(|m| Member::open(&path.join(m), &device)).collect::<Result<Vec<_>>>()?;
         for m in &mut members {
@@ -281,12 +282,28 @@ impl LoadedClassifier {
         let before = score(&probs, examples, &gold, &self.labels, self.problem, &self.thresholds(None)).scores;
         let fallback = self.meta.threshold;
         let tuned = match objective {
-            Objective::Macro => Thresholds::PerLabel(crate::thresholds::tune(&probs, &gold, self.labels.len(), fallback, min_support)),
-            Objective::Micro => Thresholds::Global(crate::thresholds::tune_global(&probs, &gold, fallback)),
+            Objective::Macro => Thresholds::PerLabel(crate::eval::thresholds::tune(&probs, &gold, self.labels.len(), fallback, min_support)),
+            Objective::Micro => Thresholds::Global(crate::eval::thresholds::tune_global(&probs, &gold, fallback)),
         };
         let after = score(&probs, examples, &gold, &self.labels, self.problem, &tuned).scores;
         self.meta.set_thresholds(tuned, self.labels.len(), &self.path)?;
         Ok((before, after))
+    }
+
+    /// [`LoadedClassifier::tune_thresholds`] (batches of 64), and the change in one line.
+    pub fn tune_thresholds_described(&mut self, examples: &[Example], objective: Objective, min_support: usize) -> Result<String> {
+        let (before, after) = self.tune_thresholds(examples, objective, min_support, 64)?;
+        let what = match &self.meta.label_thresholds {
+            Some(tuned) => {
+                let moved = tuned.iter().filter(|&&t| (t - self.meta.threshold).abs() > 1e-9).count();
+                format!("{moved} of {} labels tuned away from {}", tuned.len(), self.meta.threshold)
+            }
+            None => format!("one threshold for every label: {}", self.meta.threshold),
+        };
+        Ok(format!(
+            "thresholds ({objective:?}-F1): {what}, on {} examples; micro-F1 {:.4} → {:.4}, macro-F1 {:.4} → {:.4} (on the tuning data)",
+            examples.len(), before.micro_f1, after.micro_f1, before.macro_f1, after.macro_f1
+        ))
     }
 
     /// Scores labelled examples with the stored thresholds, or one global `threshold` instead.

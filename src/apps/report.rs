@@ -1,17 +1,16 @@
 //! `bertlu report`: a training run's curves (SVG) and a Markdown summary, from its
 //! `metrics.csv` and `run.json`.
 
-use crate::checkpoint::write_atomic;
-use crate::plot::{self, Panel, Series};
-use crate::run_info::{RunInfo, RUN_FILE};
-use crate::train::metrics_log::{read_csv, MetricsRow, METRICS_FILE};
+use crate::store::atomic::write_atomic;
+use crate::apps::plot::{self, Panel, Series};
+use crate::store::layout::RUN_FILE;
+use crate::store::run_info::RunInfo;
+use crate::train::metrics_log::{read_csv, MetricsRow};
+use crate::store::layout::METRICS_FILE;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
+use crate::store::layout::{REPORT_MD, REPORT_SVG};
 
-/// Plot file written into the run directory.
-pub const REPORT_SVG: &str = "report.svg";
-/// Summary file written into the run directory.
-pub const REPORT_MD: &str = "report.md";
 
 fn series(name: &str, rows: &[&MetricsRow], f: impl Fn(&MetricsRow) -> Option<f64>) -> Series {
     Series { name: name.to_owned(), points: rows.iter().filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.step as f64, v))).collect() }

@@ -1,6 +1,6 @@
 //! Padding sequences into tensors, and length-bucketed batch order.
 
-use crate::tasks::mlm::MlmExample;
+use crate::data::mlm::MlmExample;
 use crate::text::tokenizer::{PAD, SEP};
 use burn::prelude::*;
 use burn::tensor::TensorData;

@@ -6,11 +6,12 @@
 //! `.tmp` name and renamed, so a kill at any moment leaves either the whole checkpoint or none;
 //! the last `keep` are kept. Resuming needs no random-generator state: data order is drawn from
 //! a generator seeded by (seed, epoch) and masking and dropout from generators seeded by
-//! (seed, step) — see [`super::derived_seed`] — so a resumed run repeats the uninterrupted one.
+//! (seed, step) — see `train::derived_seed` — so a resumed run repeats the uninterrupted one.
 
-use crate::checkpoint::{check_length, load_weights, save_weights, write_atomic};
+use super::atomic::write_atomic;
+use super::layout::{CHECKPOINTS_DIR, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use super::weights::{check_length, load_weights, save_weights};
 use crate::config::Config;
-use super::metrics_log::{write_csv, MetricsRow, METRICS_FILE};
 use crate::text::tokenizer::WordPieceTokenizer;
 use anyhow::{bail, Context, Result};
 use burn::module::{list_param_ids, Module, ModuleMapper, Param, ParamId};
@@ -20,15 +21,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Sub-directory of an output directory that holds the checkpoints.
-pub const CHECKPOINTS: &str = "checkpoints";
-const STATE_FILE: &str = "state.json";
-const WEIGHTS_FILE: &str = "model.safetensors";
-const OPTIMIZER_FILE: &str = "optimizer.bpk";
-const TOKENIZER_FILE: &str = "tokenizer.json";
-const CONFIG_FILE: &str = "config.toml";
 
 /// When and how many training-state checkpoints are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,35 +35,6 @@ impl Default for CheckpointPolicy {
     fn default() -> Self {
         Self { every: 500, keep: 2 }
     }
-}
-
-/// Set by Ctrl-C: the training loops save a checkpoint and stop at the next step.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Makes the first Ctrl-C ask the running loop to checkpoint and stop; a second one ends the
-/// process at once.
-pub fn install_interrupt_handler() {
-    let _ = ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)");
-    });
-}
-
-/// Whether Ctrl-C was pressed.
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-/// The error a loop returns after saving a checkpoint on Ctrl-C.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted at step {step}; checkpoint saved in {}: run the same command with --resume to continue", dir.display())]
-pub struct Interrupted {
-    /// Steps done.
-    pub step: usize,
-    /// The checkpoint written.
-    pub dir: PathBuf,
 }
 
 /// Where a training loop is, plus its own running numbers `S`.
@@ -100,44 +63,6 @@ struct StateFile<P> {
     optimizer_bytes: u64,
 }
 
-/// A 64-bit FNV-1a hash, stable across runs and machines (for data fingerprints).
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    /// Feeds bytes.
-    pub fn bytes(&mut self, b: &[u8]) {
-        for &x in b {
-            self.0 = (self.0 ^ x as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    /// Feeds a sequence of ids (with its length, so boundaries count).
-    pub fn ids<T: Copy + Into<u64>>(&mut self, ids: &[T]) {
-        self.bytes(&(ids.len() as u64).to_le_bytes());
-        for &i in ids {
-            self.bytes(&i.into().to_le_bytes());
-        }
-    }
-    /// Feeds a pre-training sequence: its ids, and for a pair its IsNext label (so sequences
-    /// without a label hash as before).
-    pub fn sequence(&mut self, ids: &[u32], is_next: Option<bool>) {
-        self.ids(ids);
-        if let Some(next) = is_next {
-            self.bytes(&[u8::from(next) + 1]);
-        }
-    }
-    /// The hash as 16 hex digits.
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
-}
-
 /// Writes and finds the checkpoints of one output directory.
 pub struct Checkpoints {
     out: PathBuf,
@@ -148,23 +73,12 @@ pub struct Checkpoints {
 impl Checkpoints {
     /// The checkpoints of output directory `out`.
     pub fn new(out: &Path, policy: CheckpointPolicy) -> Self {
-        Self { out: out.to_path_buf(), dir: out.join(CHECKPOINTS), policy }
+        Self { out: out.to_path_buf(), dir: out.join(CHECKPOINTS_DIR), policy }
     }
 
-    /// After a training step: when a checkpoint is due or Ctrl-C was pressed, writes one and
-    /// `metrics.csv` (`rows`); after Ctrl-C, then stops the loop with [`Interrupted`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn after_step<M: Module, S: Serialize>(&self, cfg: &Config, tokenizer: &WordPieceTokenizer, model: &M, optim: &ModuleOptimizer, position: &Position<S>, data_hash: &str, rows: &[MetricsRow]) -> Result<()> {
-        let stop = interrupted();
-        if !stop && !self.due(position.step) {
-            return Ok(());
-        }
-        let dir = self.save(cfg, tokenizer, model, optim, position, data_hash)?;
-        write_csv(rows, &self.out.join(METRICS_FILE))?;
-        if stop {
-            return Err(Interrupted { step: position.step, dir }.into());
-        }
-        Ok(())
+    /// The output directory whose checkpoints these are.
+    pub fn out_dir(&self) -> &Path {
+        &self.out
     }
 
     /// Whether a checkpoint is due after `step` steps (epoch ends are handled by the caller).
@@ -218,7 +132,7 @@ fn complete(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The newest complete checkpoint of output directory `out`, if any.
 pub fn latest(out: &Path) -> Result<Option<PathBuf>> {
-    Ok(complete(&out.join(CHECKPOINTS))?.pop())
+    Ok(complete(&out.join(CHECKPOINTS_DIR))?.pop())
 }
 
 /// Whether `out` holds any complete checkpoint.
@@ -305,7 +219,7 @@ impl ModuleMapper for SetIds {
 
 /// Removes the checkpoints of a finished run: its model files are complete, nothing to resume.
 pub fn remove_all(out: &Path) -> Result<()> {
-    let dir = out.join(CHECKPOINTS);
+    let dir = out.join(CHECKPOINTS_DIR);
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
     }

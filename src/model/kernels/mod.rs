@@ -9,6 +9,8 @@
 //! …) the public functions fall back to Burn's own operations, so models run everywhere.
 //! Each kernel is checked against the Burn operation, values and gradients, in the tests.
 
+pub mod mask;
+
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -29,7 +31,7 @@ pub trait FusedOps: burn::backend::Backend {
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Exact (erf) GELU.
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// Inverted dropout with the mask drawn from `base` (see `dropout::masked`).
+    /// Inverted dropout with the mask drawn from `base` (see [`mask::masked`]).
     fn fused_dropout(x: FloatTensor<Self>, prob: f64, base: u64) -> FloatTensor<Self>;
     /// LayerNorm over the last dimension with scale and shift.
     fn fused_layer_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
@@ -388,7 +390,7 @@ fn layer_norm_backward(st: &LayerNormState, g: &FloatTensor<Flex>) -> (FloatTens
 fn dropout_apply(x: &FloatTensor<Flex>, prob: f64, base: u64) -> FloatTensor<Flex> {
     let xv = values(x);
     let mut out = vec![0.0f32; xv.len()];
-    crate::model::dropout::masked(base, prob, Some(&xv), &mut out);
+    mask::masked(base, prob, Some(&xv), &mut out);
     flex_tensor(out, x.layout().shape().clone())
 }
 

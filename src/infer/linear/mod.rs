@@ -8,20 +8,19 @@ pub mod calibration;
 pub mod features;
 pub mod svm;
 
-use crate::checkpoint::{check_length, write_atomic, write_via_tmp, LABELS_FILE};
-use crate::tasks::classify::{LabelSet, Problem};
+use crate::store::weights::check_length;
+
+use crate::store::atomic::{write_atomic, write_via_tmp};
+
+use crate::store::layout::LABELS_FILE;
+use crate::data::classify::{LabelSet, Problem};
 use anyhow::{bail, Context, Result};
 use features::{Analyzer, FeatureSpace, Sparse, TfIdf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use crate::store::layout::{LINEAR_FILE, LINEAR_WEIGHTS_FILE, TERMS_FILE};
 
-/// The terms and their inverse document frequencies, one `idf<TAB>term` a line, block after block.
-pub const TERMS_FILE: &str = "terms.txt";
-/// The weights, feature by feature (see [`LinearClassifier::save`]).
-pub const LINEAR_WEIGHTS_FILE: &str = "linear.bin";
-/// Feature and calibration settings.
-pub const LINEAR_FILE: &str = "linear.json";
 
 /// What the features are made of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,10 +4,10 @@
 //! instead of the labelled part alone (self-training; with an ensemble as teacher, a distillation
 //! of it into one model).
 
-use crate::inference::{decide, LoadedClassifier};
-use crate::tasks::classify::Problem;
+use crate::infer::classifier::{decide, LoadedClassifier};
+use crate::data::classify::Problem;
 use crate::text::labelled::LABEL_PREFIX;
-use crate::thresholds::Thresholds;
+use crate::eval::thresholds::Thresholds;
 use anyhow::Result;
 use std::collections::HashSet;
 use std::io::Write;
