@@ -1,12 +1,12 @@
 //! Fine-tuning a classifier, from a pre-trained backbone or from scratch.
 
-use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY};
-use crate::store::layout::METRICS_FILE;
+use super::driver::{diverged, drive, Logged, Run, Task};
+use super::metrics_log::{MetricsRow, Window};
 use super::ema::Ema;
 use super::optim::{adamw, Schedule};
 use crate::store::checkpoints::{self, Checkpoints, Position};
 use crate::store::fingerprint::Fnv;
-use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
+use super::{derived_seed, devices, log_epoch, say, streams, RunOptions};
 use crate::data::batch::{bucketed_batches, TokenBatch};
 use crate::store::weights::{load_mapped, load_prefix};
 use crate::store::model_dir::{ModelDir, ModelKind, ModelMeta};
@@ -17,14 +17,14 @@ use crate::data::classify::{encode_examples, EncodedExample, LabelSet, Problem};
 use crate::text::labelled::Example;
 use crate::text::tokenizer::WordPieceTokenizer;
 use crate::eval::thresholds::Thresholds;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
 /// Labels with fewer training examples than this get a warning: too rare to learn.
 pub const RARE_LABEL: usize = 5;
@@ -166,72 +166,91 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     let steps_per_epoch = enc_train.len().div_ceil(f.batch_size);
     let total = steps_per_epoch * f.epochs.max(1);
     let schedule = Schedule::new(f.lr, f.warmup_ratio, total);
-    let checkpoints = out.map(|o| Checkpoints::new(o, opts.checkpoints));
     let lengths: Vec<usize> = enc_train.iter().map(|e| e.input_ids.len()).collect();
-    let start = Instant::now();
-    let offset = at.seconds;
-    let elapsed = || offset + start.elapsed().as_secs_f64();
-    let save_metrics = |rows: &[MetricsRow]| -> Result<()> {
-        match out {
-            Some(o) => write_csv(rows, &o.join(METRICS_FILE)),
-            None => Ok(()),
+    let mut task = FinetuneTask { cfg, tokenizer, out, opts, problem, labels: &labels, train: &enc_train, lengths, steps_per_epoch, ema, evaluate, device: device.clone() };
+    let run = Run { cfg, tokenizer, out, opts, hash: &hash, seed: f.seed, schedule: &schedule };
+    let (_, at) = drive(&mut task, model, optim, at, &run, &device)?;
+    let s = at.state;
+    Ok(FinetuneReport { initial_valid_loss: s.initial_valid_loss, epochs: s.epochs, best_epoch: s.best_epoch, loaded_tensors: s.loaded_tensors })
+}
+
+/// Fine-tuning as a [`Task`] of the driver.
+struct FinetuneTask<'a, E: Fn(&Classifier) -> Evaluation> {
+    cfg: &'a Config,
+    tokenizer: &'a WordPieceTokenizer,
+    out: Option<&'a Path>,
+    opts: &'a RunOptions,
+    problem: Problem,
+    labels: &'a LabelSet,
+    train: &'a [EncodedExample],
+    lengths: Vec<usize>,
+    steps_per_epoch: usize,
+    /// The moving average of the weights, with `finetune.ema`.
+    ema: Option<Ema<Classifier>>,
+    /// Scores a model on the validation examples at the configured threshold.
+    evaluate: E,
+    device: Device,
+}
+
+impl<'a, E: Fn(&Classifier) -> Evaluation> Task<'a> for FinetuneTask<'a, E> {
+    type Model = Classifier;
+    type Batch = Vec<usize>;
+    type State = LoopState;
+
+    fn epochs(&self) -> usize {
+        self.cfg.finetune.epochs.max(1)
+    }
+
+    fn epochs_shown(&self) -> usize {
+        self.cfg.finetune.epochs
+    }
+
+    fn batches(&self, epoch: usize, _at: &Position<LoopState>) -> Result<(Box<dyn Iterator<Item = Result<Vec<usize>>> + 'a>, usize)> {
+        let f = &self.cfg.finetune;
+        let batches = bucketed_batches(&self.lengths, f.batch_size, &mut StdRng::seed_from_u64(derived_seed(f.seed, streams::ORDER, epoch as u64)));
+        let n = batches.len();
+        Ok((Box::new(batches.into_iter().map(Ok)), n))
+    }
+
+    fn step(&mut self, model: Classifier, optim: &mut ModuleOptimizer, idx: Vec<usize>, step: usize, lr: f64, s: &mut LoopState) -> Result<Classifier> {
+        let f = &self.cfg.finetune;
+        let seqs: Vec<&[u32]> = idx.iter().map(|&k| self.train[k].input_ids.as_slice()).collect();
+        let gold: Vec<Vec<usize>> = idx.iter().map(|&k| self.train[k].labels.clone()).collect();
+        let logits = model.forward(&TokenBatch::new(&seqs, &self.device));
+        let loss = Classifier::loss(logits, &gold, self.problem, crate::model::loss::LabelLoss::of(f));
+        let value: f32 = loss.clone().into_scalar();
+        if !value.is_finite() {
+            return Err(diverged("fine-tuning", step, value, "finetune.lr"));
         }
-    };
-    while at.epoch <= f.epochs.max(1) {
-        let epoch = at.epoch;
-        let batches = bucketed_batches(&lengths, f.batch_size, &mut StdRng::seed_from_u64(derived_seed(f.seed, streams::ORDER, epoch as u64)));
-        let mut pb = progress::Progress::new((batches.len() - at.batch.min(batches.len())) as u64, &format!("epoch {epoch}/{}", f.epochs), opts.no_bars());
-        for idx in batches.iter().skip(at.batch) {
-            let step = at.step;
-            super::seed_step(&device, f.seed, step);
-            let seqs: Vec<&[u32]> = idx.iter().map(|&k| enc_train[k].input_ids.as_slice()).collect();
-            let gold: Vec<Vec<usize>> = idx.iter().map(|&k| enc_train[k].labels.clone()).collect();
-            let logits = model.forward(&TokenBatch::new(&seqs, &device));
-            let loss = Classifier::loss(logits, &gold, problem, crate::model::loss::LabelLoss::of(f));
-            let value: f32 = loss.clone().into_scalar();
-            if !value.is_finite() {
-                bail!("fine-tuning diverged at step {} (loss {value}); lower finetune.lr", step + 1);
-            }
-            model = descend(&mut optim, model, loss, schedule.lr(step), f.backbone_lr_scale);
-            if let Some(e) = &mut ema {
-                e.update(&model);
-            }
-            at.step += 1;
-            at.batch += 1;
-            let s = &mut at.state;
-            s.loss_sum += value as f64;
-            s.window.add(value as f64, 0, 0, seqs.iter().map(|q| q.len()).sum(), seqs.len());
-            pb.inc();
-            if at.batch % 10 == 0 {
-                pb.set_message(format!("loss {:.4}", s.loss_sum / at.batch as f64));
-            }
-            if at.step % LOG_EVERY == 0 {
-                let row = s.window.row(at.step, epoch, schedule.lr(step), elapsed());
-                s.rows.push(row);
-            }
-            if let Some(c) = &checkpoints {
-                at.seconds = elapsed();
-                match &ema {
-                    Some(e) => super::checkpoint_after_step(c, cfg, tokenizer, &(model.clone(), e.model().clone()), &optim, &at, &hash, &at.state.rows)?,
-                    None => super::checkpoint_after_step(c, cfg, tokenizer, &model, &optim, &at, &hash, &at.state.rows)?,
-                }
-            }
+        let model = descend(optim, model, loss, lr, f.backbone_lr_scale);
+        if let Some(e) = &mut self.ema {
+            e.update(&model);
         }
-        pb.finish();
-        let scored = ema.as_ref().map_or(&model, |e| e.model());
-        let ev = evaluate(scored);
-        let last_step_micro_f1 = ema.as_ref().map(|_| evaluate(&model).scores.micro_f1);
+        s.loss_sum += value as f64;
+        s.window.add(value as f64, 0, 0, seqs.iter().map(|q| q.len()).sum(), seqs.len());
+        Ok(model)
+    }
+
+    fn message(&self, s: &LoopState, batches_done: usize) -> String {
+        format!("loss {:.4}", s.loss_sum / batches_done.max(1) as f64)
+    }
+
+    fn end_epoch(&mut self, model: &Classifier, at: &mut Position<LoopState>, lr: f64, seconds: f64) -> Result<bool> {
+        let (f, epoch) = (&self.cfg.finetune, at.epoch);
+        let scored = self.ema.as_ref().map_or(model, |e| e.model());
+        let ev = (self.evaluate)(scored);
+        let last_step_micro_f1 = self.ema.as_ref().map(|_| (self.evaluate)(model).scores.micro_f1);
         let sc = &ev.scores;
         let s = &mut at.state;
         let e = FinetuneEpoch {
             epoch,
-            train_loss: s.loss_sum / batches.len().max(1) as f64,
+            train_loss: s.loss_sum / self.steps_per_epoch.max(1) as f64,
             valid_loss: ev.loss,
             micro_f1: sc.micro_f1,
             macro_f1: sc.macro_f1,
             precision: sc.micro_precision,
             recall: sc.micro_recall,
-            seconds: elapsed(),
+            seconds,
             last_step_micro_f1,
         };
         let improved = e.micro_f1 > s.best;
@@ -240,48 +259,36 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             "epoch {epoch}: train loss {:.4} | valid loss {:.4} micro-F1 {:.4}{raw} macro-F1 {:.4} P {:.4} R {:.4} | {:.0}s{}",
             e.train_loss, e.valid_loss, e.micro_f1, e.macro_f1, e.precision, e.recall, e.seconds, if improved { " *" } else { "" }
         );
-        log_epoch(opts, "finetune", &human, &e);
-        s.rows.push(MetricsRow { step: at.step, epoch, kind: "valid".into(), lr: schedule.lr(at.step.saturating_sub(1)), valid_loss: Some(e.valid_loss), micro_f1: Some(e.micro_f1), macro_f1: Some(e.macro_f1), seconds: e.seconds, ..Default::default() });
+        log_epoch(self.opts, "finetune", &human, &e);
+        s.rows.push(MetricsRow { step: at.step, epoch, kind: "valid".into(), lr, valid_loss: Some(e.valid_loss), micro_f1: Some(e.micro_f1), macro_f1: Some(e.macro_f1), seconds: e.seconds, ..Default::default() });
         s.epochs.push(e);
         s.loss_sum = 0.0;
-        let mut stop = false;
         if improved {
-            s.best = s.epochs.last().unwrap().micro_f1;
+            s.best = s.epochs.last().expect("just pushed").micro_f1;
             s.best_epoch = epoch;
             s.since_best = 0;
-            if let Some(out) = out {
+            if let Some(out) = self.out {
                 let info = serde_json::json!({ "best_epoch": epoch, "epochs": &s.epochs, "initial_valid_loss": s.initial_valid_loss, "loaded_tensors": &s.loaded_tensors });
-                let meta = ModelMeta::new(ModelKind::Classifier, Some(problem), f.threshold, info);
-                ModelDir::write(out, cfg, tokenizer, &scored.valid(), meta, Some(&labels))?;
+                let meta = ModelMeta::new(ModelKind::Classifier, Some(self.problem), f.threshold, info);
+                ModelDir::write(out, self.cfg, self.tokenizer, &scored.valid(), meta, Some(self.labels))?;
             }
-        } else {
-            s.since_best += 1;
-            if f.patience > 0 && s.since_best >= f.patience {
-                say(opts, &format!("early stop: no micro-F1 gain for {} epochs; keeping epoch {}", f.patience, s.best_epoch));
-                stop = true;
-            }
+            return Ok(false);
         }
-        save_metrics(&at.state.rows)?;
-        at.epoch += 1;
-        at.batch = 0;
-        at.seconds = elapsed();
-        if stop {
-            break;
+        s.since_best += 1;
+        if f.patience > 0 && s.since_best >= f.patience {
+            say(self.opts, &format!("early stop: no micro-F1 gain for {} epochs; keeping epoch {}", f.patience, s.best_epoch));
+            return Ok(true);
         }
-        if let Some(c) = &checkpoints {
-            if at.epoch <= f.epochs.max(1) {
-                match &ema {
-                    Some(e) => c.save(cfg, tokenizer, &(model.clone(), e.model().clone()), &optim, &at, &hash)?,
-                    None => c.save(cfg, tokenizer, &model, &optim, &at, &hash)?,
-                };
-            }
+        Ok(false)
+    }
+
+    fn save_checkpoint(&self, checkpoints: &Checkpoints, run: &Run, model: &Classifier, optim: &ModuleOptimizer, at: &Position<LoopState>) -> Result<PathBuf> {
+        match &self.ema {
+            // the average is saved beside the weights, as the second half of a pair
+            Some(e) => checkpoints.save(run.cfg, run.tokenizer, &(model.clone(), e.model().clone()), optim, at, run.hash),
+            None => checkpoints.save(run.cfg, run.tokenizer, model, optim, at, run.hash),
         }
     }
-    if let Some(out) = out {
-        checkpoints::remove_all(out)?;
-    }
-    let s = at.state;
-    Ok(FinetuneReport { initial_valid_loss: s.initial_valid_loss, epochs: s.epochs, best_epoch: s.best_epoch, loaded_tensors: s.loaded_tensors })
 }
 
 /// One optimizer step: the backbone at `lr × backbone_scale` (not at all at 0), the rest at `lr`.
@@ -315,6 +322,15 @@ struct LoopState {
     loaded_tensors: Vec<String>,
     rows: Vec<MetricsRow>,
     window: Window,
+}
+
+impl Logged for LoopState {
+    fn rows(&self) -> &[MetricsRow] {
+        &self.rows
+    }
+    fn log(&mut self) -> (&mut Vec<MetricsRow>, &mut Window) {
+        (&mut self.rows, &mut self.window)
+    }
 }
 
 impl Default for LoopState {

@@ -6,21 +6,13 @@
 //! labels + weights, written atomically).
 
 pub mod ema;
+pub mod driver;
 pub mod finetune;
 pub mod interrupt;
 pub mod metrics_log;
 pub mod optim;
 pub mod pretrain;
 pub mod progress;
-
-use crate::config::Config;
-use crate::store::checkpoints::{Checkpoints, Position};
-use crate::text::tokenizer::WordPieceTokenizer;
-use anyhow::Result;
-use burn::module::Module;
-use burn::optim::ModuleOptimizer;
-use interrupt::{interrupted, Interrupted};
-use metrics_log::{write_csv, MetricsRow};
 
 /// Options every training run shares.
 #[derive(Debug, Clone, Default)]
@@ -105,18 +97,3 @@ pub fn devices() -> (burn::tensor::Device, burn::tensor::Device) {
     (plain.clone().autodiff(), plain)
 }
 
-/// After a training step: when a checkpoint is due or Ctrl-C was pressed, writes one and
-/// `metrics.csv` (`rows`); after Ctrl-C, then stops the loop with [`Interrupted`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn checkpoint_after_step<M: Module, S: serde::Serialize>(checkpoints: &Checkpoints, cfg: &Config, tokenizer: &WordPieceTokenizer, model: &M, optim: &ModuleOptimizer, position: &Position<S>, data_hash: &str, rows: &[MetricsRow]) -> Result<()> {
-    let stop = interrupted();
-    if !stop && !checkpoints.due(position.step) {
-        return Ok(());
-    }
-    let dir = checkpoints.save(cfg, tokenizer, model, optim, position, data_hash)?;
-    write_csv(rows, &checkpoints.out_dir().join(crate::store::layout::METRICS_FILE))?;
-    if stop {
-        return Err(Interrupted { step: position.step, dir }.into());
-    }
-    Ok(())
-}

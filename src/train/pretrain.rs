@@ -1,11 +1,12 @@
 //! Pre-training on a raw corpus: masked LM, next-sentence prediction, or both.
 
-use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY};
-use crate::store::layout::{EPOCHS_DIR, METRICS_FILE};
+use super::driver::{diverged, drive, Logged, Run, Task};
+use super::metrics_log::{MetricsRow, Window};
+use crate::store::layout::EPOCHS_DIR;
 use super::optim::{adamw, Schedule};
-use crate::store::checkpoints::{self, Checkpoints, Position};
+use crate::store::checkpoints::{self, Position};
 use crate::store::fingerprint::Fnv;
-use super::{derived_seed, devices, log_epoch, progress, say, streams, RunOptions};
+use super::{derived_seed, devices, log_epoch, say, streams, RunOptions};
 use crate::data::batch::{bucketed_batch_count, bucketed_batches, PretrainBatch};
 use crate::store::weights::load_prefix;
 use crate::store::model_dir::{ModelDir, ModelKind, ModelMeta};
@@ -17,13 +18,12 @@ use crate::text::corpus::DocumentSource;
 use crate::text::tokenizer::WordPieceTokenizer;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::Instant;
 
 /// Scores of one pre-training epoch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,39 +76,51 @@ pub fn is_held_out(i: usize, valid_fraction: f64) -> bool {
     i % period == 1
 }
 
-/// One pass over the corpus, tokenizing a chunk of documents at a time: each chunk's training
-/// sequences go to `on_train` (with `last` set once, after the final chunk, with no sequences);
-/// it returns false to end the pass early. Held-out sequences go to `held` when given.
-/// Returns the number of documents read.
+/// The sequences of one chunk of documents.
+struct Chunk {
+    /// Training sequences.
+    train: Vec<Sequence>,
+    /// Held-out sequences.
+    held: Vec<Sequence>,
+}
+
+/// One pass over the corpus, tokenizing [`CHUNK`] documents at a time, in file order.
 ///
 /// Without `nsp` a document is cut into `[CLS] … [SEP]` chunks; with it, into sentences packed
 /// into pairs, the NotNext sides drawn from the other documents of the same chunk (training from
 /// training documents, held-out from held-out ones), seeded by the chunk's number so every pass
 /// builds the same pairs.
-fn pass<D: DocumentSource + ?Sized>(docs: &D, tokenizer: &WordPieceTokenizer, cfg: &Config, mut held: Option<&mut Vec<Sequence>>, mut on_train: impl FnMut(Vec<Sequence>, bool) -> Result<bool>) -> Result<usize> {
-    let mut it = docs.documents()?;
-    let mut index = 0usize;
-    let nsp = cfg.pretrain.has(Objective::Nsp);
-    let settings = PairSettings { max_len: cfg.model.max_len, short_seq_prob: cfg.pretrain.short_seq_prob };
-    for chunk_no in 0u64.. {
+struct Pass<'a> {
+    docs: Box<dyn Iterator<Item = Result<String>> + Send + 'a>,
+    tokenizer: &'a WordPieceTokenizer,
+    cfg: &'a Config,
+    /// Documents read so far.
+    index: usize,
+    chunk_no: u64,
+}
+
+impl<'a> Pass<'a> {
+    fn new<D: DocumentSource + ?Sized>(docs: &'a D, tokenizer: &'a WordPieceTokenizer, cfg: &'a Config) -> Result<Self> {
+        Ok(Self { docs: docs.documents()?, tokenizer, cfg, index: 0, chunk_no: 0 })
+    }
+
+    /// The next chunk's sequences; `None` at the end of the corpus.
+    fn next_chunk(&mut self) -> Result<Option<Chunk>> {
         let mut chunk = Vec::with_capacity(CHUNK);
-        for d in it.by_ref().take(CHUNK) {
+        for d in self.docs.by_ref().take(CHUNK) {
             chunk.push(d?);
         }
         if chunk.is_empty() {
-            on_train(Vec::new(), true)?;
-            return Ok(index);
+            return Ok(None);
         }
-        let held_out: Vec<bool> = (index..index + chunk.len()).map(|i| is_held_out(i, cfg.pretrain.valid_fraction)).collect();
-        index += chunk.len();
-        let mut train = Vec::new();
-        let mut keep_held = |seqs: Vec<Sequence>| {
-            if let Some(h) = held.as_deref_mut() {
-                let room = MAX_HELD_OUT.saturating_sub(h.len());
-                h.extend(seqs.into_iter().take(room));
-            }
-        };
-        if nsp {
+        let (cfg, tokenizer) = (self.cfg, self.tokenizer);
+        let held_out: Vec<bool> = (self.index..self.index + chunk.len()).map(|i| is_held_out(i, cfg.pretrain.valid_fraction)).collect();
+        self.index += chunk.len();
+        let chunk_no = self.chunk_no;
+        self.chunk_no += 1;
+        let (mut train, mut held) = (Vec::new(), Vec::new());
+        if cfg.pretrain.has(Objective::Nsp) {
+            let settings = PairSettings { max_len: cfg.model.max_len, short_seq_prob: cfg.pretrain.short_seq_prob };
             // every sentence of the chunk tokenized in one batch, then regrouped by document
             let sentences: Vec<Vec<String>> = chunk.iter().map(|d| split_sentences(d).into_iter().map(str::to_owned).collect()).collect();
             let mut ids = tokenizer.encode_batch(&sentences.concat()).into_iter();
@@ -116,23 +128,73 @@ fn pass<D: DocumentSource + ?Sized>(docs: &D, tokenizer: &WordPieceTokenizer, cf
             let mut rng = StdRng::seed_from_u64(derived_seed(cfg.pretrain.seed, streams::PAIRS, chunk_no));
             let (h, t): (Vec<usize>, Vec<usize>) = (0..by_doc.len()).filter(|&i| !by_doc[i].is_empty()).partition(|&i| held_out[i]);
             train = build_pairs(&by_doc, &t, settings, &mut rng);
-            keep_held(build_pairs(&by_doc, &h, settings, &mut rng));
+            held = build_pairs(&by_doc, &h, settings, &mut rng);
         } else {
             for (ids, &is_held) in tokenizer.encode_batch(&chunk).into_iter().zip(&held_out) {
                 // Sequences with no word piece (empty documents) teach nothing.
                 let seqs = chunk_document(&ids, cfg.model.max_len).into_iter().filter(|s| s.len() > 2).map(|ids| Sequence { ids, is_next: None });
                 if is_held {
-                    keep_held(seqs.collect());
+                    held.extend(seqs);
                 } else {
                     train.extend(seqs);
                 }
             }
         }
-        if !on_train(train, false)? {
-            return Ok(index);
+        Ok(Some(Chunk { train, held }))
+    }
+}
+
+/// The batches of one epoch: [`SHUFFLE_BUFFER`] training sequences at a time, each buffer's
+/// order drawn from (seed, epoch, buffer number) and grouped by length.
+struct EpochBatches<'a> {
+    pass: Pass<'a>,
+    epoch: usize,
+    buffer: Vec<Sequence>,
+    buffer_no: u64,
+    queue: std::collections::VecDeque<Vec<usize>>,
+    ended: bool,
+}
+
+impl EpochBatches<'_> {
+    /// Fills the next buffer and orders its batches; false at the end of the corpus.
+    fn refill(&mut self) -> Result<bool> {
+        if self.ended {
+            return Ok(false);
+        }
+        self.buffer.clear();
+        while self.buffer.len() < SHUFFLE_BUFFER {
+            match self.pass.next_chunk()? {
+                Some(chunk) => self.buffer.extend(chunk.train),
+                None => {
+                    self.ended = true;
+                    break;
+                }
+            }
+        }
+        let p = &self.pass.cfg.pretrain;
+        let lengths: Vec<usize> = self.buffer.iter().map(|s| s.ids.len()).collect();
+        let order_seed = derived_seed(p.seed, streams::ORDER, ((self.epoch as u64) << 32) | self.buffer_no);
+        self.buffer_no += 1;
+        self.queue = bucketed_batches(&lengths, p.batch_size, &mut StdRng::seed_from_u64(order_seed)).into();
+        Ok(true)
+    }
+}
+
+impl Iterator for EpochBatches<'_> {
+    type Item = Result<Vec<Sequence>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(idx) = self.queue.pop_front() {
+                return Some(Ok(idx.iter().map(|&i| self.buffer[i].clone()).collect()));
+            }
+            match self.refill() {
+                Ok(true) => continue,
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+            }
         }
     }
-    unreachable!("the chunk loop ends at the end of the corpus")
 }
 
 /// Running numbers of a pre-training loop, saved in its checkpoints.
@@ -151,6 +213,137 @@ struct LoopState {
     nsp_correct: usize,
     #[serde(default)]
     nsp_count: usize,
+}
+
+impl Logged for LoopState {
+    fn rows(&self) -> &[MetricsRow] {
+        &self.rows
+    }
+    fn log(&mut self) -> (&mut Vec<MetricsRow>, &mut Window) {
+        (&mut self.rows, &mut self.window)
+    }
+}
+
+/// Pre-training as a [`Task`] of the driver.
+struct PretrainTask<'a, D: ?Sized> {
+    cfg: &'a Config,
+    docs: &'a D,
+    tokenizer: &'a WordPieceTokenizer,
+    out: &'a Path,
+    opts: &'a RunOptions,
+    masking: Masking,
+    valid: Vec<MlmExample>,
+    valid_next: Vec<Option<bool>>,
+    steps_per_epoch: usize,
+    total: usize,
+    device: Device,
+    plain: Device,
+}
+
+impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
+    type Model = PretrainModel;
+    type Batch = Vec<Sequence>;
+    type State = LoopState;
+
+    fn epochs(&self) -> usize {
+        self.total.div_ceil(self.steps_per_epoch)
+    }
+
+    fn batches(&self, epoch: usize, at: &Position<LoopState>) -> Result<(Box<dyn Iterator<Item = Result<Vec<Sequence>>> + 'a>, usize)> {
+        let n = self.steps_per_epoch.min(self.total - (at.step - at.batch));
+        let pass = Pass::new(self.docs, self.tokenizer, self.cfg)?;
+        Ok((Box::new(EpochBatches { pass, epoch, buffer: Vec::new(), buffer_no: 0, queue: Default::default(), ended: false }), n))
+    }
+
+    fn step(&mut self, model: PretrainModel, optim: &mut ModuleOptimizer, batch: Vec<Sequence>, step: usize, lr: f64, s: &mut LoopState) -> Result<PretrainModel> {
+        let p = &self.cfg.pretrain;
+        let mut rng = StdRng::seed_from_u64(derived_seed(p.seed, streams::MASKING, step as u64));
+        let examples: Vec<MlmExample> = batch.iter().map(|q| mask(&self.masking, p.has(Objective::Mlm), &q.ids, &mut rng)).collect();
+        let is_next: Vec<Option<bool>> = batch.iter().map(|q| q.is_next).collect();
+        let out = model.forward(&batch_of(&examples, &is_next, &self.device));
+        let loss = out.loss();
+        let loss_value: f32 = loss.clone().into_scalar();
+        if !loss_value.is_finite() {
+            return Err(diverged("pre-training", step, loss_value, "pretrain.lr"));
+        }
+        let (mlm_loss, mlm_correct, mlm_count) = out.mlm.map_or((f64::NAN, 0, 0), TaskOutput::values);
+        s.correct += mlm_correct;
+        s.count += mlm_count;
+        if let Some((l, c, n)) = out.nsp.map(TaskOutput::values) {
+            s.nsp_loss_sum += l;
+            s.nsp_correct += c;
+            s.nsp_count += n;
+            s.window.add_nsp(l, c, n);
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let model = optim.step(lr, model, grads);
+        s.seen += 1;
+        s.loss_sum += mlm_loss;
+        s.window.add(mlm_loss, mlm_correct, mlm_count, examples.iter().map(|e| e.input_ids.len()).sum(), examples.len());
+        Ok(model)
+    }
+
+    fn message(&self, s: &LoopState, _batches_done: usize) -> String {
+        let mut msg = String::new();
+        if s.count > 0 {
+            msg += &format!("loss {:.3} acc {:.3}", s.loss_sum / s.seen as f64, s.correct as f64 / s.count as f64);
+        }
+        if s.nsp_count > 0 {
+            msg += &format!(" nsp loss {:.3} acc {:.3}", s.nsp_loss_sum / s.seen as f64, s.nsp_correct as f64 / s.nsp_count as f64);
+        }
+        msg.trim().to_owned()
+    }
+
+    fn end_epoch(&mut self, model: &PretrainModel, at: &mut Position<LoopState>, lr: f64, seconds: f64) -> Result<bool> {
+        let (cfg, p, epoch) = (self.cfg, &self.cfg.pretrain, at.epoch);
+        // the inference copy scored here is the one saved below
+        let trained = model.valid();
+        let v = evaluate(&trained, &self.valid, &self.valid_next, p.batch_size, &self.plain);
+        let s = &mut at.state;
+        let nsp = s.nsp_count > 0;
+        let e = PretrainEpoch {
+            epoch,
+            steps: at.step,
+            train_loss: s.loss_sum / s.seen.max(1) as f64,
+            train_accuracy: if s.count > 0 { s.correct as f64 / s.count as f64 } else { f64::NAN },
+            valid_loss: v.mlm_loss,
+            valid_accuracy: v.mlm_accuracy,
+            nsp_train_loss: nsp.then(|| s.nsp_loss_sum / s.seen.max(1) as f64),
+            nsp_train_accuracy: nsp.then(|| s.nsp_correct as f64 / s.nsp_count as f64),
+            nsp_valid_loss: v.nsp_loss,
+            nsp_valid_accuracy: v.nsp_accuracy,
+            seconds,
+        };
+        let mut human = format!("epoch {epoch}: step {}", e.steps);
+        if p.has(Objective::Mlm) {
+            human += &format!(" | mlm train loss {:.4} acc {:.4}, valid loss {:.4} acc {:.4}", e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy);
+        }
+        if let (Some(tl), Some(ta)) = (e.nsp_train_loss, e.nsp_train_accuracy) {
+            human += &format!(" | nsp train loss {tl:.4} acc {ta:.4}, valid loss {:.4} acc {:.4}", v.nsp_loss.unwrap_or(f64::NAN), v.nsp_accuracy.unwrap_or(f64::NAN));
+        }
+        human += &format!(" | {:.0}s", e.seconds);
+        log_epoch(self.opts, "pretrain", &human, &e);
+        s.rows.push(MetricsRow {
+            step: at.step,
+            epoch,
+            kind: "valid".into(),
+            lr,
+            valid_loss: Some(v.mlm_loss).filter(|x| !x.is_nan()),
+            valid_accuracy: Some(v.mlm_accuracy).filter(|x| !x.is_nan()),
+            nsp_valid_loss: v.nsp_loss,
+            nsp_valid_accuracy: v.nsp_accuracy,
+            seconds: e.seconds,
+            ..Default::default()
+        });
+        s.log.push(e);
+        (s.loss_sum, s.correct, s.count, s.seen, s.nsp_loss_sum, s.nsp_correct, s.nsp_count) = (0.0, 0, 0, 0, 0.0, 0, 0);
+        let meta = ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::to_value(&s.log)?);
+        if p.keep_epochs {
+            keep_epoch(self.out, epoch, cfg, self.tokenizer, &trained, meta.clone())?;
+        }
+        ModelDir::write(self.out, cfg, self.tokenizer, &trained, meta, None)?;
+        Ok(false)
+    }
 }
 
 /// Pre-trains a fresh model on `docs`, or the pre-trained model `init` further (or continues
@@ -181,20 +374,24 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     // data hash a resumed run must match, and the held-out sequences.
     let (mut held, mut hash) = (Vec::new(), Fnv::default());
     let (mut n_train, mut tokens, mut fill, mut steps_per_epoch, mut n_next) = (0usize, 0usize, 0usize, 0usize, 0usize);
-    let n_docs = pass(docs, tokenizer, cfg, Some(&mut held), |seqs, last| {
-        for s in &seqs {
+    let mut counting = Pass::new(docs, tokenizer, cfg)?;
+    while let Some(chunk) = counting.next_chunk()? {
+        for s in &chunk.train {
             hash.sequence(&s.ids, s.is_next);
             tokens += s.ids.len();
             n_next += usize::from(s.is_next == Some(true));
         }
-        n_train += seqs.len();
-        fill += seqs.len();
-        if fill >= SHUFFLE_BUFFER || last {
+        n_train += chunk.train.len();
+        fill += chunk.train.len();
+        if fill >= SHUFFLE_BUFFER {
             steps_per_epoch += bucketed_batch_count(fill, p.batch_size);
             fill = 0;
         }
-        Ok(true)
-    })?;
+        let room = MAX_HELD_OUT.saturating_sub(held.len());
+        held.extend(chunk.held.into_iter().take(room));
+    }
+    steps_per_epoch += bucketed_batch_count(fill, p.batch_size);
+    let n_docs = counting.index;
     if n_docs == 0 {
         bail!("the corpus has no documents");
     }
@@ -218,9 +415,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     if p.max_steps > 0 {
         total = total.min(p.max_steps);
     }
-    let epochs = total.div_ceil(steps_per_epoch);
     let schedule = Schedule::new(p.lr, p.warmup_ratio, total);
-    let checkpoints = Checkpoints::new(out, opts.checkpoints);
     let mut model = PretrainModel::init(&cfg.model, &p.tasks, &device);
     let mut optim = adamw(p.weight_decay, p.grad_clip);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
@@ -235,145 +430,11 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         (model, optim, at) = (r.model, r.optim, r.position);
         say(opts, &format!("pretrain: resumed from {} (step {}, epoch {})", ckpt.display(), at.step, at.epoch));
     }
-    let start = Instant::now();
-    let offset = at.seconds;
-    let elapsed = || offset + start.elapsed().as_secs_f64();
-    let metrics_path = out.join(METRICS_FILE);
-    while at.epoch <= epochs {
-        let epoch = at.epoch;
-        let n = steps_per_epoch.min(total - (at.step - at.batch));
-        let mut pb = progress::Progress::new((n - at.batch.min(n)) as u64, &format!("epoch {epoch}/{epochs}"), opts.no_bars());
-        let (mut buffer, mut buffer_no, mut index) = (Vec::<Sequence>::new(), 0u64, 0usize);
-        let mut slot = Some(model);
-        pass(docs, tokenizer, cfg, None, |seqs, last| {
-            buffer.extend(seqs);
-            if buffer.len() < SHUFFLE_BUFFER && !last {
-                return Ok(true);
-            }
-            let lengths: Vec<usize> = buffer.iter().map(|s| s.ids.len()).collect();
-            let order_seed = derived_seed(p.seed, streams::ORDER, ((epoch as u64) << 32) | buffer_no);
-            buffer_no += 1;
-            for idx in bucketed_batches(&lengths, p.batch_size, &mut StdRng::seed_from_u64(order_seed)) {
-                if index >= n {
-                    return Ok(false);
-                }
-                index += 1;
-                if index <= at.batch {
-                    continue; // done before the run was resumed
-                }
-                let step = at.step;
-                let mut rng = StdRng::seed_from_u64(derived_seed(p.seed, streams::MASKING, step as u64));
-                super::seed_step(&device, p.seed, step);
-                let examples: Vec<MlmExample> = idx.iter().map(|&i| mask(&masking, p.has(Objective::Mlm), &buffer[i].ids, &mut rng)).collect();
-                let is_next: Vec<Option<bool>> = idx.iter().map(|&i| buffer[i].is_next).collect();
-                let batch = batch_of(&examples, &is_next, &device);
-                let model = slot.as_ref().expect("model present between steps");
-                let out = model.forward(&batch);
-                let loss = out.loss();
-                let loss_value: f32 = loss.clone().into_scalar();
-                if !loss_value.is_finite() {
-                    bail!("pre-training diverged at step {} (loss {loss_value}); lower pretrain.lr", step + 1);
-                }
-                let s = &mut at.state;
-                let (mlm_loss, mlm_correct, mlm_count) = out.mlm.map_or((f64::NAN, 0, 0), TaskOutput::values);
-                s.correct += mlm_correct;
-                s.count += mlm_count;
-                if let Some((l, c, n)) = out.nsp.map(TaskOutput::values) {
-                    s.nsp_loss_sum += l;
-                    s.nsp_correct += c;
-                    s.nsp_count += n;
-                    s.window.add_nsp(l, c, n);
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), model);
-                // The step consumes the model: take it out of the Option the closure borrows.
-                let current = slot.take().expect("model present between steps");
-                slot = Some(optim.step(schedule.lr(step), current, grads));
-                at.step += 1;
-                at.batch += 1;
-                s.seen += 1;
-                s.loss_sum += mlm_loss;
-                s.window.add(mlm_loss, mlm_correct, mlm_count, examples.iter().map(|e| e.input_ids.len()).sum(), examples.len());
-                pb.inc();
-                if s.seen % 10 == 0 || at.batch == n {
-                    let mut msg = String::new();
-                    if s.count > 0 {
-                        msg += &format!("loss {:.3} acc {:.3}", s.loss_sum / s.seen as f64, s.correct as f64 / s.count as f64);
-                    }
-                    if s.nsp_count > 0 {
-                        msg += &format!(" nsp loss {:.3} acc {:.3}", s.nsp_loss_sum / s.seen as f64, s.nsp_correct as f64 / s.nsp_count as f64);
-                    }
-                    pb.set_message(msg.trim().to_owned());
-                }
-                if at.step % LOG_EVERY == 0 {
-                    let row = s.window.row(at.step, epoch, schedule.lr(step), elapsed());
-                    s.rows.push(row);
-                }
-                at.seconds = elapsed();
-                super::checkpoint_after_step(&checkpoints, cfg, tokenizer, slot.as_ref().expect("model"), &optim, &at, &hash, &at.state.rows)?;
-            }
-            buffer.clear();
-            Ok(index < n)
-        })?;
-        model = slot.expect("model present after the pass");
-        pb.finish();
-        // the inference copy scored here is the one saved below
-        let trained = model.valid();
-        let v = evaluate(&trained, &valid, &valid_next, p.batch_size, &plain);
-        let s = &mut at.state;
-        let nsp = s.nsp_count > 0;
-        let e = PretrainEpoch {
-            epoch,
-            steps: at.step,
-            train_loss: s.loss_sum / s.seen.max(1) as f64,
-            train_accuracy: if s.count > 0 { s.correct as f64 / s.count as f64 } else { f64::NAN },
-            valid_loss: v.mlm_loss,
-            valid_accuracy: v.mlm_accuracy,
-            nsp_train_loss: nsp.then(|| s.nsp_loss_sum / s.seen.max(1) as f64),
-            nsp_train_accuracy: nsp.then(|| s.nsp_correct as f64 / s.nsp_count as f64),
-            nsp_valid_loss: v.nsp_loss,
-            nsp_valid_accuracy: v.nsp_accuracy,
-            seconds: elapsed(),
-        };
-        let mut human = format!("epoch {epoch}: step {}", e.steps);
-        if p.has(Objective::Mlm) {
-            human += &format!(" | mlm train loss {:.4} acc {:.4}, valid loss {:.4} acc {:.4}", e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy);
-        }
-        if let (Some(tl), Some(ta)) = (e.nsp_train_loss, e.nsp_train_accuracy) {
-            human += &format!(" | nsp train loss {tl:.4} acc {ta:.4}, valid loss {:.4} acc {:.4}", v.nsp_loss.unwrap_or(f64::NAN), v.nsp_accuracy.unwrap_or(f64::NAN));
-        }
-        human += &format!(" | {:.0}s", e.seconds);
-        log_epoch(opts, "pretrain", &human, &e);
-        s.rows.push(MetricsRow {
-            step: at.step,
-            epoch,
-            kind: "valid".into(),
-            lr: schedule.lr(at.step - 1),
-            valid_loss: Some(v.mlm_loss).filter(|x| !x.is_nan()),
-            valid_accuracy: Some(v.mlm_accuracy).filter(|x| !x.is_nan()),
-            nsp_valid_loss: v.nsp_loss,
-            nsp_valid_accuracy: v.nsp_accuracy,
-            seconds: e.seconds,
-            ..Default::default()
-        });
-        s.log.push(e);
-        (s.loss_sum, s.correct, s.count, s.seen, s.nsp_loss_sum, s.nsp_correct, s.nsp_count) = (0.0, 0, 0, 0, 0.0, 0, 0);
-        let meta = ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::to_value(&s.log)?);
-        if p.keep_epochs {
-            keep_epoch(out, epoch, cfg, tokenizer, &trained, meta.clone())?;
-        }
-        ModelDir::write(out, cfg, tokenizer, &trained, meta, None)?;
-        write_csv(&s.rows, &metrics_path)?;
-        at.epoch += 1;
-        at.batch = 0;
-        at.seconds = elapsed();
-        if at.epoch <= epochs {
-            checkpoints.save(cfg, tokenizer, &model, &optim, &at, &hash)?;
-        }
-    }
-    checkpoints::remove_all(out)?;
+    let mut task = PretrainTask { cfg, docs, tokenizer, out, opts, masking, valid, valid_next, steps_per_epoch, total, device: device.clone(), plain };
+    let run = Run { cfg, tokenizer, out: Some(out), opts, hash: &hash, seed: p.seed, schedule: &schedule };
+    let (_, at) = drive(&mut task, model, optim, at, &run, &device)?;
     Ok(at.state.log)
 }
-
 
 /// Writes the epoch's model to `out/epochs/epoch-N/`: under a temporary name, then renamed, so
 /// a kept epoch is whole or absent (a resumed run that ends the same epoch again replaces it).
