@@ -38,9 +38,9 @@ pub enum Pooling {
     Max,
 }
 
-/// Shape of the backbone. `vocab_size` is filled from the tokenizer.
+/// Shape of the backbone. `vocab_size` is filled from the tokenizer. In TOML every key sits
+/// flat in `[model]` (the two backbones' own settings included), as in every saved model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Which backbone.
     pub backbone: BackboneKind,
@@ -49,33 +49,110 @@ pub struct ModelConfig {
     pub vocab_size: usize,
     /// Longest sequence in tokens, [CLS] and [SEP] included; also the number of position embeddings.
     pub max_len: usize,
-    /// Width of every hidden state.
+    /// Width of the token embeddings (and of every Transformer state).
     pub d_model: usize,
+    /// Dropout rate.
+    pub dropout: f64,
+    /// Segment (token-type) embeddings: 2 gives sentence pairs `[CLS] A [SEP] B [SEP]` one
+    /// embedding for A and one for B (next-sentence prediction, pair classification); 0 has
+    /// none (models saved before segments existed read as 0).
+    #[serde(default)]
+    pub type_vocab_size: usize,
+    /// The Transformer's own settings.
+    #[serde(flatten)]
+    pub transformer: TransformerConfig,
+    /// The TextCNN's own settings.
+    #[serde(flatten)]
+    pub textcnn: TextCnnConfig,
+}
+
+/// The Transformer encoder's own settings (`[model]` keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransformerConfig {
     /// Attention heads; `d_model / n_heads` is the per-head size d_k.
     pub n_heads: usize,
     /// Encoder layers.
     pub n_layers: usize,
     /// Width of the feed-forward block (4 × d_model in the presets).
     pub d_ff: usize,
-    /// Dropout rate.
-    pub dropout: f64,
-    /// Pooled vector: `cls`, `mean` or `max` (a Transformer setting; the TextCNN always takes the max).
+    /// Pooled vector: `cls`, `mean` or `max`.
     #[serde(default)]
     pub pooling: Pooling,
     /// LayerNorm before each sub-layer (pre-LN, with a final LayerNorm) instead of after (BERT's post-LN).
     #[serde(default)]
     pub norm_first: bool,
-    /// TextCNN: the convolution widths, one group of filters each.
+}
+
+impl TransformerConfig {
+    /// Refuses sizes the encoder cannot have (`active`: the Transformer is the backbone).
+    pub fn validate(&self, d_model: usize, active: bool) -> Result<()> {
+        for (name, v) in [("model.n_heads", self.n_heads), ("model.n_layers", self.n_layers), ("model.d_ff", self.d_ff)] {
+            if v == 0 {
+                bail!("{name} must be positive");
+            }
+        }
+        if active && d_model % self.n_heads != 0 {
+            bail!("model.d_model ({d_model}) must be divisible by model.n_heads ({})", self.n_heads);
+        }
+        Ok(())
+    }
+}
+
+/// The TextCNN's own settings (`[model]` keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextCnnConfig {
+    /// The convolution widths, one group of filters each.
     #[serde(default = "default_filter_widths")]
     pub filter_widths: Vec<usize>,
-    /// TextCNN: filters a width; states and the pooled vector have `filters × widths` features.
+    /// Filters a width; states and the pooled vector have `filters × widths` features.
     #[serde(default = "default_filters")]
     pub filters: usize,
-    /// Segment (token-type) embeddings: 2 gives sentence pairs `[CLS] A [SEP] B [SEP]` one
-    /// embedding for A and one for B (next-sentence prediction, pair classification); 0 has
-    /// none (models saved before segments existed read as 0).
-    #[serde(default)]
-    pub type_vocab_size: usize,
+}
+
+impl TextCnnConfig {
+    /// Refuses filters the convolutions cannot have.
+    pub fn validate(&self, max_len: usize) -> Result<()> {
+        if self.filters == 0 || self.filter_widths.is_empty() || self.filter_widths.contains(&0) {
+            bail!("model.filters and every model.filter_widths entry must be positive");
+        }
+        if let Some(w) = self.filter_widths.iter().find(|&&w| w > max_len) {
+            bail!("model.filter_widths entry {w} is wider than model.max_len ({max_len})");
+        }
+        Ok(())
+    }
+}
+
+/// The optimiser settings pre-training and fine-tuning share (keys of `[pretrain]` and of
+/// `[finetune]`): AdamW with linear warm-up and decay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
+    /// Examples (sequences) a batch.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Share of the steps spent warming up linearly to the peak.
+    pub warmup_ratio: f64,
+    /// Decoupled weight decay of AdamW.
+    pub weight_decay: f64,
+    /// Gradient clipping by norm (per parameter tensor); 0 disables it.
+    pub grad_clip: f64,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Random seed (data order, masking, initial weights, dropout).
+    pub seed: u64,
+}
+
+impl OptimConfig {
+    /// Refuses settings no run can train with; `section` names the TOML section in errors.
+    pub fn validate(&self, section: &str) -> Result<()> {
+        if self.batch_size == 0 {
+            bail!("batch_size must be positive");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("{section}.lr must be positive (got {})", self.lr);
+        }
+        Ok(())
+    }
 }
 
 fn default_filter_widths() -> Vec<usize> {
@@ -91,7 +168,7 @@ impl ModelConfig {
     pub fn output_dim(&self) -> usize {
         match self.backbone {
             BackboneKind::Transformer => self.d_model,
-            BackboneKind::TextCnn => self.filters * self.filter_widths.len(),
+            BackboneKind::TextCnn => self.textcnn.filters * self.textcnn.filter_widths.len(),
         }
     }
 }
@@ -125,20 +202,10 @@ fn default_short_seq_prob() -> f64 {
 
 /// Pre-training settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PretrainConfig {
-    /// Sequences a batch.
-    pub batch_size: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Share of the steps spent warming up linearly to the peak.
-    pub warmup_ratio: f64,
-    /// Decoupled weight decay of AdamW.
-    pub weight_decay: f64,
-    /// Gradient clipping by norm (per parameter tensor); 0 disables it.
-    pub grad_clip: f64,
-    /// Passes over the corpus.
-    pub epochs: usize,
+    /// Batch size, learning rate and schedule, epochs over the corpus, seed.
+    #[serde(flatten)]
+    pub optim: OptimConfig,
     /// Stop after this many optimiser steps (0: no limit).
     pub max_steps: usize,
     /// Share of the non-special positions chosen for prediction.
@@ -147,8 +214,6 @@ pub struct PretrainConfig {
     pub max_predictions: usize,
     /// Share of the documents held out for validation.
     pub valid_fraction: f64,
-    /// Random seed (masking, data order, initial weights).
-    pub seed: u64,
     /// Whole-word masking: all pieces of a chosen word are masked together.
     #[serde(default)]
     pub whole_word_mask: bool,
@@ -223,26 +288,15 @@ fn default_backbone_lr_scale() -> f64 {
 
 /// Fine-tuning settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FinetuneConfig {
-    /// Examples a batch.
-    pub batch_size: usize,
-    /// Peak learning rate (smaller than pre-training's).
-    pub lr: f64,
-    /// Share of the steps spent warming up.
-    pub warmup_ratio: f64,
-    /// Decoupled weight decay of AdamW.
-    pub weight_decay: f64,
-    /// Gradient clipping by norm; 0 disables it.
-    pub grad_clip: f64,
-    /// Passes over the training set.
-    pub epochs: usize,
+    /// Batch size, learning rate (smaller than pre-training's) and schedule, epochs over the
+    /// training set, seed.
+    #[serde(flatten)]
+    pub optim: OptimConfig,
     /// Stop when validation micro-F1 has not improved for this many epochs (0: never).
     pub patience: usize,
     /// Decision threshold on label probabilities for multi-label problems.
     pub threshold: f64,
-    /// Random seed (data order, head initialisation, dropout).
-    pub seed: u64,
     /// Multi-label training loss: `bce` or `asl`.
     #[serde(default)]
     pub loss: MultiLabelLoss,
@@ -306,28 +360,17 @@ impl Config {
                 vocab_size: 0,
                 max_len: 128,
                 d_model,
-                n_heads: 8,
-                n_layers,
-                d_ff: 4 * d_model,
                 dropout: 0.1,
-                pooling: Pooling::Cls,
-                norm_first: false,
-                filter_widths: default_filter_widths(),
-                filters,
                 type_vocab_size: 2,
+                transformer: TransformerConfig { n_heads: 8, n_layers, d_ff: 4 * d_model, pooling: Pooling::Cls, norm_first: false },
+                textcnn: TextCnnConfig { filter_widths: default_filter_widths(), filters },
             },
             pretrain: PretrainConfig {
-                batch_size: 32,
-                lr,
-                warmup_ratio: 0.06,
-                weight_decay: 0.01,
-                grad_clip: 1.0,
-                epochs: 1,
+                optim: OptimConfig { batch_size: 32, lr, warmup_ratio: 0.06, weight_decay: 0.01, grad_clip: 1.0, epochs: 1, seed: 42 },
                 max_steps: 0,
                 mask_prob: 0.15,
                 max_predictions: 20,
                 valid_fraction: 0.01,
-                seed: 42,
                 whole_word_mask: false,
                 keep_epochs: false,
                 word_list: String::new(),
@@ -335,15 +378,9 @@ impl Config {
                 short_seq_prob: default_short_seq_prob(),
             },
             finetune: FinetuneConfig {
-                batch_size: 32,
-                lr: lr / 2.0,
-                warmup_ratio: 0.06,
-                weight_decay: 0.01,
-                grad_clip: 1.0,
-                epochs: 5,
+                optim: OptimConfig { batch_size: 32, lr: lr / 2.0, warmup_ratio: 0.06, weight_decay: 0.01, grad_clip: 1.0, epochs: 5, seed: 42 },
                 patience: 2,
                 threshold: 0.5,
-                seed: 42,
                 loss: MultiLabelLoss::Bce,
                 asl_gamma_neg: default_asl_gamma_neg(),
                 asl_gamma_pos: 0.0,
@@ -404,36 +441,26 @@ impl Config {
     /// Rejects impossible sizes with a message that names the key.
     pub fn validate(&self) -> Result<()> {
         let m = &self.model;
-        for (name, v) in [("model.d_model", m.d_model), ("model.n_heads", m.n_heads), ("model.n_layers", m.n_layers), ("model.d_ff", m.d_ff)] {
-            if v == 0 {
-                bail!("{name} must be positive");
-            }
+        if m.d_model == 0 {
+            bail!("model.d_model must be positive");
         }
+        m.transformer.validate(m.d_model, m.backbone == BackboneKind::Transformer)?;
         if m.max_len < 8 {
             bail!("model.max_len must be at least 8 (got {})", m.max_len);
         }
         if m.backbone == BackboneKind::TextCnn {
-            if m.filters == 0 || m.filter_widths.is_empty() || m.filter_widths.contains(&0) {
-                bail!("model.filters and every model.filter_widths entry must be positive");
-            }
-            if let Some(w) = m.filter_widths.iter().find(|&&w| w > m.max_len) {
-                bail!("model.filter_widths entry {w} is wider than model.max_len ({})", m.max_len);
-            }
+            m.textcnn.validate(m.max_len)?;
             // Refused rather than ignored: the TextCNN's one pooling is max-over-time.
-            if m.pooling != Pooling::Cls {
+            if m.transformer.pooling != Pooling::Cls {
                 bail!("model.pooling (--pooling) applies to the transformer backbone; the textcnn always pools by max-over-time");
             }
-        }
-        if m.backbone == BackboneKind::Transformer && m.d_model % m.n_heads != 0 {
-            bail!("model.d_model ({}) must be divisible by model.n_heads ({})", m.d_model, m.n_heads);
         }
         if !(0.0..1.0).contains(&m.dropout) {
             bail!("model.dropout must be in [0, 1) (got {})", m.dropout);
         }
         let p = &self.pretrain;
-        if p.batch_size == 0 || self.finetune.batch_size == 0 {
-            bail!("batch_size must be positive");
-        }
+        p.optim.validate("pretrain")?;
+        self.finetune.optim.validate("finetune")?;
         if !(p.mask_prob > 0.0 && p.mask_prob < 1.0) {
             bail!("pretrain.mask_prob must be in (0, 1) (got {})", p.mask_prob);
         }
@@ -457,11 +484,6 @@ impl Config {
         }
         if !(0.0..0.5).contains(&p.valid_fraction) {
             bail!("pretrain.valid_fraction must be in [0, 0.5) (got {})", p.valid_fraction);
-        }
-        for (name, lr) in [("pretrain.lr", p.lr), ("finetune.lr", self.finetune.lr)] {
-            if !(lr > 0.0 && lr.is_finite()) {
-                bail!("{name} must be positive (got {lr})");
-            }
         }
         if !(0.0..=1.0).contains(&self.finetune.threshold) {
             bail!("finetune.threshold must be in [0, 1]");
@@ -492,6 +514,17 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
         let cfg: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        // serde cannot refuse unknown keys in sections with flattened parts: every key read
+        // must be one this config writes
+        let read: toml::Table = toml::from_str(&text)?;
+        let known = toml::Table::try_from(&cfg)?;
+        for (section, keys) in &read {
+            if let (Some(toml::Value::Table(keys)), Some(toml::Value::Table(known))) = (Some(keys), known.get(section)) {
+                if let Some(k) = keys.keys().find(|k| !known.contains_key(*k)) {
+                    bail!("{}: unknown key '{k}' in [{section}]", path.display());
+                }
+            }
+        }
         cfg.validate().with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
     }
@@ -527,13 +560,13 @@ mod tests {
     #[test]
     fn presets_follow_the_original_shapes() {
         let big = Config::preset(Preset::Big).model;
-        assert_eq!((big.d_model, big.n_heads, big.d_model / big.n_heads, big.n_layers, big.d_ff), (512, 8, 64, 6, 2048));
+        assert_eq!((big.d_model, big.transformer.n_heads, big.d_model / big.transformer.n_heads, big.transformer.n_layers, big.transformer.d_ff), (512, 8, 64, 6, 2048));
         let small = Config::preset(Preset::Small).model;
-        assert_eq!((small.d_model, small.d_model / small.n_heads), (128, 16));
+        assert_eq!((small.d_model, small.d_model / small.transformer.n_heads), (128, 16));
         let tiny = Config::preset(Preset::Tiny).model;
-        assert_eq!((tiny.d_model, tiny.d_model / tiny.n_heads, tiny.d_ff), (64, 8, 256));
+        assert_eq!((tiny.d_model, tiny.d_model / tiny.transformer.n_heads, tiny.transformer.d_ff), (64, 8, 256));
         let c = Config::preset(Preset::Small);
-        assert!(c.finetune.lr < c.pretrain.lr);
+        assert!(c.finetune.optim.lr < c.pretrain.optim.lr);
     }
 
     #[test]
@@ -550,8 +583,8 @@ mod tests {
     #[test]
     fn toml_overrides_and_errors() {
         let c = Config::preset(Preset::Tiny).merged("[model]\nn_layers = 3\n[pretrain]\nlr = 0.01\n").unwrap();
-        assert_eq!(c.model.n_layers, 3);
-        assert_eq!(c.pretrain.lr, 0.01);
+        assert_eq!(c.model.transformer.n_layers, 3);
+        assert_eq!(c.pretrain.optim.lr, 0.01);
         assert_eq!(c.model.d_model, 64);
         let e = Config::preset(Preset::Tiny).merged("[model]\nlayers = 3\n").unwrap_err();
         assert!(e.to_string().contains("unknown key 'layers'"), "{e}");

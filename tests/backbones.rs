@@ -16,8 +16,8 @@ fn cnn_config(widths: Vec<usize>, filters: usize) -> Config {
     let mut cfg = Config::preset(Preset::Tiny).with_backbone(BackboneKind::TextCnn);
     cfg.model.vocab_size = 50;
     cfg.model.d_model = 8;
-    cfg.model.filter_widths = widths;
-    cfg.model.filters = filters;
+    cfg.model.textcnn.filter_widths = widths;
+    cfg.model.textcnn.filters = filters;
     cfg
 }
 
@@ -75,8 +75,8 @@ fn every_backbone_learns_the_toy_task() {
         let mut cfg = Config::preset(Preset::Tiny).merged(common::TINY_TOML).unwrap().with_backbone(kind);
         cfg.model.vocab_size = tok.vocab_size();
         cfg.model.max_len = 10;
-        cfg.model.pooling = bertlu::config::Pooling::Mean;
-        cfg.finetune.epochs = 8;
+        cfg.model.transformer.pooling = bertlu::config::Pooling::Mean;
+        cfg.finetune.optim.epochs = 8;
         let report = finetune(&cfg, Init::Scratch, &tok, &train, &valid, Problem::SingleLabel, None, &RunOptions { quiet: true, ..Default::default() }).unwrap();
         let best = report.epochs.iter().map(|e| e.micro_f1).fold(0.0, f64::max);
         let first = report.epochs[0].micro_f1;

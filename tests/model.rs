@@ -41,7 +41,7 @@ fn masked_lm_loss_falls_with_training() {
     let cfg = tiny_config(&tok);
     learns_one_batch(&cfg, &tok);
     let mut pre_ln = cfg.clone();
-    pre_ln.model.norm_first = true;
+    pre_ln.model.transformer.norm_first = true;
     learns_one_batch(&pre_ln, &tok);
     // the same masked-LM code path drives the TextCNN
     learns_one_batch(&cfg.clone().with_backbone(BackboneKind::TextCnn), &tok);
@@ -119,7 +119,7 @@ fn init_loads_every_weight_of(cfg: Config, tok: &WordPieceTokenizer) {
     assert_eq!(names.iter().any(|n| n.contains("position_embedding")), cfg.model.backbone == BackboneKind::Transformer);
     if cfg.model.backbone == BackboneKind::TextCnn {
         // token and segment embeddings + (weight, bias) of each convolution
-        assert_eq!(names.len(), 2 + 2 * cfg.model.filter_widths.len(), "{names:?}");
+        assert_eq!(names.len(), 2 + 2 * cfg.model.textcnn.filter_widths.len(), "{names:?}");
     }
     assert!(names.iter().any(|n| n.contains("segment_embedding")), "segment embeddings carry over: {names:?}");
     assert!(names.iter().all(|n| n.starts_with("backbone.")));
@@ -151,7 +151,7 @@ fn init_refuses_a_checkpoint_of_another_shape() {
     ModelDir::write(dir.path(), &cfg, &tok, &pre, ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::Value::Null), None).unwrap();
     let saved = ModelDir::open(dir.path()).unwrap();
     let mut other = cfg.model.clone();
-    other.d_ff = 48;
+    other.transformer.d_ff = 48;
     let err = load_prefix(Classifier::init(&other, 2, &device), &saved.weights(), saved.meta.weights_bytes, "backbone.").unwrap_err();
     assert!(format!("{err:#}").contains("do not fit"), "{err:#}");
     // a Transformer checkpoint has none of a TextCNN's tensors: refused, not half-loaded

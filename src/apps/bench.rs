@@ -56,9 +56,9 @@ impl Setting {
         let mut m = Config::preset(preset).with_backbone(backbone).model;
         if self == Setting::Reference {
             m.d_model = 256;
-            m.n_heads = 4;
-            m.n_layers = 4;
-            m.d_ff = 1024;
+            m.transformer.n_heads = 4;
+            m.transformer.n_layers = 4;
+            m.transformer.d_ff = 1024;
         }
         m.vocab_size = VOCAB;
         m.max_len = 128;

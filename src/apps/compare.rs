@@ -176,7 +176,7 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
             let mut runs = Vec::new();
             for &lr in &settings.lr_grid {
                 let mut cfg = cfg.clone();
-                cfg.finetune.lr = lr;
+                cfg.finetune.optim.lr = lr;
                 // Every arm runs all epochs so the per-epoch curves are comparable.
                 cfg.finetune.patience = 0;
                 let dir = out.join("runs").join(format!("{backbone}-{}-lr{lr:e}", arm.name()));

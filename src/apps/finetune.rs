@@ -83,7 +83,7 @@ pub fn run(mut cfg: Config, job: &FinetuneJob, train: &[Example], valid: &[Examp
     if let Some(path) = &job.word_vectors {
         inputs.push(InputFile::of("word-vectors", path)?);
     }
-    let mut info = RunInfo::start(out.path(), "finetune", &cfg, cfg.finetune.seed, inputs)?;
+    let mut info = RunInfo::start(out.path(), "finetune", &cfg, cfg.finetune.optim.seed, inputs)?;
     let result = finetune(&cfg, init, &tokenizer, train, valid, problem, Some(out.path()), &job.options);
     info.finish(out.path(), &outcome(&result))?;
     let report = result?;

@@ -61,7 +61,7 @@ pub fn run(mut cfg: Config, job: &PretrainJob) -> Result<(Vec<PretrainEpoch>, Pa
     if let Some(dir) = &job.init {
         inputs.push(InputFile::of("init", &dir.weights())?);
     }
-    let mut info = RunInfo::start(out.path(), "pretrain", &cfg, cfg.pretrain.seed, inputs)?;
+    let mut info = RunInfo::start(out.path(), "pretrain", &cfg, cfg.pretrain.optim.seed, inputs)?;
     let result = pretrain(&cfg, &docs, &tokenizer, job.init.as_ref(), out.path(), &job.options);
     info.finish(out.path(), &outcome(&result))?;
     let log = result?;

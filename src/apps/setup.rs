@@ -31,8 +31,8 @@ pub mod test_mode {
     pub fn cap(cfg: &mut crate::config::Config) {
         let p = &mut cfg.pretrain;
         p.max_steps = if p.max_steps == 0 { PRETRAIN_STEPS } else { p.max_steps.min(PRETRAIN_STEPS) };
-        cfg.finetune.epochs = cfg.finetune.epochs.min(EPOCHS);
-        eprintln!("test mode: at most {DOCS} documents, {TRAIN} training / {EVAL} validation examples, {} pre-training steps, {} epochs", cfg.pretrain.max_steps, cfg.finetune.epochs);
+        cfg.finetune.optim.epochs = cfg.finetune.optim.epochs.min(EPOCHS);
+        eprintln!("test mode: at most {DOCS} documents, {TRAIN} training / {EVAL} validation examples, {} pre-training steps, {} epochs", cfg.pretrain.max_steps, cfg.finetune.optim.epochs);
     }
 }
 
@@ -101,7 +101,7 @@ impl ConfigSources {
 fn check_same_shape(cfg: &Config, dir: &ModelDir) -> Result<()> {
     let mut shape = cfg.model.clone();
     shape.dropout = dir.config.model.dropout;
-    shape.pooling = dir.config.model.pooling;
+    shape.transformer.pooling = dir.config.model.transformer.pooling;
     if shape != dir.config.model {
         bail!("[model] differs from the pre-trained model in {} (only dropout and pooling may change)", dir.path.display());
     }

@@ -85,21 +85,20 @@ pub fn run(a: CompareArgs) -> Result<()> {
     // --backbone is a list here: each arm's backbone is set (and checked) below
     let mut base = a.common.preset_and_file()?;
     {
-        let f = &mut base.finetune;
-        let mut unused_lr = f.lr;
-        a.steps.apply(&mut f.epochs, &mut unused_lr, &mut f.batch_size, &mut f.seed, &a.common);
+        // --lr is refused above: each arm's rate comes from --lr-grid
+        a.steps.apply(&mut base.finetune.optim, &a.common);
         if let Some(s) = a.common.seed {
-            base.pretrain.seed = s;
+            base.pretrain.optim.seed = s;
         }
         let p = &mut base.pretrain;
         if let Some(v) = a.pretrain_epochs {
-            p.epochs = v;
+            p.optim.epochs = v;
         }
         if let Some(v) = a.pretrain_max_steps {
             p.max_steps = v;
         }
         if let Some(v) = a.pretrain_lr {
-            p.lr = v;
+            p.optim.lr = v;
         }
         if let Some(tasks) = &a.pretrain_tasks {
             p.set_tasks(tasks);
@@ -138,7 +137,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let results = compare(&settings, &data, &tokenizer, problem, out.path(), &a.common.run_options())?;
     let names = a.train.iter().map(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("{}: not a file", t.display()))).collect::<Result<Vec<_>>>()?;
     let name = names.join(" + ");
-    let title = format!("Pre-trained vs from scratch: {name}, {} epochs, seed {}{}", base.finetune.epochs, base.finetune.seed, if a.common.test_mode { " (test mode)" } else { "" });
+    let title = format!("Pre-trained vs from scratch: {name}, {} epochs, seed {}{}", base.finetune.optim.epochs, base.finetune.optim.seed, if a.common.test_mode { " (test mode)" } else { "" });
     write_outputs(&results, &title, out.path())?;
     let dir = out.commit()?;
     println!("\n{}", std::fs::read_to_string(dir.join(COMPARE_TABLE_FILE))?);

@@ -60,10 +60,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
         std::fs::write(data.join(name), bytes)?;
     }
     let mut cfg = Config::preset(Preset::Tiny);
-    cfg.pretrain.epochs = a.pretrain_epochs;
-    cfg.pretrain.seed = a.seed;
-    cfg.finetune.epochs = a.epochs;
-    cfg.finetune.seed = a.seed;
+    cfg.pretrain.optim.epochs = a.pretrain_epochs;
+    cfg.pretrain.optim.seed = a.seed;
+    cfg.finetune.optim.epochs = a.epochs;
+    cfg.finetune.optim.seed = a.seed;
 
     let docs = read_documents(&data.join("corpus.txt.gz"))?;
     let train = read_examples(&data.join("train.txt.gz"))?;

@@ -76,10 +76,10 @@ pub struct FinetuneArgs {
 fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
     let mut cfg = a.common.config(base)?;
     if let Some(p) = a.pooling {
-        cfg.model.pooling = p;
+        cfg.model.transformer.pooling = p;
     }
     let f = &mut cfg.finetune;
-    a.steps.apply(&mut f.epochs, &mut f.lr, &mut f.batch_size, &mut f.seed, &a.common);
+    a.steps.apply(&mut f.optim, &a.common);
     if let Some(v) = a.patience {
         f.patience = v;
     }

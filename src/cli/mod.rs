@@ -17,7 +17,7 @@ pub mod vocab;
 
 use anyhow::{bail, Result};
 use bertlu::apps::setup::{self, test_mode, ConfigSources};
-use bertlu::config::{BackboneKind, Config, Preset};
+use bertlu::config::{BackboneKind, Config, OptimConfig, Preset};
 use bertlu::data::classify::Problem;
 use bertlu::store::checkpoints::CheckpointPolicy;
 use bertlu::store::model_dir::ModelDir;
@@ -84,19 +84,19 @@ pub struct StepArgs {
 }
 
 impl StepArgs {
-    /// Writes the given values over a config section's.
-    pub fn apply(&self, epochs: &mut usize, lr: &mut f64, batch_size: &mut usize, seed: &mut u64, common: &CommonTrain) {
+    /// Writes the given values (and `--seed`) over a config section's optimiser settings.
+    pub fn apply(&self, optim: &mut OptimConfig, common: &CommonTrain) {
         if let Some(v) = self.epochs {
-            *epochs = v;
+            optim.epochs = v;
         }
         if let Some(v) = self.lr {
-            *lr = v;
+            optim.lr = v;
         }
         if let Some(v) = self.batch_size {
-            *batch_size = v;
+            optim.batch_size = v;
         }
         if let Some(v) = common.seed {
-            *seed = v;
+            optim.seed = v;
         }
     }
 }

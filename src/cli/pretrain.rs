@@ -66,7 +66,7 @@ pub struct PretrainArgs {
 fn configure(a: &PretrainArgs, base: Option<&ModelDir>) -> Result<Config> {
     let mut cfg = a.common.config(base)?;
     let p = &mut cfg.pretrain;
-    a.steps.apply(&mut p.epochs, &mut p.lr, &mut p.batch_size, &mut p.seed, &a.common);
+    a.steps.apply(&mut p.optim, &a.common);
     if let Some(v) = a.max_steps {
         p.max_steps = v;
     }

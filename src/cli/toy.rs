@@ -41,9 +41,9 @@ pub fn run(a: ToyArgs) -> Result<()> {
     let mut cfg = Config::preset(Preset::Tiny).with_backbone(a.backbone);
     cfg.model.vocab_size = tokenizer.vocab_size();
     cfg.model.max_len = (a.len + 2).max(8);
-    cfg.model.filter_widths.retain(|&w| w <= cfg.model.max_len);
+    cfg.model.textcnn.filter_widths.retain(|&w| w <= cfg.model.max_len);
     let f = &mut cfg.finetune;
-    (f.epochs, f.lr, f.seed, f.patience) = (a.epochs, a.lr, a.seed, 0);
+    (f.optim.epochs, f.optim.lr, f.optim.seed, f.patience) = (a.epochs, a.lr, a.seed, 0);
     cfg.validate()?;
     let train = toy::examples(a.examples, a.len, a.seed);
     let valid = toy::examples(a.examples / 4, a.len, a.seed.wrapping_add(1));

@@ -83,7 +83,7 @@ pub enum Init<'a> {
 pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train: &[Example], valid: &[Example], problem: Problem, out: Option<&Path>, opts: &RunOptions) -> Result<FinetuneReport> {
     let (device, plain) = devices();
     let f = &cfg.finetune;
-    device.seed(f.seed);
+    device.seed(f.optim.seed);
     let labels = LabelSet::from_examples(train);
     let enc_train = encode_examples(train, tokenizer, &labels, cfg.model.max_len);
     let enc_valid = encode_examples(valid, tokenizer, &labels, cfg.model.max_len);
@@ -106,7 +106,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
         );
     }
     let mut model = Classifier::init_with_head(&cfg.model, f.head, labels.len(), &device).with_prior_bias(&frequencies, problem);
-    let mut optim = adamw(f.weight_decay, f.grad_clip);
+    let mut optim = adamw(f.optim.weight_decay, f.optim.grad_clip);
     let hash = data_hash(&enc_train, &enc_valid, &labels);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
     let evaluate = |m: &Classifier| -> Evaluation {
@@ -163,12 +163,12 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
         }
     }
 
-    let steps_per_epoch = enc_train.len().div_ceil(f.batch_size);
-    let total = steps_per_epoch * f.epochs.max(1);
-    let schedule = Schedule::new(f.lr, f.warmup_ratio, total);
+    let steps_per_epoch = enc_train.len().div_ceil(f.optim.batch_size);
+    let total = steps_per_epoch * f.optim.epochs.max(1);
+    let schedule = Schedule::new(f.optim.lr, f.optim.warmup_ratio, total);
     let lengths: Vec<usize> = enc_train.iter().map(|e| e.input_ids.len()).collect();
     let mut task = FinetuneTask { cfg, tokenizer, out, opts, problem, labels: &labels, train: &enc_train, lengths, steps_per_epoch, ema, evaluate, device: device.clone() };
-    let run = Run { cfg, tokenizer, out, opts, hash: &hash, seed: f.seed, schedule: &schedule };
+    let run = Run { cfg, tokenizer, out, opts, hash: &hash, seed: f.optim.seed, schedule: &schedule };
     let (_, at) = drive(&mut task, model, optim, at, &run, &device)?;
     let s = at.state;
     Ok(FinetuneReport { initial_valid_loss: s.initial_valid_loss, epochs: s.epochs, best_epoch: s.best_epoch, loaded_tensors: s.loaded_tensors })
@@ -198,16 +198,16 @@ impl<'a, E: Fn(&Classifier) -> Evaluation> Task<'a> for FinetuneTask<'a, E> {
     type State = LoopState;
 
     fn epochs(&self) -> usize {
-        self.cfg.finetune.epochs.max(1)
+        self.cfg.finetune.optim.epochs.max(1)
     }
 
     fn epochs_shown(&self) -> usize {
-        self.cfg.finetune.epochs
+        self.cfg.finetune.optim.epochs
     }
 
     fn batches(&self, epoch: usize, _at: &Position<LoopState>) -> Result<(Box<dyn Iterator<Item = Result<Vec<usize>>> + 'a>, usize)> {
         let f = &self.cfg.finetune;
-        let batches = bucketed_batches(&self.lengths, f.batch_size, &mut StdRng::seed_from_u64(derived_seed(f.seed, streams::ORDER, epoch as u64)));
+        let batches = bucketed_batches(&self.lengths, f.optim.batch_size, &mut StdRng::seed_from_u64(derived_seed(f.optim.seed, streams::ORDER, epoch as u64)));
         let n = batches.len();
         Ok((Box::new(batches.into_iter().map(Ok)), n))
     }

@@ -125,7 +125,7 @@ impl<'a> Pass<'a> {
             let sentences: Vec<Vec<String>> = chunk.iter().map(|d| split_sentences(d).into_iter().map(str::to_owned).collect()).collect();
             let mut ids = tokenizer.encode_batch(&sentences.concat()).into_iter();
             let by_doc: Vec<Vec<Vec<u32>>> = sentences.iter().map(|s| ids.by_ref().take(s.len()).filter(|x| !x.is_empty()).collect()).collect();
-            let mut rng = StdRng::seed_from_u64(derived_seed(cfg.pretrain.seed, streams::PAIRS, chunk_no));
+            let mut rng = StdRng::seed_from_u64(derived_seed(cfg.pretrain.optim.seed, streams::PAIRS, chunk_no));
             let (h, t): (Vec<usize>, Vec<usize>) = (0..by_doc.len()).filter(|&i| !by_doc[i].is_empty()).partition(|&i| held_out[i]);
             train = build_pairs(&by_doc, &t, settings, &mut rng);
             held = build_pairs(&by_doc, &h, settings, &mut rng);
@@ -173,9 +173,9 @@ impl EpochBatches<'_> {
         }
         let p = &self.pass.cfg.pretrain;
         let lengths: Vec<usize> = self.buffer.iter().map(|s| s.ids.len()).collect();
-        let order_seed = derived_seed(p.seed, streams::ORDER, ((self.epoch as u64) << 32) | self.buffer_no);
+        let order_seed = derived_seed(p.optim.seed, streams::ORDER, ((self.epoch as u64) << 32) | self.buffer_no);
         self.buffer_no += 1;
-        self.queue = bucketed_batches(&lengths, p.batch_size, &mut StdRng::seed_from_u64(order_seed)).into();
+        self.queue = bucketed_batches(&lengths, p.optim.batch_size, &mut StdRng::seed_from_u64(order_seed)).into();
         Ok(true)
     }
 }
@@ -257,7 +257,7 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
 
     fn step(&mut self, model: PretrainModel, optim: &mut ModuleOptimizer, batch: Vec<Sequence>, step: usize, lr: f64, s: &mut LoopState) -> Result<PretrainModel> {
         let p = &self.cfg.pretrain;
-        let mut rng = StdRng::seed_from_u64(derived_seed(p.seed, streams::MASKING, step as u64));
+        let mut rng = StdRng::seed_from_u64(derived_seed(p.optim.seed, streams::MASKING, step as u64));
         let examples: Vec<MlmExample> = batch.iter().map(|q| mask(&self.masking, p.has(Objective::Mlm), &q.ids, &mut rng)).collect();
         let is_next: Vec<Option<bool>> = batch.iter().map(|q| q.is_next).collect();
         let out = model.forward(&batch_of(&examples, &is_next, &self.device));
@@ -298,7 +298,7 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
         let (cfg, p, epoch) = (self.cfg, &self.cfg.pretrain, at.epoch);
         // the inference copy scored here is the one saved below
         let trained = model.valid();
-        let v = evaluate(&trained, &self.valid, &self.valid_next, p.batch_size, &self.plain);
+        let v = evaluate(&trained, &self.valid, &self.valid_next, p.optim.batch_size, &self.plain);
         let s = &mut at.state;
         let nsp = s.nsp_count > 0;
         let e = PretrainEpoch {
@@ -355,7 +355,7 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
 /// once an epoch, [`SHUFFLE_BUFFER`] sequences at a time: memory does not grow with the corpus.
 pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &WordPieceTokenizer, init: Option<&ModelDir>, out: &Path, opts: &RunOptions) -> Result<Vec<PretrainEpoch>> {
     let (device, plain) = devices();
-    device.seed(cfg.pretrain.seed);
+    device.seed(cfg.pretrain.optim.seed);
     let p = &cfg.pretrain;
     let whole_words = if p.whole_word_mask {
         let words = if p.word_list.is_empty() {
@@ -384,13 +384,13 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         n_train += chunk.train.len();
         fill += chunk.train.len();
         if fill >= SHUFFLE_BUFFER {
-            steps_per_epoch += bucketed_batch_count(fill, p.batch_size);
+            steps_per_epoch += bucketed_batch_count(fill, p.optim.batch_size);
             fill = 0;
         }
         let room = MAX_HELD_OUT.saturating_sub(held.len());
         held.extend(chunk.held.into_iter().take(room));
     }
-    steps_per_epoch += bucketed_batch_count(fill, p.batch_size);
+    steps_per_epoch += bucketed_batch_count(fill, p.optim.batch_size);
     let n_docs = counting.index;
     if n_docs == 0 {
         bail!("the corpus has no documents");
@@ -399,7 +399,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         bail!("the corpus yields no training sequence (too small?)");
     }
     // The held-out masking is drawn once, so every epoch is scored on the same positions.
-    let mut vrng = StdRng::seed_from_u64(p.seed.wrapping_add(1));
+    let mut vrng = StdRng::seed_from_u64(p.optim.seed.wrapping_add(1));
     let valid: Vec<MlmExample> = held.iter().map(|s| mask(&masking, p.has(Objective::Mlm), &s.ids, &mut vrng)).collect();
     let valid_next: Vec<Option<bool>> = held.iter().map(|s| s.is_next).collect();
     drop(held);
@@ -411,18 +411,18 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     let unit = if p.has(Objective::Nsp) { format!("pairs, {:.1} % IsNext", 100.0 * n_next as f64 / n_train.max(1) as f64) } else { "sequences".into() };
     say(opts, &format!("pretrain ({}): {n_docs} documents, {n_train} training {unit} ({tokens} tokens), {} held out, vocab {}", tasks.join("+"), valid.len(), cfg.model.vocab_size));
 
-    let mut total = steps_per_epoch * p.epochs.max(1);
+    let mut total = steps_per_epoch * p.optim.epochs.max(1);
     if p.max_steps > 0 {
         total = total.min(p.max_steps);
     }
-    let schedule = Schedule::new(p.lr, p.warmup_ratio, total);
+    let schedule = Schedule::new(p.optim.lr, p.optim.warmup_ratio, total);
     let mut model = PretrainModel::init(&cfg.model, &p.tasks, &device);
-    let mut optim = adamw(p.weight_decay, p.grad_clip);
+    let mut optim = adamw(p.optim.weight_decay, p.optim.grad_clip);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
     // a resumed run's checkpoint already holds the continued weights
     if let Some(dir) = init.filter(|_| !opts.resume) {
         model = load_pretrained(model, dir, p, opts)?;
-        let v = evaluate(&model.valid(), &valid, &valid_next, p.batch_size, &plain);
+        let v = evaluate(&model.valid(), &valid, &valid_next, p.optim.batch_size, &plain);
         say(opts, &format!("pretrain: held out before training: {}", v.describe()));
     }
     if opts.resume {
@@ -431,7 +431,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         say(opts, &format!("pretrain: resumed from {} (step {}, epoch {})", ckpt.display(), at.step, at.epoch));
     }
     let mut task = PretrainTask { cfg, docs, tokenizer, out, opts, masking, valid, valid_next, steps_per_epoch, total, device: device.clone(), plain };
-    let run = Run { cfg, tokenizer, out: Some(out), opts, hash: &hash, seed: p.seed, schedule: &schedule };
+    let run = Run { cfg, tokenizer, out: Some(out), opts, hash: &hash, seed: p.optim.seed, schedule: &schedule };
     let (_, at) = drive(&mut task, model, optim, at, &run, &device)?;
     Ok(at.state.log)
 }

@@ -36,9 +36,10 @@ impl TextCnnBackbone {
             // vector added to every token slowed fine-tuning of the tiny test model measurably)
             segment_embedding: super::segment_table(config, Initializer::Zeros, device),
             convs: config
+                .textcnn
                 .filter_widths
                 .iter()
-                .map(|&w| Conv1dConfig::new(config.d_model, config.filters, w).with_padding(PaddingConfig1d::Same).init(device))
+                .map(|&w| Conv1dConfig::new(config.d_model, config.textcnn.filters, w).with_padding(PaddingConfig1d::Same).init(device))
                 .collect(),
         }
     }

@@ -59,7 +59,7 @@ impl SelfAttention {
             value: linear(d, d, device),
             output: linear(d, d, device),
             dropout: Dropout::new(config.dropout),
-            n_heads: config.n_heads,
+            n_heads: config.transformer.n_heads,
         }
     }
 
@@ -122,14 +122,14 @@ impl EncoderLayer {
         Self {
             mha: SelfAttention::init(config, device),
             pwff: FeedForward {
-                linear_inner: linear(config.d_model, config.d_ff, device),
-                linear_outer: linear(config.d_ff, config.d_model, device),
+                linear_inner: linear(config.d_model, config.transformer.d_ff, device),
+                linear_outer: linear(config.transformer.d_ff, config.d_model, device),
                 dropout: Dropout::new(config.dropout),
             },
             norm_1: layer_norm(config.d_model, device),
             norm_2: layer_norm(config.d_model, device),
             dropout: Dropout::new(config.dropout),
-            norm_first: config.norm_first,
+            norm_first: config.transformer.norm_first,
         }
     }
 
@@ -183,9 +183,9 @@ impl TransformerBackbone {
             segment_embedding: super::segment_table(config, EMBED_INIT, device),
             embed_norm: layer_norm(config.d_model, device),
             dropout: Dropout::new(config.dropout),
-            encoder: Encoder { layers: (0..config.n_layers).map(|_| EncoderLayer::init(config, device)).collect() },
-            final_norm: config.norm_first.then(|| layer_norm(config.d_model, device)),
-            pooling: config.pooling,
+            encoder: Encoder { layers: (0..config.transformer.n_layers).map(|_| EncoderLayer::init(config, device)).collect() },
+            final_norm: config.transformer.norm_first.then(|| layer_norm(config.d_model, device)),
+            pooling: config.transformer.pooling,
         }
     }
 
