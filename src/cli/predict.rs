@@ -1,8 +1,8 @@
 //! `bertlu predict`: labels for text lines, one output line per input line.
 
 use anyhow::Result;
-use bertlu::infer::classifier::{decide, LoadedClassifier};
-use bertlu::text::labelled::{split_line, LABEL_PREFIX};
+use bertlu::infer::classifier::LoadedClassifier;
+use bertlu::text::labelled::split_line;
 use bertlu::text::reader::Lines;
 use clap::Args;
 use std::io::{BufWriter, Write};
@@ -51,12 +51,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
                 writeln!(out)?;
                 continue;
             }
-            let chosen = decide(&p, clf.problem, &thresholds, a.k);
-            let words: Vec<String> = chosen
-                .into_iter()
-                .map(|(i, pr)| if a.probs { format!("{LABEL_PREFIX}{} {pr:.5}", clf.labels.name(i)) } else { format!("{LABEL_PREFIX}{}", clf.labels.name(i)) })
-                .collect();
-            writeln!(out, "{}", words.join(" "))?;
+            writeln!(out, "{}", clf.prediction_line(&p, &thresholds, a.k, a.probs))?;
         }
         texts.clear();
         out.flush()?;

@@ -290,6 +290,17 @@ impl LoadedClassifier {
         Ok((before, after))
     }
 
+    /// The labels chosen from one text's probabilities, fastText style: `__label__a __label__b`,
+    /// each followed by its probability with `with_probs`; at most `k` labels.
+    pub fn prediction_line(&self, probs: &[f32], thresholds: &Thresholds, k: Option<usize>, with_probs: bool) -> String {
+        let prefix = crate::text::labelled::LABEL_PREFIX;
+        let words: Vec<String> = decide(probs, self.problem, thresholds, k)
+            .into_iter()
+            .map(|(i, p)| if with_probs { format!("{prefix}{} {p:.5}", self.labels.name(i)) } else { format!("{prefix}{}", self.labels.name(i)) })
+            .collect();
+        words.join(" ")
+    }
+
     /// [`LoadedClassifier::tune_thresholds`] (batches of 64), and the change in one line.
     pub fn tune_thresholds_described(&mut self, examples: &[Example], objective: Objective, min_support: usize) -> Result<String> {
         let (before, after) = self.tune_thresholds(examples, objective, min_support, 64)?;
