@@ -19,6 +19,18 @@ fn setup() -> tempfile::TempDir {
     dir
 }
 
+/// The seed that picks a kill step: `BERTLU_TEST_SEED` when set, so a failure repeats, else a
+/// fresh one each run. Every assertion that depends on it prints it.
+fn kill_seed() -> u64 {
+    let fresh = || std::process::id() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64);
+    std::env::var("BERTLU_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(fresh)
+}
+
+/// How a failure names its kill step and the seed that chose it.
+fn killed_at(step: usize, seed: u64) -> String {
+    format!("killed at step {step} (rerun with BERTLU_TEST_SEED={seed} to repeat)")
+}
+
 fn spawn(args: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_bertlu")).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }
@@ -97,11 +109,12 @@ fn a_weight_average_leaves_training_alone_and_resumes_to_the_same_model() {
     let e = fails(&refs(&args(&base, &p("bad"), &["--ema", "1"])));
     assert!(e.contains("finetune.ema must be in [0, 1)"), "{e}");
     // killed in the second epoch, the average is restored with the weights
-    let step = 3 * rand::rngs::StdRng::seed_from_u64(std::process::id() as u64).random_range(11..21usize);
+    let seed = kill_seed();
+    let step = 3 * rand::rngs::StdRng::seed_from_u64(seed).random_range(11..21usize);
     kill_at(&args(&base, &killed, &["--ema", "0.9"]), &killed, step);
     ok(&refs(&args(&base, &killed, &["--ema", "0.9", "--resume"])));
-    assert_eq!(epochs_without_time(&killed), epochs_without_time(&avg), "killed at step {step}");
-    assert_eq!(pred(&killed), pred(&avg));
+    assert_eq!(epochs_without_time(&killed), epochs_without_time(&avg), "{}", killed_at(step, seed));
+    assert_eq!(pred(&killed), pred(&avg), "{}", killed_at(step, seed));
 }
 
 #[test]
@@ -113,7 +126,8 @@ fn finetune_killed_at_a_random_step_resumes_to_the_same_model() {
     let full: PathBuf = p("full");
     ok(&refs(&args(&base, &full, &[])));
     // 500 examples / batch 16 = 32 steps an epoch, 6 epochs: kill somewhere in the first five
-    let step = 3 * rand::rngs::StdRng::seed_from_u64(std::process::id() as u64).random_range(1..50usize);
+    let seed = kill_seed();
+    let step = 3 * rand::rngs::StdRng::seed_from_u64(seed).random_range(1..50usize);
     let killed = p("killed");
     kill_at(&args(&base, &killed, &[]), &killed, step);
     // the same command without --resume refuses to throw the checkpoints away
@@ -123,8 +137,8 @@ fn finetune_killed_at_a_random_step_resumes_to_the_same_model() {
     let e = fails(&refs(&args(&base, &killed, &["--resume", "--lr", "0.001"])));
     assert!(e.contains("configuration"), "{e}");
     ok(&refs(&args(&base, &killed, &["--resume"])));
-    assert_eq!(epochs_without_time(&killed), epochs_without_time(&full), "killed at step {step}");
-    assert_eq!(metric_columns(&killed), metric_columns(&full));
+    assert_eq!(epochs_without_time(&killed), epochs_without_time(&full), "{}", killed_at(step, seed));
+    assert_eq!(metric_columns(&killed), metric_columns(&full), "{}", killed_at(step, seed));
     assert!(!killed.join("checkpoints").exists(), "checkpoints of a finished run are removed");
     // run.json records both starts: the killed one never finished
     let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(killed.join("run.json")).unwrap()).unwrap();
@@ -137,7 +151,7 @@ fn finetune_killed_at_a_random_step_resumes_to_the_same_model() {
     assert_eq!(run["inputs"][0]["bytes"].as_u64().unwrap(), std::fs::metadata(&train).unwrap().len());
     write(d.path(), "in.txt", b"a network tool for python\nsound files\ngraphics and data\n");
     let pred = |m: &Path| ok(&["predict", "--model", s(m), s(&p("in.txt")), "--probs"]);
-    assert_eq!(pred(&killed), pred(&full));
+    assert_eq!(pred(&killed), pred(&full), "{}", killed_at(step, seed));
     let e = fails(&refs(&args(&base, &killed, &["--resume"])));
     assert!(e.contains("finished"), "{e}");
 }

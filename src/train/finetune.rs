@@ -373,15 +373,20 @@ mod tests {
         f.0
     }
 
-    /// Backbone and head change of one step at `scale` from the same start.
-    fn one_step(scale: f64) -> (Vec<f32>, Vec<f32>) {
+    /// A tiny TextCNN classifier without dropout. The device's generator is shared by the tests
+    /// running in parallel, so each test draws its model once and clones it.
+    fn tiny_classifier() -> Classifier {
         let (device, _) = devices();
-        device.seed(3);
         let mut cfg = Config::preset(Preset::Tiny).model;
         cfg.backbone = BackboneKind::TextCnn;
         cfg.vocab_size = 40;
         cfg.dropout = 0.0;
-        let model = Classifier::init(&cfg, 3, &device);
+        Classifier::init(&cfg, 3, &device)
+    }
+
+    /// Backbone and head change of one step at `scale` from `model`.
+    fn one_step(model: Classifier, scale: f64) -> (Vec<f32>, Vec<f32>) {
+        let (device, _) = devices();
         let (b0, h0) = (flat(&model.backbone), flat(&model.head));
         let seqs: [&[u32]; 2] = [&[2, 7, 9, 11, 3], &[2, 12, 5, 3, 0]];
         let logits = model.forward(&TokenBatch::new(&seqs, &device));
@@ -394,9 +399,10 @@ mod tests {
 
     #[test]
     fn backbone_lr_scale_scales_only_the_backbone_step() {
-        let (b1, h1) = one_step(1.0);
-        let (bh, hh) = one_step(0.5);
-        let (b0, h0) = one_step(0.0);
+        let model = tiny_classifier();
+        let (b1, h1) = one_step(model.clone(), 1.0);
+        let (bh, hh) = one_step(model.clone(), 0.5);
+        let (b0, h0) = one_step(model, 0.0);
         assert!(b1.iter().filter(|d| d.abs() > 1e-4).count() > b1.len() / 10, "the backbone moves at scale 1");
         // the head's step does not depend on the scale
         assert!(h1.iter().zip(&hh).chain(h1.iter().zip(&h0)).all(|(a, b)| (a - b).abs() < 1e-6));
