@@ -16,11 +16,15 @@ use crate::eval::metrics::Scores;
 use crate::apps::plot::{self, Panel, Series};
 use crate::data::classify::Problem;
 use crate::text::labelled::Example;
-use crate::text::tokenizer::WordPieceTokenizer;
+use crate::text::tokenizer::{VocabOptions, WordPieceTokenizer};
+use crate::text::corpus::read_documents_with;
+use crate::text::labelled::read_examples_with;
+use crate::text::reader::BadLines;
+use crate::store::output_dir::OutputDir;
 use crate::train::finetune::{finetune, FinetuneReport, Init};
 use crate::train::pretrain::pretrain;
 use crate::train::{say, RunOptions};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -335,4 +339,77 @@ pub fn write_outputs(results: &[BackboneResult], title: &str, dir: &Path) -> Res
         written.push(p);
     }
     Ok(written)
+}
+
+/// Everything a `compare` run reads and writes, besides its base config.
+pub struct CompareJob {
+    /// Raw corpus for pre-training.
+    pub corpus: PathBuf,
+    /// Labelled training files, read as one set.
+    pub train: Vec<PathBuf>,
+    /// Labelled validation file.
+    pub valid: PathBuf,
+    /// Labelled test file, scored once with each arm's chosen model.
+    pub test: Option<PathBuf>,
+    /// Output directory.
+    pub out: PathBuf,
+    /// The backbones compared.
+    pub backbones: Vec<BackboneKind>,
+    /// Fine-tuning learning rates each arm tries.
+    pub lr_grid: Vec<f64>,
+    /// Pre-trained models to reuse instead of pre-training, by backbone.
+    pub reuse: Vec<(BackboneKind, PathBuf)>,
+    /// A tokenizer file or directory; without it one is trained on the corpus.
+    pub vocab: Option<PathBuf>,
+    /// Size of that vocabulary.
+    pub vocab_size: usize,
+    /// Force the problem type.
+    pub problem: Option<Problem>,
+    /// What readers do with bad lines.
+    pub bad_lines: BadLines,
+    /// Keep a small slice of every file (`--test-mode`).
+    pub test_mode: bool,
+    /// Replace an existing output directory once the run has succeeded.
+    pub overwrite: bool,
+    /// Logging options.
+    pub options: RunOptions,
+}
+
+/// Runs `compare` for `base` (every arm's settings are checked before the first one trains);
+/// returns the finished output directory.
+pub fn run(base: Config, job: &CompareJob) -> Result<PathBuf> {
+    use super::setup::{load_tokenizer, read_training_files, test_mode};
+    let cut = |items: usize| if job.test_mode { Some(items) } else { None };
+    for &b in &job.backbones {
+        base.clone().with_backbone(b).validate().with_context(|| format!("--backbone {b}"))?;
+    }
+    let reuse: BTreeMap<BackboneKind, PathBuf> = job.reuse.iter().cloned().collect();
+    if let Some(b) = reuse.keys().find(|b| !job.backbones.contains(b)) {
+        bail!("--pretrained given for {b}, which is not in --backbone");
+    }
+    let mut docs = read_documents_with(&job.corpus, job.bad_lines)?;
+    let (train, problem) = read_training_files(&job.train, job.bad_lines, job.problem, |t| t.truncate(cut(test_mode::TRAIN).unwrap_or(usize::MAX)))?;
+    let mut valid = read_examples_with(&job.valid, job.bad_lines)?;
+    let mut test = job.test.as_deref().map(|t| read_examples_with(t, job.bad_lines)).transpose()?;
+    if let Some(n) = cut(test_mode::DOCS) {
+        docs.truncate(n);
+    }
+    if let Some(n) = cut(test_mode::EVAL) {
+        valid.truncate(n);
+        if let Some(t) = test.as_mut() {
+            t.truncate(n);
+        }
+    }
+    let out = OutputDir::create(&job.out, job.overwrite)?;
+    let tokenizer = match &job.vocab {
+        Some(p) => load_tokenizer(p)?,
+        None => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: job.vocab_size, ..Default::default() })?,
+    };
+    let settings = CompareSettings { base: base.clone(), backbones: job.backbones.clone(), lr_grid: job.lr_grid.clone(), reuse };
+    let data = CompareData { docs: &docs, train: &train, valid: &valid, test: test.as_deref() };
+    let results = compare(&settings, &data, &tokenizer, problem, out.path(), &job.options)?;
+    let names = job.train.iter().map(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow::anyhow!("{}: not a file", t.display()))).collect::<Result<Vec<_>>>()?;
+    let title = format!("Pre-trained vs from scratch: {}, {} epochs, seed {}{}", names.join(" + "), base.finetune.optim.epochs, base.finetune.optim.seed, if job.test_mode { " (test mode)" } else { "" });
+    write_outputs(&results, &title, out.path())?;
+    out.commit()
 }

@@ -1,18 +1,12 @@
 //! `bertlu compare`: pre-trained vs from-scratch fine-tuning, per backbone, as tables and plots.
 
 use super::{CommonTrain, StepArgs};
-use bertlu::apps::setup::{load_tokenizer, test_mode};
-use anyhow::{anyhow, bail, Context, Result};
-use bertlu::store::output_dir::OutputDir;
-use bertlu::apps::compare::{compare, write_outputs, CompareData, CompareSettings};
-use bertlu::store::layout::COMPARE_TABLE_FILE;
+use anyhow::{bail, Result};
+use bertlu::apps::compare::CompareJob;
 use bertlu::config::BackboneKind;
 use bertlu::data::classify::Problem;
-use bertlu::text::corpus::read_documents_with;
-use bertlu::text::labelled::read_examples_with;
-use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
+use bertlu::store::layout::COMPARE_TABLE_FILE;
 use clap::{Args, ValueEnum};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Arguments of `compare`.
@@ -105,41 +99,27 @@ pub fn run(a: CompareArgs) -> Result<()> {
         }
     }
     a.common.cap(&mut base);
-    let backbones = if a.common.backbone.is_empty() { vec![BackboneKind::Transformer, BackboneKind::TextCnn] } else { a.common.backbone.clone() };
-    // Every arm's settings are checked before the first arm trains for hours.
-    for &b in &backbones {
-        base.clone().with_backbone(b).validate().with_context(|| format!("--backbone {b}"))?;
-    }
-    let reuse: BTreeMap<BackboneKind, PathBuf> = a.pretrained.iter().cloned().collect();
-    if let Some(b) = reuse.keys().find(|b| !backbones.contains(b)) {
-        bail!("--pretrained given for {b}, which is not in --backbone");
-    }
-
-    let mut docs = read_documents_with(&a.corpus, a.common.bad_lines())?;
-    let (train, problem) = super::read_training(&a.train, &a.common, a.problem)?;
-    let mut valid = read_examples_with(&a.valid, a.common.bad_lines())?;
-    let mut test = a.test.as_deref().map(|t| read_examples_with(t, a.common.bad_lines())).transpose()?;
-    a.common.cut(&mut docs, test_mode::DOCS);
-    a.common.cut(&mut valid, test_mode::EVAL);
-    if let Some(t) = test.as_mut() {
-        a.common.cut(t, test_mode::EVAL);
-    }
     if a.common.resume {
         bail!("--resume applies to pretrain and finetune; compare reuses finished models with --pretrained");
     }
-    let out = OutputDir::create(&a.out, a.common.overwrite)?;
-    let tokenizer = match &a.vocab {
-        Some(p) => load_tokenizer(p)?,
-        None => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: a.vocab_size, ..Default::default() })?,
+    let job = CompareJob {
+        corpus: a.corpus.clone(),
+        train: a.train.clone(),
+        valid: a.valid.clone(),
+        test: a.test.clone(),
+        out: a.out.clone(),
+        backbones: if a.common.backbone.is_empty() { vec![BackboneKind::Transformer, BackboneKind::TextCnn] } else { a.common.backbone.clone() },
+        lr_grid: a.lr_grid.clone(),
+        reuse: a.pretrained.clone(),
+        vocab: a.vocab.clone(),
+        vocab_size: a.vocab_size,
+        problem: a.problem,
+        bad_lines: a.common.bad_lines(),
+        test_mode: a.common.test_mode,
+        overwrite: a.common.overwrite,
+        options: a.common.run_options(),
     };
-    let settings = CompareSettings { base: base.clone(), backbones, lr_grid: a.lr_grid.clone(), reuse };
-    let data = CompareData { docs: &docs, train: &train, valid: &valid, test: test.as_deref() };
-    let results = compare(&settings, &data, &tokenizer, problem, out.path(), &a.common.run_options())?;
-    let names = a.train.iter().map(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("{}: not a file", t.display()))).collect::<Result<Vec<_>>>()?;
-    let name = names.join(" + ");
-    let title = format!("Pre-trained vs from scratch: {name}, {} epochs, seed {}{}", base.finetune.optim.epochs, base.finetune.optim.seed, if a.common.test_mode { " (test mode)" } else { "" });
-    write_outputs(&results, &title, out.path())?;
-    let dir = out.commit()?;
+    let dir = bertlu::apps::compare::run(base, &job)?;
     println!("\n{}", std::fs::read_to_string(dir.join(COMPARE_TABLE_FILE))?);
     println!("written to {}: {COMPARE_TABLE_FILE}, epochs.csv, compare.json, plot-*.svg, pretrained-*/ and runs/*/ models", dir.display());
     Ok(())
