@@ -5,14 +5,15 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The backbone architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum BackboneKind {
     /// BERT-style Transformer encoder.
     Transformer,
     /// Kim's TextCNN: parallel "same"-padded 1-D convolutions, max-over-time pooling.
     #[serde(rename = "textcnn")]
-    #[value(name = "textcnn")]
+    #[cfg_attr(feature = "cli", value(name = "textcnn"))]
     TextCnn,
 }
 
@@ -26,7 +27,8 @@ impl std::fmt::Display for BackboneKind {
 }
 
 /// How a backbone turns per-position states into one vector a sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// The state of the first position ([CLS]), as in BERT.
@@ -174,7 +176,8 @@ impl ModelConfig {
 }
 
 /// A pre-training objective; several are trained together, their losses summed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Objective {
     /// Masked language model: predict the chosen word pieces.
@@ -249,7 +252,8 @@ impl PretrainConfig {
 }
 
 /// The training loss of a multi-label classifier (validation loss is always reported as BCE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum MultiLabelLoss {
     /// Binary cross-entropy, every label and example weighted alike.
@@ -262,7 +266,8 @@ pub enum MultiLabelLoss {
 }
 
 /// What the classification head reads from the backbone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum HeadKind {
     /// Dense + tanh + linear on the pooled vector.
@@ -336,7 +341,8 @@ pub struct Config {
 }
 
 /// Named model sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Preset {
     /// d_model 64, 8 heads (d_k 8), 2 layers.
     Tiny,

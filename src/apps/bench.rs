@@ -27,7 +27,8 @@ pub const LABELS: usize = 262;
 pub const MASKED: usize = 20;
 
 /// A model setting to measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Setting {
     /// The PyTorch reference: d_model 256, 4 layers, 4 heads, FFN 1024 (Transformer).
     Reference,
@@ -67,12 +68,20 @@ impl Setting {
 
     /// The name used on the command line.
     pub fn name(self) -> String {
-        clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_owned()).unwrap_or_default()
+        match self {
+            Setting::Reference => "reference",
+            Setting::TinyTransformer => "tiny-transformer",
+            Setting::SmallTransformer => "small-transformer",
+            Setting::TinyTextcnn => "tiny-textcnn",
+            Setting::SmallTextcnn => "small-textcnn",
+        }
+        .to_owned()
     }
 }
 
 /// What is timed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Case {
     /// Masked-LM training step (forward, backward, AdamW), batch 32 × 128 tokens, 20 masked a sequence.
     Pretrain,
@@ -301,5 +310,13 @@ mod tests {
         assert!(t.contains("| tiny-textcnn | Infer1 | 300.0 | 100.0–500.0 | 427 | 3.3 | – |"), "{t}");
         assert_eq!(Setting::Reference.model().d_model, 256);
         assert_eq!(Setting::SmallTextcnn.model().backbone, BackboneKind::TextCnn);
+    }
+
+    #[cfg(feature = "cli")]
+    #[test]
+    fn setting_names_are_the_command_line_values() {
+        for s in Setting::ALL {
+            assert_eq!(Some(s.name()), clap::ValueEnum::to_possible_value(&s).map(|v| v.get_name().to_owned()));
+        }
     }
 }

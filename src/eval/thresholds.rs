@@ -29,7 +29,8 @@ pub fn grid() -> impl Iterator<Item = f64> {
 }
 
 /// What tuning maximises on the validation data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Objective {
     /// Micro-F1: one threshold shared by every label.
     Micro,
