@@ -36,7 +36,7 @@ fn textcnn_shapes_locality_and_padding() {
     let cnn = Backbone::init(&cfg.model, &device);
     let a: Vec<u32> = vec![2, 10, 11, 12, 13, 14, 15, 16, 17, 3];
     let short: Vec<u32> = vec![2, 20, 21, 3];
-    let out = cnn.forward(&TokenBatch::new(&[&a, &short], &device));
+    let out = cnn.forward(&TokenBatch::new(&[&a, &short], bertlu::text::tokenizer::SpecialIds::BERTLU, &device));
     assert_eq!(out.states.dims(), [2, 10, 12], "same padding keeps every position");
     assert_eq!(out.pooled.dims(), [2, 12]);
     let states = rows(out.states.clone());
@@ -45,7 +45,7 @@ fn textcnn_shapes_locality_and_padding() {
         assert!(states[10 + p].iter().all(|&x| x == 0.0), "padding position {p}");
     }
     // the short sequence encodes the same whether batched with a longer one or alone
-    let alone = rows(cnn.forward(&TokenBatch::new(&[&short], &device)).states);
+    let alone = rows(cnn.forward(&TokenBatch::new(&[&short], bertlu::text::tokenizer::SpecialIds::BERTLU, &device)).states);
     for p in 0..4 {
         for (x, y) in states[10 + p].iter().zip(&alone[p]) {
             assert!((x - y).abs() < 1e-6, "position {p}: {x} vs {y}");
@@ -54,7 +54,7 @@ fn textcnn_shapes_locality_and_padding() {
     // a position only sees its window: widest filter 5 reaches 2 positions each side
     let mut b = a.clone();
     b[8] = 40;
-    let changed = rows(cnn.forward(&TokenBatch::new(&[&b], &device)).states);
+    let changed = rows(cnn.forward(&TokenBatch::new(&[&b], bertlu::text::tokenizer::SpecialIds::BERTLU, &device)).states);
     let same = |p: usize| states[p].iter().zip(&changed[p]).all(|(x, y)| (x - y).abs() < 1e-6);
     assert!(same(0) && same(1) && same(2) && same(3) && same(4), "positions 0–4 are out of reach of position 8");
     assert!(!same(7) && !same(8) && !same(9), "positions next to 8 change");

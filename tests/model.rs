@@ -10,7 +10,7 @@ use bertlu::infer::classifier::{probabilities, LoadedClassifier};
 use bertlu::model::{Classifier, PretrainModel};
 use bertlu::data::classify::{LabelSet, Problem};
 use bertlu::data::mlm::Masking;
-use bertlu::text::tokenizer::{VocabOptions, WordPieceTokenizer};
+use bertlu::text::tokenizer::{SpecialIds, VocabOptions, WordPieceTokenizer};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::rngs::StdRng;
@@ -28,7 +28,7 @@ fn tokenizer() -> WordPieceTokenizer {
 }
 
 fn seqs(tok: &WordPieceTokenizer, n: usize) -> Vec<Vec<u32>> {
-    common::corpus_lines(n, 9).lines().map(|l| bertlu::data::classify::wrap(&tok.encode(l), 32)).collect()
+    common::corpus_lines(n, 9).lines().map(|l| bertlu::data::classify::wrap(&tok.encode(l), 32, SpecialIds::BERTLU)).collect()
 }
 
 fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
@@ -51,10 +51,10 @@ fn learns_one_batch(cfg: &Config, tok: &WordPieceTokenizer) {
     let device = Device::flex().autodiff();
     device.seed(3);
     let mut model = PretrainModel::init(&cfg.model, &[Objective::Mlm], &device);
-    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, whole_words: None };
+    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, specials: SpecialIds::BERTLU, whole_words: None };
     let mut rng = StdRng::seed_from_u64(5);
     let examples: Vec<_> = seqs(tok, 16).iter().map(|s| masking.apply(s, &mut rng)).collect();
-    let batch = PretrainBatch::new(&examples, &device);
+    let batch = PretrainBatch::new(&examples, SpecialIds::BERTLU, &device);
     let mut optim = bertlu::train::optim::adamw(0.0, 1.0);
     let first: f32 = model.forward(&batch).loss().into_scalar();
     for _ in 0..60 {
@@ -82,16 +82,16 @@ fn save_load_gives_identical_predictions() {
     let meta = ModelMeta::new(ModelKind::Classifier, Some(Problem::MultiLabel), 0.5, serde_json::Value::Null);
     ModelDir::write(dir.path(), &cfg, &tok, &model, meta, Some(&labels)).unwrap();
     let input = seqs(&tok, 20);
-    let before = probabilities(&model, &input, Problem::MultiLabel, 7, &device);
+    let before = probabilities(&model, &input, SpecialIds::BERTLU, Problem::MultiLabel, 7, &device);
     let loaded = LoadedClassifier::open(dir.path()).unwrap();
     assert_eq!(loaded.labels, labels);
     let bertlu::infer::classifier::MemberModel::Neural { model: reloaded, .. } = &loaded.members[0].model else { panic!("a fine-tuned model loads as a neural member") };
-    let after = probabilities(reloaded, &input, Problem::MultiLabel, 7, &loaded.device);
+    let after = probabilities(reloaded, &input, SpecialIds::BERTLU, Problem::MultiLabel, 7, &loaded.device);
     assert_eq!(before, after);
     // a fresh model with another seed predicts differently, so the equality above means something
     device.seed(12);
     let other = Classifier::init(&cfg.model, labels.len(), &device);
-    assert_ne!(before, probabilities(&other, &input, Problem::MultiLabel, 7, &device));
+    assert_ne!(before, probabilities(&other, &input, SpecialIds::BERTLU, Problem::MultiLabel, 7, &device));
 }
 
 #[test]
@@ -131,9 +131,9 @@ fn init_loads_every_weight_of(cfg: Config, tok: &WordPieceTokenizer) {
 
     let mut batch_seqs = seqs(&tok, 8);
     // a pair, so the segment embeddings take part
-    batch_seqs.push(bertlu::data::nsp::wrap_pair(&tok.encode("alpha beta"), &tok.encode("gamma"), 32));
+    batch_seqs.push(bertlu::data::nsp::wrap_pair(&tok.encode("alpha beta"), &tok.encode("gamma"), 32, SpecialIds::BERTLU));
     let refs: Vec<&[u32]> = batch_seqs.iter().map(|s| s.as_slice()).collect();
-    let batch = TokenBatch::new(&refs, &device);
+    let batch = TokenBatch::new(&refs, SpecialIds::BERTLU, &device);
     let want = pre.backbone.forward(&batch).states;
     assert_eq!(max_abs_diff(loaded.backbone.forward(&batch).states, want.clone()), 0.0);
     assert!(max_abs_diff(fresh.backbone.forward(&batch).states, want) > 1e-3);
@@ -205,15 +205,15 @@ fn next_sentence_head_learns_pairs_beside_the_masked_lm() {
     let sentences: Vec<Vec<Vec<u32>>> = docs.iter().map(|d| bertlu::data::nsp::split_sentences(d).into_iter().map(|s| tok.encode(s)).collect()).collect();
     let mut rng = StdRng::seed_from_u64(2);
     let all: Vec<usize> = (0..sentences.len()).collect();
-    let pairs = bertlu::data::nsp::build_pairs(&sentences, &all, bertlu::data::nsp::PairSettings { max_len: 32, short_seq_prob: 0.0 }, &mut rng);
+    let pairs = bertlu::data::nsp::build_pairs(&sentences, &all, bertlu::data::nsp::PairSettings { max_len: 32, short_seq_prob: 0.0, specials: SpecialIds::BERTLU }, &mut rng);
     let pairs = &pairs[..32];
-    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, whole_words: None };
+    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, specials: SpecialIds::BERTLU, whole_words: None };
     let examples: Vec<_> = pairs.iter().map(|p| masking.apply(&p.ids, &mut rng)).collect();
     let labels: Vec<bool> = pairs.iter().map(|p| p.is_next.unwrap()).collect();
     assert!(labels.iter().any(|&x| x) && labels.iter().any(|&x| !x));
     let device = Device::flex().autodiff();
     device.seed(4);
-    let batch = PretrainBatch::new(&examples, &device).with_is_next(&labels);
+    let batch = PretrainBatch::new(&examples, SpecialIds::BERTLU, &device).with_is_next(&labels);
     assert!(batch.tokens.segments.is_some(), "pairs carry segment ids");
     let mut model = PretrainModel::init(&cfg.model, &[Objective::Mlm, Objective::Nsp], &device);
     let mut optim = bertlu::train::optim::adamw(0.0, 1.0);

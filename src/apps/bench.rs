@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use crate::model::device::peak_rss_mib;
+use crate::text::tokenizer::SpecialIds;
 
 /// Word pieces of the synthetic vocabulary (as in the reference measurement).
 pub const VOCAB: usize = 8000;
@@ -134,8 +135,8 @@ fn random_seqs(rng: &mut StdRng, n: usize, len: usize) -> Vec<Vec<u32>> {
     (0..n)
         .map(|_| {
             let mut s: Vec<u32> = (0..len).map(|_| rng.random_range(5..VOCAB as u32)).collect();
-            s[0] = crate::text::tokenizer::CLS;
-            s[len - 1] = crate::text::tokenizer::SEP;
+            s[0] = SpecialIds::BERTLU.cls;
+            s[len - 1] = SpecialIds::BERTLU.sep;
             s
         })
         .collect()
@@ -181,7 +182,7 @@ pub fn measure(setting: Setting, case: Case, warmup: usize, iters: usize, seed: 
             let mut optim = adamw(0.01, 1.0);
             let secs = timed(warmup, iters, || {
                 let m = model.take().expect("model");
-                let out = m.forward(&PretrainBatch::new(&examples, &train_device));
+                let out = m.forward(&PretrainBatch::new(&examples, SpecialIds::BERTLU, &train_device));
                 let loss = out.loss();
                 let _: f32 = loss.clone().into_scalar();
                 let grads = GradientsParams::from_grads(loss.backward(), &m);
@@ -197,7 +198,7 @@ pub fn measure(setting: Setting, case: Case, warmup: usize, iters: usize, seed: 
             let secs = timed(warmup, iters, || {
                 let m = model.take().expect("model");
                 let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
-                let loss = Classifier::loss(m.forward(&TokenBatch::new(&refs, &train_device)), &gold, Problem::MultiLabel, crate::model::loss::LabelLoss::Bce);
+                let loss = Classifier::loss(m.forward(&TokenBatch::new(&refs, SpecialIds::BERTLU, &train_device)), &gold, Problem::MultiLabel, crate::model::loss::LabelLoss::Bce);
                 let _: f32 = loss.clone().into_scalar();
                 let grads = GradientsParams::from_grads(loss.backward(), &m);
                 model = Some(optim.step(1e-4, m, grads));
@@ -210,7 +211,7 @@ pub fn measure(setting: Setting, case: Case, warmup: usize, iters: usize, seed: 
             let model = Classifier::init(&model_cfg, LABELS, &plain).valid();
             let secs = timed(warmup, iters, || {
                 let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
-                let p = Classifier::probabilities(model.forward(&TokenBatch::new(&refs, &plain)), Problem::MultiLabel);
+                let p = Classifier::probabilities(model.forward(&TokenBatch::new(&refs, SpecialIds::BERTLU, &plain)), Problem::MultiLabel);
                 let _ = p.into_data();
             });
             (n, secs)

@@ -1,7 +1,7 @@
 //! Padding sequences into tensors, and length-bucketed batch order.
 
 use crate::data::mlm::MlmExample;
-use crate::text::tokenizer::{PAD, SEP};
+use crate::text::tokenizer::SpecialIds;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::seq::SliceRandom;
@@ -19,24 +19,25 @@ pub struct TokenBatch {
     pub segments: Option<Tensor<2, Int>>,
 }
 
-/// Segment ids of one sequence: 0 through the first [SEP], 1 after it. Derived from the ids so
-/// that every producer of sequences (chunks, pairs, classification inputs) gets them for free.
-pub fn segment_ids(seq: &[u32]) -> Vec<u8> {
-    let split = seq.iter().position(|&t| t == SEP).map_or(seq.len(), |p| p + 1);
+/// Segment ids of one sequence: 0 through the first [SEP] (id `sep`), 1 after it. Derived from
+/// the ids so that every producer of sequences (chunks, pairs, classification inputs) gets them
+/// for free.
+pub fn segment_ids(seq: &[u32], sep: u32) -> Vec<u8> {
+    let split = seq.iter().position(|&t| t == sep).map_or(seq.len(), |p| p + 1);
     (0..seq.len()).map(|j| u8::from(j >= split)).collect()
 }
 
 /// Whether a sequence is a pair: something follows its first [SEP].
-pub fn is_pair(seq: &[u32]) -> bool {
-    seq.iter().position(|&t| t == SEP).is_some_and(|p| p + 1 < seq.len())
+pub fn is_pair(seq: &[u32], sep: u32) -> bool {
+    seq.iter().position(|&t| t == sep).is_some_and(|p| p + 1 < seq.len())
 }
 
 impl TokenBatch {
-    /// Pads `seqs` with [PAD] to the longest one.
-    pub fn new(seqs: &[&[u32]], device: &Device) -> Self {
+    /// Pads `seqs` with [PAD] to the longest one (the ids of the vocabulary's `specials`).
+    pub fn new(seqs: &[&[u32]], specials: SpecialIds, device: &Device) -> Self {
         let b = seqs.len();
         let l = seqs.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
-        let mut ids = vec![PAD as i64; b * l];
+        let mut ids = vec![specials.pad as i64; b * l];
         let mut mask = vec![true; b * l];
         for (i, s) in seqs.iter().enumerate() {
             for (j, &t) in s.iter().enumerate() {
@@ -44,10 +45,10 @@ impl TokenBatch {
                 mask[i * l + j] = false;
             }
         }
-        let segments = seqs.iter().any(|s| is_pair(s)).then(|| {
+        let segments = seqs.iter().any(|s| is_pair(s, specials.sep)).then(|| {
             let mut seg = vec![0i64; b * l];
             for (i, s) in seqs.iter().enumerate() {
-                for (j, t) in segment_ids(s).into_iter().enumerate() {
+                for (j, t) in segment_ids(s, specials.sep).into_iter().enumerate() {
                     seg[i * l + j] = t as i64;
                 }
             }
@@ -82,9 +83,9 @@ pub struct PretrainBatch {
 
 impl PretrainBatch {
     /// Stacks masked examples.
-    pub fn new(examples: &[MlmExample], device: &Device) -> Self {
+    pub fn new(examples: &[MlmExample], specials: SpecialIds, device: &Device) -> Self {
         let seqs: Vec<&[u32]> = examples.iter().map(|e| e.input_ids.as_slice()).collect();
-        let tokens = TokenBatch::new(&seqs, device);
+        let tokens = TokenBatch::new(&seqs, specials, device);
         let l = tokens.dims()[1];
         let mut positions = Vec::new();
         let mut targets = Vec::new();
@@ -151,7 +152,7 @@ mod tests {
     #[test]
     fn padding_and_mask() {
         let d = Device::flex();
-        let b = TokenBatch::new(&[&[2, 7, 3], &[2, 3]], &d);
+        let b = TokenBatch::new(&[&[2, 7, 3], &[2, 3]], SpecialIds::BERTLU, &d);
         assert_eq!(b.dims(), [2, 3]);
         let ids: Vec<i64> = b.ids.into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
         assert_eq!(ids, vec![2, 7, 3, 2, 3, 0]);
@@ -162,11 +163,11 @@ mod tests {
     #[test]
     fn segments_follow_the_first_sep() {
         let d = Device::flex();
-        assert_eq!(segment_ids(&[2, 7, 3, 8, 9, 3]), vec![0, 0, 0, 1, 1, 1]);
-        assert_eq!(segment_ids(&[2, 7, 3]), vec![0, 0, 0]);
-        assert!(is_pair(&[2, 7, 3, 8, 3]) && !is_pair(&[2, 7, 3]));
-        assert!(TokenBatch::new(&[&[2, 7, 3], &[2, 3]], &d).segments.is_none(), "single texts carry no segment tensor");
-        let b = TokenBatch::new(&[&[2, 7, 3, 8, 3], &[2, 5, 3]], &d);
+        assert_eq!(segment_ids(&[2, 7, 3, 8, 9, 3], 3), vec![0, 0, 0, 1, 1, 1]);
+        assert_eq!(segment_ids(&[2, 7, 3], 3), vec![0, 0, 0]);
+        assert!(is_pair(&[2, 7, 3, 8, 3], 3) && !is_pair(&[2, 7, 3], 3));
+        assert!(TokenBatch::new(&[&[2, 7, 3], &[2, 3]], SpecialIds::BERTLU, &d).segments.is_none(), "single texts carry no segment tensor");
+        let b = TokenBatch::new(&[&[2, 7, 3, 8, 3], &[2, 5, 3]], SpecialIds::BERTLU, &d);
         let seg: Vec<i64> = b.segments.unwrap().into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
         assert_eq!(seg, vec![0, 0, 0, 1, 1, 0, 0, 0, 0, 0]);
     }
@@ -185,5 +186,16 @@ mod tests {
         order.shuffle(&mut rng);
         let plain: Vec<Vec<usize>> = order.chunks(32).map(|c| c.to_vec()).collect();
         assert!(pad(&batches) * 5 < pad(&plain));
+    }
+
+    #[test]
+    fn a_bert_vocabulary_pads_and_splits_segments_at_its_own_ids() {
+        let d = Device::flex();
+        let hf = SpecialIds { pad: 0, unk: 100, cls: 101, sep: 102, mask: 103 };
+        let b = TokenBatch::new(&[&[101, 7, 102, 8, 9, 102], &[101, 3, 102]], hf, &d);
+        let seg: Vec<i64> = b.segments.expect("a pair in the batch").into_data().convert::<i64>().try_into_vec().unwrap();
+        assert_eq!(seg, vec![0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]);
+        // bertlu's [SEP] id (3) inside a BERT-vocabulary text is an ordinary word piece
+        assert!(TokenBatch::new(&[&[101, 3, 4, 102]], hf, &d).segments.is_none());
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::data::nsp::wrap_pair;
 use crate::text::labelled::{Example, PAIR_SEPARATOR};
-use crate::text::tokenizer::{WordPieceTokenizer, CLS, SEP};
+use crate::text::tokenizer::{SpecialIds, WordPieceTokenizer};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -113,25 +113,26 @@ pub fn encode_texts(texts: &[String], tokenizer: &WordPieceTokenizer, max_len: u
     // every side of every text in one parallel batch, then put back together
     let parts: Vec<Vec<String>> = texts.iter().map(|t| t.split(PAIR_SEPARATOR).map(str::to_owned).collect()).collect();
     let mut ids = tokenizer.encode_batch(&parts.concat()).into_iter();
+    let specials = tokenizer.specials();
     parts
         .iter()
         .map(|p| {
             let sides: Vec<Vec<u32>> = ids.by_ref().take(p.len()).collect();
             match sides.as_slice() {
-                [a, b] => wrap_pair(a, b, max_len),
-                single => wrap(&single[0], max_len),
+                [a, b] => wrap_pair(a, b, max_len, specials),
+                single => wrap(&single[0], max_len, specials),
             }
         })
         .collect()
 }
 
 /// [CLS] ids [SEP], with the ids truncated so the whole fits in `max_len`.
-pub fn wrap(ids: &[u32], max_len: usize) -> Vec<u32> {
+pub fn wrap(ids: &[u32], max_len: usize, specials: SpecialIds) -> Vec<u32> {
     let body = &ids[..ids.len().min(max_len - 2)];
     let mut seq = Vec::with_capacity(body.len() + 2);
-    seq.push(CLS);
+    seq.push(specials.cls);
     seq.extend_from_slice(body);
-    seq.push(SEP);
+    seq.push(specials.sep);
     seq
 }
 
@@ -143,4 +144,16 @@ pub fn check_problem(problem: Problem, examples: &[Example], file: &str) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_and_pairs_are_wrapped_in_the_vocabulary_s_own_ids() {
+        let tok = crate::text::tokenizer::tests::bert_layout(&["network", "tool"]);
+        let got = encode_texts(&["network".into(), "network\ttool".into()], &tok, 16);
+        assert_eq!(got, vec![vec![101, 104, 102], vec![101, 104, 102, 105, 102]]);
+    }
 }

@@ -3,7 +3,7 @@
 //! whole words at a time (all pieces of a word, or a run of Chinese characters that a word list
 //! names as one word).
 
-use crate::text::tokenizer::{CLS, MASK, NUM_SPECIAL, SEP};
+use crate::text::tokenizer::SpecialIds;
 use crate::text::tokenizer::WordPieceTokenizer;
 use rand::seq::index::sample;
 use rand::seq::SliceRandom;
@@ -23,8 +23,9 @@ pub struct MlmExample {
 }
 
 /// Cuts one document's word-piece ids into sequences of at most `max_len` ids, each wrapped in
-/// [CLS] … [SEP]. A final piece shorter than 8 word pieces is dropped unless it is the whole document.
-pub fn chunk_document(ids: &[u32], max_len: usize) -> Vec<Vec<u32>> {
+/// [CLS] … [SEP] (the vocabulary's `specials`). A final piece shorter than 8 word pieces is
+/// dropped unless it is the whole document.
+pub fn chunk_document(ids: &[u32], max_len: usize, specials: SpecialIds) -> Vec<Vec<u32>> {
     let body = max_len.saturating_sub(2).max(1);
     let mut out = Vec::new();
     for (i, piece) in ids.chunks(body).enumerate() {
@@ -32,9 +33,9 @@ pub fn chunk_document(ids: &[u32], max_len: usize) -> Vec<Vec<u32>> {
             break;
         }
         let mut seq = Vec::with_capacity(piece.len() + 2);
-        seq.push(CLS);
+        seq.push(specials.cls);
         seq.extend_from_slice(piece);
-        seq.push(SEP);
+        seq.push(specials.sep);
         out.push(seq);
     }
     out
@@ -130,6 +131,8 @@ pub struct Masking {
     pub max_predictions: usize,
     /// Vocabulary size; random replacements are drawn from the non-special ids.
     pub vocab_size: u32,
+    /// The vocabulary's special ids: never chosen (but `[UNK]`), never drawn as a replacement.
+    pub specials: SpecialIds,
     /// Whole-word masking: choose words, not pieces.
     pub whole_words: Option<Arc<WordBoundaries>>,
 }
@@ -147,7 +150,7 @@ impl Masking {
     /// Masks one sequence: chooses positions among the non-special ones, then replaces 80 % of
     /// them by [MASK], 10 % by a random word piece and leaves 10 % unchanged.
     pub fn apply<R: Rng>(&self, seq: &[u32], rng: &mut R) -> MlmExample {
-        let candidates: Vec<usize> = (0..seq.len()).filter(|&i| seq[i] >= NUM_SPECIAL || seq[i] == crate::text::tokenizer::UNK).collect();
+        let candidates: Vec<usize> = (0..seq.len()).filter(|&i| !self.specials.is_structural(seq[i])).collect();
         let n = self.num_predictions(candidates.len());
         let mut positions: Vec<usize> = match &self.whole_words {
             None => sample(rng, candidates.len(), n).into_iter().map(|k| candidates[k]).collect(),
@@ -173,38 +176,53 @@ impl Masking {
         for &p in &positions {
             let r: f64 = rng.random();
             if r < 0.8 {
-                input_ids[p] = MASK;
+                input_ids[p] = self.specials.mask;
             } else if r < 0.9 {
-                input_ids[p] = rng.random_range(NUM_SPECIAL..self.vocab_size);
+                input_ids[p] = self.random_piece(rng);
             }
         }
         MlmExample { input_ids, positions, targets }
+    }
+
+    /// A word piece drawn uniformly from the ids that are none of the five special tokens.
+    fn random_piece<R: Rng>(&self, rng: &mut R) -> u32 {
+        let s = self.specials;
+        let mut excluded = [s.pad, s.unk, s.cls, s.sep, s.mask];
+        excluded.sort_unstable();
+        // the k-th id outside `excluded`: step over each excluded id at or below it, in order
+        let mut id = rng.random_range(0..self.vocab_size - excluded.len() as u32);
+        for e in excluded {
+            if id >= e {
+                id += 1;
+            }
+        }
+        id
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::text::tokenizer::PAD;
+    use crate::text::tokenizer::{CLS, MASK, NUM_SPECIAL, PAD, SEP};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
     #[test]
     fn chunking_wraps_and_caps() {
         let ids: Vec<u32> = (10..260).collect();
-        let seqs = chunk_document(&ids, 128);
+        let seqs = chunk_document(&ids, 128, SpecialIds::BERTLU);
         assert_eq!(seqs.len(), 2);
         assert!(seqs.iter().all(|s| s.len() <= 128 && s[0] == CLS && *s.last().unwrap() == SEP));
         assert_eq!(seqs[0].len(), 128);
         assert_eq!(seqs[1].len(), 250 - 126 + 2);
         // a tiny tail is dropped, a tiny document is kept
-        assert_eq!(chunk_document(&(10..140).collect::<Vec<_>>(), 128).len(), 1);
-        assert_eq!(chunk_document(&[10, 11], 128), vec![vec![CLS, 10, 11, SEP]]);
+        assert_eq!(chunk_document(&(10..140).collect::<Vec<_>>(), 128, SpecialIds::BERTLU).len(), 1);
+        assert_eq!(chunk_document(&[10, 11], 128, SpecialIds::BERTLU), vec![vec![CLS, 10, 11, SEP]]);
     }
 
     #[test]
     fn masking_statistics() {
-        let m = Masking { prob: 0.15, max_predictions: 20, vocab_size: 1000, whole_words: None };
+        let m = Masking { specials: SpecialIds::BERTLU, prob: 0.15, max_predictions: 20, vocab_size: 1000, whole_words: None };
         let mut rng = StdRng::seed_from_u64(7);
         let seq: Vec<u32> = std::iter::once(CLS).chain((0..100).map(|i| 100 + i)).chain(std::iter::once(SEP)).collect();
         let (mut chosen, mut masked, mut random, mut kept) = (0usize, 0usize, 0usize, 0usize);
@@ -256,7 +274,7 @@ mod tests {
 
     #[test]
     fn cap_and_short_sequences() {
-        let m = Masking { prob: 0.15, max_predictions: 5, vocab_size: 1000, whole_words: None };
+        let m = Masking { specials: SpecialIds::BERTLU, prob: 0.15, max_predictions: 5, vocab_size: 1000, whole_words: None };
         assert_eq!(m.num_predictions(100), 5);
         assert_eq!(m.num_predictions(3), 1);
         assert_eq!(m.num_predictions(0), 0);
@@ -273,7 +291,7 @@ mod tests {
     fn whole_word_masking_keeps_the_pieces_of_a_word_together() {
         let tok = tokenizer();
         let words = Arc::new(WordBoundaries::new(&tok, Vec::<String>::new()));
-        let m = Masking { prob: 0.3, max_predictions: 20, vocab_size: tok.vocab_size() as u32, whole_words: Some(words.clone()) };
+        let m = Masking { specials: SpecialIds::BERTLU, prob: 0.3, max_predictions: 20, vocab_size: tok.vocab_size() as u32, whole_words: Some(words.clone()) };
         let text = "playing the games played run the game playing run games";
         let seq: Vec<u32> = std::iter::once(CLS).chain(tok.encode(text)).chain(std::iter::once(SEP)).collect();
         let candidates: Vec<usize> = (1..seq.len() - 1).collect();
@@ -310,5 +328,29 @@ mod tests {
         let listed = WordBoundaries::new(&tok, ["中国".to_string(), "中国人".to_string(), "人民".to_string()]);
         // longest match first: 中国人 | 民 | 好
         assert_eq!(listed.groups(&seq, &candidates), vec![vec![1, 2, 3], vec![4], vec![5]]);
+    }
+
+    #[test]
+    fn a_bert_vocabulary_is_masked_with_its_own_ids() {
+        let hf = SpecialIds { pad: 0, unk: 100, cls: 101, sep: 102, mask: 103 };
+        assert_eq!(chunk_document(&[104, 105], 128, hf), vec![vec![101, 104, 105, 102]]);
+        let m = Masking { prob: 0.5, max_predictions: 20, vocab_size: 110, specials: hf, whole_words: None };
+        let seq = [101, 104, 105, 100, 106, 107, 108, 109, 102, 0];
+        let mut rng = StdRng::seed_from_u64(1);
+        let (mut masked, mut random) = (0, 0);
+        for _ in 0..500 {
+            let ex = m.apply(&seq, &mut rng);
+            assert!(ex.positions.iter().all(|&p| (1..8).contains(&p)), "[CLS], [SEP] and [PAD] are never chosen; [UNK] may be: {:?}", ex.positions);
+            for &p in &ex.positions {
+                let got = ex.input_ids[p];
+                if got == 103 {
+                    masked += 1;
+                } else if got != seq[p] {
+                    random += 1;
+                    assert!(got < 110 && ![0, 100, 101, 102, 103].contains(&got), "a random piece is a word: {got}");
+                }
+            }
+        }
+        assert!(masked > 1000 && random > 50, "{masked} masked, {random} random");
     }
 }

@@ -3,7 +3,7 @@
 //! from another document (NotNext), half and half — the recipe of google-bert's
 //! `create_pretraining_data.py`, with its truncation and its share of shorter pairs.
 
-use crate::text::tokenizer::{CLS, SEP};
+use crate::text::tokenizer::SpecialIds;
 use rand::Rng;
 
 /// One pre-training input before masking: `[CLS] … [SEP]`, or a pair `[CLS] A [SEP] B [SEP]`
@@ -79,6 +79,8 @@ pub struct PairSettings {
     pub max_len: usize,
     /// Share of pairs built to a random shorter target length.
     pub short_seq_prob: f64,
+    /// The vocabulary's special ids.
+    pub specials: SpecialIds,
 }
 
 /// Builds the pairs of documents `docs[i]` for every `i` in `which` (each document: its
@@ -145,7 +147,7 @@ pub fn build_pairs<R: Rng>(docs: &[Vec<Vec<u32>>], which: &[usize], settings: Pa
                     }
                 }
             };
-            out.push(pair(a, b, is_next, max_tokens, rng));
+            out.push(pair(a, b, is_next, max_tokens, settings.specials, rng));
             span.clear();
             length = 0;
             i += 1;
@@ -179,7 +181,7 @@ fn random_text<R: Rng>(docs: &[Vec<Vec<u32>>], others: &[usize], not: usize, wan
 
 /// `[CLS] a [SEP] b [SEP]`, the longer side cut (from its front or back at random) until both fit
 /// in `max_tokens`.
-fn pair<R: Rng>(mut a: Vec<u32>, mut b: Vec<u32>, is_next: bool, max_tokens: usize, rng: &mut R) -> Sequence {
+fn pair<R: Rng>(mut a: Vec<u32>, mut b: Vec<u32>, is_next: bool, max_tokens: usize, specials: SpecialIds, rng: &mut R) -> Sequence {
     while a.len() + b.len() > max_tokens {
         let longer = if a.len() > b.len() { &mut a } else { &mut b };
         if rng.random::<bool>() {
@@ -189,12 +191,12 @@ fn pair<R: Rng>(mut a: Vec<u32>, mut b: Vec<u32>, is_next: bool, max_tokens: usi
         }
     }
     // both sides now fit, so wrap_pair only adds the specials
-    Sequence { ids: wrap_pair(&a, &b, max_tokens + 3), is_next: Some(is_next) }
+    Sequence { ids: wrap_pair(&a, &b, max_tokens + 3, specials), is_next: Some(is_next) }
 }
 
 /// `[CLS] a [SEP] b [SEP]` for classifying a pair of texts: the longer side is cut at its end
 /// until the whole fits in `max_len`.
-pub fn wrap_pair(a: &[u32], b: &[u32], max_len: usize) -> Vec<u32> {
+pub fn wrap_pair(a: &[u32], b: &[u32], max_len: usize, specials: SpecialIds) -> Vec<u32> {
     let budget = max_len.saturating_sub(3);
     let (mut na, mut nb) = (a.len(), b.len());
     while na + nb > budget {
@@ -205,17 +207,18 @@ pub fn wrap_pair(a: &[u32], b: &[u32], max_len: usize) -> Vec<u32> {
         }
     }
     let mut ids = Vec::with_capacity(na + nb + 3);
-    ids.push(CLS);
+    ids.push(specials.cls);
     ids.extend_from_slice(&a[..na]);
-    ids.push(SEP);
+    ids.push(specials.sep);
     ids.extend_from_slice(&b[..nb]);
-    ids.push(SEP);
+    ids.push(specials.sep);
     ids
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::tokenizer::{CLS, SEP};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
@@ -248,7 +251,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         let docs = corpus(400, &mut rng);
         let which: Vec<usize> = (0..docs.len()).collect();
-        let settings = PairSettings { max_len: 48, short_seq_prob: 0.1 };
+        let settings = PairSettings { specials: SpecialIds::BERTLU, max_len: 48, short_seq_prob: 0.1 };
         let pairs = build_pairs(&docs, &which, settings, &mut rng);
         assert!(pairs.len() > 400, "{} pairs", pairs.len());
         let next = pairs.iter().filter(|p| p.is_next == Some(true)).count();
@@ -277,10 +280,10 @@ mod tests {
     #[test]
     fn pairs_fit_and_truncate_the_longer_side() {
         let mut rng = StdRng::seed_from_u64(1);
-        let s = pair((100..160).collect(), (200..210).collect(), true, 40, &mut rng);
+        let s = pair((100..160).collect(), (200..210).collect(), true, 40, SpecialIds::BERTLU, &mut rng);
         assert_eq!(s.ids.len(), 43);
         assert_eq!(s.ids.iter().filter(|&&t| (200..210).contains(&t)).count(), 10, "the shorter side is kept whole");
-        let w = wrap_pair(&(100..160).collect::<Vec<_>>(), &(200..205).collect::<Vec<_>>(), 20);
+        let w = wrap_pair(&(100..160).collect::<Vec<_>>(), &(200..205).collect::<Vec<_>>(), 20, SpecialIds::BERTLU);
         assert_eq!(w.len(), 20);
         assert_eq!(&w[..3], &[CLS, 100, 101]);
         assert_eq!(&w[w.len() - 6..], &[200, 201, 202, 203, 204, SEP]);

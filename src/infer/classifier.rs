@@ -8,17 +8,19 @@ use crate::infer::linear::LinearClassifier;
 use crate::model::Classifier;
 use crate::data::classify::{LabelSet, Problem};
 use crate::text::labelled::Example;
+use crate::text::tokenizer::SpecialIds;
 use crate::eval::thresholds::{Objective, Thresholds};
 use anyhow::{bail, Result};
 use burn::prelude::*;
 
-/// Label probabilities `[n][labels]` of already-wrapped sequences, in input order.
-pub fn probabilities(model: &Classifier, seqs: &[Vec<u32>], problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
+/// Label probabilities `[n][labels]` of already-wrapped sequences (padded with `specials.pad`),
+/// in input order.
+pub fn probabilities(model: &Classifier, seqs: &[Vec<u32>], specials: SpecialIds, problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
     let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
     let mut out = vec![Vec::new(); seqs.len()];
     for idx in eval_batches(&lengths, batch_size) {
         let batch: Vec<&[u32]> = idx.iter().map(|&i| seqs[i].as_slice()).collect();
-        let tokens = TokenBatch::new(&batch, device);
+        let tokens = TokenBatch::new(&batch, specials, device);
         let probs = Classifier::probabilities(model.forward(&tokens), problem);
         let [b, c] = probs.dims();
         let flat: Vec<f32> = probs.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
@@ -172,7 +174,10 @@ impl Member {
     /// Its label probabilities of texts, in its own label order.
     pub fn probabilities(&self, texts: &[String], problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
         match &self.model {
-            MemberModel::Neural { dir, model } => probabilities(model, &crate::data::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len), problem, batch_size, device),
+            MemberModel::Neural { dir, model } => {
+                let seqs = crate::data::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len);
+                probabilities(model, &seqs, dir.tokenizer.specials(), problem, batch_size, device)
+            }
             MemberModel::Linear(m) => m.probabilities(texts, problem),
         }
     }

@@ -24,16 +24,45 @@ pub const CLS: u32 = 2;
 pub const SEP: u32 = 3;
 /// Id of `[MASK]`.
 pub const MASK: u32 = 4;
-/// Number of special ids; every id at or above it is an ordinary word piece.
+/// Number of special ids of a vocabulary bertlu trains; every id at or above it is an ordinary word piece.
 pub const NUM_SPECIAL: u32 = 5;
+
+/// The ids of the five special tokens in a vocabulary. bertlu's own vocabularies have them at
+/// 0–4 ([`SpecialIds::BERTLU`]); a HuggingFace BERT vocabulary has `[PAD]` 0, `[UNK]` 100,
+/// `[CLS]` 101, `[SEP]` 102, `[MASK]` 103. Masking, pairs, padding and segments use the ids of
+/// the tokenizer at hand, read from its vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    /// `[PAD]`.
+    pub pad: u32,
+    /// `[UNK]`.
+    pub unk: u32,
+    /// `[CLS]`.
+    pub cls: u32,
+    /// `[SEP]`.
+    pub sep: u32,
+    /// `[MASK]`.
+    pub mask: u32,
+}
+
+impl SpecialIds {
+    /// The ids of a vocabulary bertlu trained.
+    pub const BERTLU: SpecialIds = SpecialIds { pad: PAD, unk: UNK, cls: CLS, sep: SEP, mask: MASK };
+
+    /// Whether `id` is `[PAD]`, `[CLS]`, `[SEP]` or `[MASK]` (`[UNK]` stands for a word).
+    pub fn is_structural(&self, id: u32) -> bool {
+        id == self.pad || id == self.cls || id == self.sep || id == self.mask
+    }
+}
 
 /// The file name of a saved tokenizer inside a model directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// A trained WordPiece tokenizer whose special tokens have the fixed ids above.
+/// A WordPiece tokenizer and the ids of its special tokens.
 #[derive(Clone)]
 pub struct WordPieceTokenizer {
     inner: Tokenizer,
+    specials: SpecialIds,
 }
 
 /// How to train a vocabulary.
@@ -134,9 +163,7 @@ impl WordPieceTokenizer {
             .build();
         let mut trainer = OrderedTrainer { inner: trainer, continuations: Mutex::new(BTreeSet::new()) };
         tok.train(&mut trainer, texts).map_err(|e| anyhow!("vocabulary training failed: {e}"))?;
-        let this = Self { inner: tok };
-        this.check_specials()?;
-        Ok(this)
+        Self::with_specials(tok, true)
     }
 
     /// A tokenizer over a fixed word list (after the special tokens), no training: for
@@ -147,26 +174,43 @@ impl WordPieceTokenizer {
         let model = WordPiece::builder().vocab(vocab).unk_token("[UNK]".into()).build().map_err(|e| anyhow!("invalid word list: {e}"))?;
         let mut inner = Self::pipeline(true);
         inner.with_model(model);
-        let this = Self { inner };
-        this.check_specials()?;
-        Ok(this)
+        Self::with_specials(inner, true)
     }
 
-    fn check_specials(&self) -> Result<()> {
-        for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
-            if self.inner.token_to_id(s) != Some(i as u32) {
-                anyhow::bail!("tokenizer does not map {s} to id {i}");
-            }
+    /// The BERT pipeline over a vocabulary given in id order, as a HuggingFace `vocab.txt` lists
+    /// it (one token a line, the line number its id); the five special tokens may sit anywhere in
+    /// it (`[PAD]` 0, `[UNK]` 100, `[CLS]` 101, … in BERT's), and must all be there.
+    pub fn from_vocab_list(tokens: &[String], lowercase: bool) -> Result<Self> {
+        let vocab: ahash::AHashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        if vocab.len() != tokens.len() {
+            anyhow::bail!("the vocabulary lists a token twice");
         }
-        Ok(())
+        let model = WordPiece::builder().vocab(vocab).unk_token("[UNK]".into()).build().map_err(|e| anyhow!("invalid vocabulary: {e}"))?;
+        let mut inner = Self::pipeline(lowercase);
+        inner.with_model(model);
+        Self::with_specials(inner, false)
+    }
+
+    /// The tokenizer with the ids of its special tokens, all five required; `own`: a vocabulary
+    /// bertlu built, which must have them at 0–4.
+    fn with_specials(inner: Tokenizer, own: bool) -> Result<Self> {
+        let id = |token: &str| inner.token_to_id(token).ok_or_else(|| anyhow!("the vocabulary has no {token} token"));
+        let specials = SpecialIds { pad: id("[PAD]")?, unk: id("[UNK]")?, cls: id("[CLS]")?, sep: id("[SEP]")?, mask: id("[MASK]")? };
+        if own && specials != SpecialIds::BERTLU {
+            anyhow::bail!("tokenizer does not map [PAD] [UNK] [CLS] [SEP] [MASK] to ids 0–4 (found {specials:?})");
+        }
+        Ok(Self { inner, specials })
+    }
+
+    /// The ids of the special tokens.
+    pub fn specials(&self) -> SpecialIds {
+        self.specials
     }
 
     /// Loads `tokenizer.json` from a file.
     pub fn load(path: &Path) -> Result<Self> {
         let inner = Tokenizer::from_file(path).map_err(|e| anyhow!("{}: not a valid tokenizer file: {e}", path.display()))?;
-        let this = Self { inner };
-        this.check_specials().with_context(|| format!("{}", path.display()))?;
-        Ok(this)
+        Self::with_specials(inner, false).with_context(|| format!("{}", path.display()))
     }
 
     /// Saves as `tokenizer.json` (HuggingFace format, loadable by Python `tokenizers` too).
@@ -211,8 +255,34 @@ impl WordPieceTokenizer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A vocabulary in BERT's layout: `[PAD]` 0, `[unusedN]` 1–99, `[UNK]` 100, `[CLS]` 101,
+    /// `[SEP]` 102, `[MASK]` 103, then the words.
+    pub(crate) fn bert_layout(words: &[&str]) -> WordPieceTokenizer {
+        let mut tokens = vec!["[PAD]".to_string()];
+        tokens.extend((1..100).map(|i| format!("[unused{i}]")));
+        tokens.extend(["[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from));
+        tokens.extend(words.iter().map(|w| w.to_string()));
+        WordPieceTokenizer::from_vocab_list(&tokens, true).unwrap()
+    }
+
+    #[test]
+    fn special_ids_come_from_the_vocabulary() {
+        let tok = bert_layout(&["network", "tool", "##s"]);
+        assert_eq!(tok.specials(), SpecialIds { pad: 0, unk: 100, cls: 101, sep: 102, mask: 103 });
+        assert_eq!(tok.encode("Network tools!"), vec![104, 105, 106, 100]);
+        // saved and loaded, the ids stay the vocabulary's
+        let dir = tempfile::tempdir().unwrap();
+        tok.save(&dir.path().join("t.json")).unwrap();
+        assert_eq!(WordPieceTokenizer::load(&dir.path().join("t.json")).unwrap().specials(), tok.specials());
+        // bertlu's own layout, and a vocabulary without [MASK] refused by name
+        assert_eq!(WordPieceTokenizer::from_words(&["a"]).unwrap().specials(), SpecialIds::BERTLU);
+        let no_mask: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "word"].map(String::from).to_vec();
+        let e = WordPieceTokenizer::from_vocab_list(&no_mask, true).err().expect("refused").to_string();
+        assert!(e.contains("[MASK]"), "{e}");
+    }
 
     fn corpus() -> Vec<String> {
         let mut v = Vec::new();

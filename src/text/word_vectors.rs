@@ -7,7 +7,7 @@
 //! the first line whose lower-cased word matches (the files list frequent spellings first).
 
 use crate::text::reader::Lines;
-use crate::text::tokenizer::{WordPieceTokenizer, NUM_SPECIAL};
+use crate::text::tokenizer::WordPieceTokenizer;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,7 +30,11 @@ impl WordVectors {
     /// requiring dimension `dim`. Any malformed line is an error naming the file and line.
     pub fn read(path: &Path, tokenizer: &WordPieceTokenizer, dim: usize) -> Result<Self> {
         let mut wanted: HashMap<String, u32> = HashMap::new();
-        for id in NUM_SPECIAL..tokenizer.vocab_size() as u32 {
+        let specials = tokenizer.specials();
+        for id in 0..tokenizer.vocab_size() as u32 {
+            if specials.is_structural(id) || id == specials.unk {
+                continue;
+            }
             if let Some(t) = tokenizer.id_to_token(id) {
                 if !t.starts_with("##") {
                     wanted.insert(t, id);

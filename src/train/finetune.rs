@@ -110,7 +110,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     let hash = data_hash(&enc_train, &enc_valid, &labels);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
     let evaluate = |m: &Classifier| -> Evaluation {
-        let probs = probabilities(&m.valid(), &valid_seqs, problem, 64, &plain);
+        let probs = probabilities(&m.valid(), &valid_seqs, tokenizer.specials(), problem, 64, &plain);
         score(&probs, valid, &valid_gold, &labels, problem, &Thresholds::Global(f.threshold))
     };
     let mut ema = None;
@@ -216,7 +216,7 @@ impl<'a, E: Fn(&Classifier) -> Evaluation> Task<'a> for FinetuneTask<'a, E> {
         let f = &self.cfg.finetune;
         let seqs: Vec<&[u32]> = idx.iter().map(|&k| self.train[k].input_ids.as_slice()).collect();
         let gold: Vec<Vec<usize>> = idx.iter().map(|&k| self.train[k].labels.clone()).collect();
-        let logits = model.forward(&TokenBatch::new(&seqs, &self.device));
+        let logits = model.forward(&TokenBatch::new(&seqs, self.tokenizer.specials(), &self.device));
         let loss = Classifier::loss(logits, &gold, self.problem, crate::model::loss::LabelLoss::of(f));
         let value: f32 = loss.clone().into_scalar();
         if !value.is_finite() {
@@ -389,7 +389,7 @@ mod tests {
         let (device, _) = devices();
         let (b0, h0) = (flat(&model.backbone), flat(&model.head));
         let seqs: [&[u32]; 2] = [&[2, 7, 9, 11, 3], &[2, 12, 5, 3, 0]];
-        let logits = model.forward(&TokenBatch::new(&seqs, &device));
+        let logits = model.forward(&TokenBatch::new(&seqs, crate::text::tokenizer::SpecialIds::BERTLU, &device));
         let loss = Classifier::loss(logits, &[vec![0], vec![1, 2]], Problem::MultiLabel, crate::model::loss::LabelLoss::Bce);
         let mut optim = adamw(0.0, 0.0);
         let model = descend(&mut optim, model, loss, 1e-2, scale);

@@ -15,7 +15,7 @@ use crate::model::{PretrainModel, TaskOutput};
 use crate::data::mlm::{chunk_document, Masking, MlmExample, WordBoundaries};
 use crate::data::nsp::{build_pairs, split_sentences, PairSettings, Sequence};
 use crate::text::corpus::DocumentSource;
-use crate::text::tokenizer::WordPieceTokenizer;
+use crate::text::tokenizer::{SpecialIds, WordPieceTokenizer};
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -120,7 +120,7 @@ impl<'a> Pass<'a> {
         self.chunk_no += 1;
         let (mut train, mut held) = (Vec::new(), Vec::new());
         if cfg.pretrain.has(Objective::Nsp) {
-            let settings = PairSettings { max_len: cfg.model.max_len, short_seq_prob: cfg.pretrain.short_seq_prob };
+            let settings = PairSettings { max_len: cfg.model.max_len, short_seq_prob: cfg.pretrain.short_seq_prob, specials: tokenizer.specials() };
             // every sentence of the chunk tokenized in one batch, then regrouped by document
             let sentences: Vec<Vec<String>> = chunk.iter().map(|d| split_sentences(d).into_iter().map(str::to_owned).collect()).collect();
             let mut ids = tokenizer.encode_batch(&sentences.concat()).into_iter();
@@ -132,7 +132,7 @@ impl<'a> Pass<'a> {
         } else {
             for (ids, &is_held) in tokenizer.encode_batch(&chunk).into_iter().zip(&held_out) {
                 // Sequences with no word piece (empty documents) teach nothing.
-                let seqs = chunk_document(&ids, cfg.model.max_len).into_iter().filter(|s| s.len() > 2).map(|ids| Sequence { ids, is_next: None });
+                let seqs = chunk_document(&ids, cfg.model.max_len, tokenizer.specials()).into_iter().filter(|s| s.len() > 2).map(|ids| Sequence { ids, is_next: None });
                 if is_held {
                     held.extend(seqs);
                 } else {
@@ -260,7 +260,7 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
         let mut rng = StdRng::seed_from_u64(derived_seed(p.optim.seed, streams::MASKING, step as u64));
         let examples: Vec<MlmExample> = batch.iter().map(|q| mask(&self.masking, p.has(Objective::Mlm), &q.ids, &mut rng)).collect();
         let is_next: Vec<Option<bool>> = batch.iter().map(|q| q.is_next).collect();
-        let out = model.forward(&batch_of(&examples, &is_next, &self.device));
+        let out = model.forward(&batch_of(&examples, &is_next, self.tokenizer.specials(), &self.device));
         let loss = out.loss();
         let loss_value: f32 = loss.clone().into_scalar();
         if !loss_value.is_finite() {
@@ -298,7 +298,7 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
         let (cfg, p, epoch) = (self.cfg, &self.cfg.pretrain, at.epoch);
         // the inference copy scored here is the one saved below
         let trained = model.valid();
-        let v = evaluate(&trained, &self.valid, &self.valid_next, p.optim.batch_size, &self.plain);
+        let v = evaluate(&trained, &self.valid, &self.valid_next, self.tokenizer.specials(), p.optim.batch_size, &self.plain);
         let s = &mut at.state;
         let nsp = s.nsp_count > 0;
         let e = PretrainEpoch {
@@ -368,7 +368,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     } else {
         None
     };
-    let masking = Masking { prob: p.mask_prob, max_predictions: p.max_predictions, vocab_size: cfg.model.vocab_size as u32, whole_words };
+    let masking = Masking { prob: p.mask_prob, max_predictions: p.max_predictions, vocab_size: cfg.model.vocab_size as u32, specials: tokenizer.specials(), whole_words };
 
     // Counting pass: batches an epoch (buffers are cut exactly as in the training passes), the
     // data hash a resumed run must match, and the held-out sequences.
@@ -422,7 +422,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     // a resumed run's checkpoint already holds the continued weights
     if let Some(dir) = init.filter(|_| !opts.resume) {
         model = load_pretrained(model, dir, p, opts)?;
-        let v = evaluate(&model.valid(), &valid, &valid_next, p.optim.batch_size, &plain);
+        let v = evaluate(&model.valid(), &valid, &valid_next, tokenizer.specials(), p.optim.batch_size, &plain);
         say(opts, &format!("pretrain: held out before training: {}", v.describe()));
     }
     if opts.resume {
@@ -514,8 +514,8 @@ impl HeldOutScores {
 }
 
 /// A batch of masked examples, with next-sentence targets when every example is a pair.
-fn batch_of(examples: &[MlmExample], is_next: &[Option<bool>], device: &Device) -> PretrainBatch {
-    let batch = PretrainBatch::new(examples, device);
+fn batch_of(examples: &[MlmExample], is_next: &[Option<bool>], specials: SpecialIds, device: &Device) -> PretrainBatch {
+    let batch = PretrainBatch::new(examples, specials, device);
     match is_next.iter().copied().collect::<Option<Vec<bool>>>() {
         Some(targets) => batch.with_is_next(&targets),
         None => batch,
@@ -523,11 +523,11 @@ fn batch_of(examples: &[MlmExample], is_next: &[Option<bool>], device: &Device) 
 }
 
 /// Mean losses and accuracies over held-out examples (`is_next`: each one's IsNext label, for pairs).
-pub fn evaluate(model: &PretrainModel, examples: &[MlmExample], is_next: &[Option<bool>], batch_size: usize, device: &Device) -> HeldOutScores {
+pub fn evaluate(model: &PretrainModel, examples: &[MlmExample], is_next: &[Option<bool>], specials: SpecialIds, batch_size: usize, device: &Device) -> HeldOutScores {
     let (mut loss, mut correct, mut count) = (0.0, 0usize, 0usize);
     let (mut nsp_loss, mut nsp_correct, mut nsp_count) = (0.0, 0usize, 0usize);
     for (chunk, next) in examples.chunks(batch_size).zip(is_next.chunks(batch_size)) {
-        let out = model.forward(&batch_of(chunk, next, device));
+        let out = model.forward(&batch_of(chunk, next, specials, device));
         if let Some((l, c, n)) = out.mlm.map(TaskOutput::values) {
             loss += l * n as f64;
             correct += c;
