@@ -14,16 +14,17 @@ fn pretraining_memory_does_not_grow_with_the_corpus() {
     write(d.path(), "small.txt", common::corpus_lines(500, 1).as_bytes());
     write(d.path(), "tiny.toml", common::TINY_TOML.as_bytes());
     ok(&["vocab", "--corpus", s(&p("small.txt")), "--out", s(&p("voc")), "--size", "120"]);
-    // ≈ 64 MB of text, one document a line
+    // ≈ 64 MB of text, one document a line: a 1 MB block of random documents, written 64 times
     let mut rng = StdRng::seed_from_u64(9);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(p("big.txt")).unwrap());
-    let mut written = 0usize;
-    while written < 64 << 20 {
+    let mut block = String::new();
+    while block.len() < 1 << 20 {
         let n = rng.random_range(5..30);
         let line: Vec<&str> = (0..n).map(|_| common::FILLER[rng.random_range(0..common::FILLER.len())]).collect();
-        let line = line.join(" ") + "\n";
-        written += line.len();
-        f.write_all(line.as_bytes()).unwrap();
+        block.push_str(&(line.join(" ") + "\n"));
+    }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(p("big.txt")).unwrap());
+    for _ in 0..64 {
+        f.write_all(block.as_bytes()).unwrap();
     }
     f.flush().unwrap();
     drop(f);

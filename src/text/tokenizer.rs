@@ -209,7 +209,10 @@ impl WordPieceTokenizer {
 
     /// Loads `tokenizer.json` from a file.
     pub fn load(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path).map_err(|e| anyhow!("{}: not a valid tokenizer file: {e}", path.display()))?;
+        let mut inner = Tokenizer::from_file(path).map_err(|e| anyhow!("{}: not a valid tokenizer file: {e}", path.display()))?;
+        // a tokenizer.json from elsewhere may truncate or pad; bertlu cuts and pads sequences itself
+        inner.with_truncation(None).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        inner.with_padding(None);
         Self::with_specials(inner, false).with_context(|| format!("{}", path.display()))
     }
 
@@ -277,6 +280,11 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         tok.save(&dir.path().join("t.json")).unwrap();
         assert_eq!(WordPieceTokenizer::load(&dir.path().join("t.json")).unwrap().specials(), tok.specials());
+        // one that truncates to 2 pieces (as HuggingFace's files may) is read without it
+        let mut truncating = tok.inner.clone();
+        truncating.with_truncation(Some(tokenizers::TruncationParams { max_length: 2, ..Default::default() })).unwrap();
+        truncating.save(dir.path().join("trunc.json"), false).unwrap();
+        assert_eq!(WordPieceTokenizer::load(&dir.path().join("trunc.json")).unwrap().encode("network tool network tool").len(), 4);
         // bertlu's own layout, and a vocabulary without [MASK] refused by name
         assert_eq!(WordPieceTokenizer::from_words(&["a"]).unwrap().specials(), SpecialIds::BERTLU);
         let no_mask: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "word"].map(String::from).to_vec();
