@@ -14,3 +14,4 @@ pub mod pretrain;
 pub mod finetune;
 pub mod linear;
 pub mod ensemble;
+pub mod import_hf;

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod ensemble;
 pub mod eval;
 pub mod finetune;
+pub mod import_hf;
 pub mod linear;
 pub mod predict;
 pub mod pretrain;
@@ -45,6 +46,8 @@ pub enum Command {
     Pretrain(pretrain::PretrainArgs),
     /// Fine-tune a classifier (from a pre-trained model with --init, else from scratch).
     Finetune(finetune::FinetuneArgs),
+    /// Import a HuggingFace BERT checkpoint (config.json, model.safetensors, tokenizer) as a pre-trained model.
+    ImportHf(import_hf::ImportHfArgs),
     /// Train the TF-IDF + linear SVM classifier (a bag-of-words baseline and ensemble member).
     Linear(linear::LinearArgs),
     /// Score a classifier on a labelled file.
@@ -236,6 +239,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Vocab(a) => vocab::run(a),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Finetune(a) => finetune::run(a),
+        Command::ImportHf(a) => import_hf::run(a),
         Command::Linear(a) => linear::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),

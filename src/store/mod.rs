@@ -11,3 +11,4 @@ pub mod model_dir;
 pub mod checkpoints;
 pub mod output_dir;
 pub mod run_info;
+pub mod hf;

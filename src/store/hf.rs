@@ -1,0 +1,175 @@
+//! HuggingFace BERT checkpoints read into bertlu's Transformer: `config.json` → [`Config`],
+//! `tokenizer.json` (or `vocab.txt` + `tokenizer_config.json`) → the tokenizer with the
+//! vocabulary's own special ids, `model.safetensors` → the backbone and, when the checkpoint
+//! has `cls.predictions.*`, the masked-LM head. bertlu's Transformer is BERT's post-LN encoder,
+//! so every tensor maps by name (PyTorch's `[out, in]` linear weights transposed on the way);
+//! each is shape-checked, and a setting bertlu cannot reproduce is an error naming its
+//! `config.json` field.
+
+use super::layout::TOKENIZER_FILE;
+use crate::config::{BackboneKind, Config, Objective, Preset};
+use crate::model::PretrainModel;
+use crate::text::tokenizer::WordPieceTokenizer;
+use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::Device;
+use serde_json::Value;
+use std::path::Path;
+
+/// The weights file of a HuggingFace checkpoint.
+pub const HF_WEIGHTS_FILE: &str = "model.safetensors";
+/// The model description of a HuggingFace checkpoint.
+pub const HF_CONFIG_FILE: &str = "config.json";
+
+/// HuggingFace BERT tensor names → bertlu's (applied in order; the `bert.` prefix of
+/// `BertForPreTraining` and `BertModel` checkpoints alike is dropped first).
+const KEY_MAP: &[(&str, &str)] = &[
+    (r"^bert\.", ""),
+    (r"^embeddings\.word_embeddings\.weight$", "backbone.Transformer.token_embedding.weight"),
+    (r"^embeddings\.position_embeddings\.weight$", "backbone.Transformer.position_embedding.weight"),
+    (r"^embeddings\.token_type_embeddings\.weight$", "backbone.Transformer.segment_embedding.weight"),
+    (r"^embeddings\.LayerNorm\.(weight|gamma)$", "backbone.Transformer.embed_norm.gamma"),
+    (r"^embeddings\.LayerNorm\.(bias|beta)$", "backbone.Transformer.embed_norm.beta"),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$", "backbone.Transformer.encoder.layers.${1}.mha.${2}.${3}"),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.(weight|bias)$", "backbone.Transformer.encoder.layers.${1}.mha.output.${2}"),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.(weight|gamma)$", "backbone.Transformer.encoder.layers.${1}.norm_1.gamma"),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.(bias|beta)$", "backbone.Transformer.encoder.layers.${1}.norm_1.beta"),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.(weight|bias)$", "backbone.Transformer.encoder.layers.${1}.pwff.linear_inner.${2}"),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.(weight|bias)$", "backbone.Transformer.encoder.layers.${1}.pwff.linear_outer.${2}"),
+    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.(weight|gamma)$", "backbone.Transformer.encoder.layers.${1}.norm_2.gamma"),
+    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.(bias|beta)$", "backbone.Transformer.encoder.layers.${1}.norm_2.beta"),
+    (r"^cls\.predictions\.transform\.dense\.(weight|bias)$", "mlm.transform.${1}"),
+    (r"^cls\.predictions\.transform\.LayerNorm\.(weight|gamma)$", "mlm.norm.gamma"),
+    (r"^cls\.predictions\.transform\.LayerNorm\.(bias|beta)$", "mlm.norm.beta"),
+    (r"^cls\.predictions\.bias$", "mlm.bias"),
+];
+
+/// A HuggingFace checkpoint read into a bertlu pre-trained model.
+pub struct HfImport {
+    /// The bertlu config the checkpoint's `config.json` describes.
+    pub config: Config,
+    /// Its tokenizer.
+    pub tokenizer: WordPieceTokenizer,
+    /// Backbone (and masked-LM head) with the checkpoint's weights.
+    pub model: PretrainModel,
+    /// The bertlu tensors loaded from it.
+    pub loaded: Vec<String>,
+    /// The checkpoint's tensors bertlu has no place for (e.g. BERT's pooler), by their names there.
+    pub unused: Vec<String>,
+    /// Whether the masked-LM head came from the checkpoint (else it starts at random).
+    pub mlm_head: bool,
+}
+
+/// The bertlu config of a HuggingFace BERT `config.json`; `vocab_size` is the checkpoint's.
+pub fn config_from_hf(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read (not a HuggingFace checkpoint?)", path.display()))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+    let field = |name: &str| -> Result<&Value> { v.get(name).ok_or_else(|| anyhow::anyhow!("{}: field `{name}` is missing", path.display())) };
+    let size = |name: &str| -> Result<usize> {
+        field(name)?.as_u64().filter(|&n| n > 0).map(|n| n as usize).ok_or_else(|| anyhow::anyhow!("{}: field `{name}` must be a positive integer", path.display()))
+    };
+    let model_type = field("model_type")?.as_str().unwrap_or_default();
+    if model_type != "bert" {
+        bail!("{}: field `model_type` is \"{model_type}\"; bertlu reads BERT checkpoints (\"bert\")", path.display());
+    }
+    let act = v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu");
+    if act != "gelu" {
+        bail!("{}: field `hidden_act` is \"{act}\"; bertlu's Transformer computes the exact (erf) GELU, \"gelu\"", path.display());
+    }
+    if let Some(p) = v.get("position_embedding_type").and_then(Value::as_str).filter(|&p| p != "absolute") {
+        bail!("{}: field `position_embedding_type` is \"{p}\"; bertlu has learned absolute positions only", path.display());
+    }
+    let eps = v.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-12);
+    if (eps - 1e-12).abs() > 1e-15 {
+        bail!("{}: field `layer_norm_eps` is {eps}; bertlu's LayerNorm uses BERT's 1e-12", path.display());
+    }
+    let type_vocab = v.get("type_vocab_size").and_then(Value::as_u64).unwrap_or(2);
+    if type_vocab != 2 {
+        bail!("{}: field `type_vocab_size` is {type_vocab}; bertlu has two segments (a pair's A and B)", path.display());
+    }
+    let mut cfg = Config::preset(Preset::Small).with_backbone(BackboneKind::Transformer);
+    let m = &mut cfg.model;
+    m.d_model = size("hidden_size")?;
+    m.transformer.n_heads = size("num_attention_heads")?;
+    m.transformer.n_layers = size("num_hidden_layers")?;
+    m.transformer.d_ff = size("intermediate_size")?;
+    m.max_len = size("max_position_embeddings")?;
+    m.vocab_size = size("vocab_size")?;
+    m.type_vocab_size = 2;
+    m.dropout = v.get("hidden_dropout_prob").and_then(Value::as_f64).unwrap_or(0.1);
+    m.transformer.norm_first = false;
+    cfg.validate().with_context(|| format!("{}", path.display()))?;
+    Ok(cfg)
+}
+
+/// The tokenizer of a HuggingFace checkpoint directory: its `tokenizer.json`, or else its
+/// `vocab.txt` with `tokenizer_config.json`'s `do_lower_case` (default true).
+pub fn tokenizer_from_hf(dir: &Path) -> Result<WordPieceTokenizer> {
+    let json = dir.join(TOKENIZER_FILE);
+    if json.exists() {
+        return WordPieceTokenizer::load(&json);
+    }
+    let vocab = dir.join("vocab.txt");
+    let text = std::fs::read_to_string(&vocab).with_context(|| format!("{}: no {TOKENIZER_FILE} and no readable vocab.txt", dir.display()))?;
+    let tokens: Vec<String> = text.lines().map(|l| l.trim_end_matches('\r').to_owned()).collect();
+    let settings = dir.join("tokenizer_config.json");
+    let lowercase = match std::fs::read_to_string(&settings) {
+        Ok(t) => serde_json::from_str::<Value>(&t).with_context(|| format!("{}: invalid JSON", settings.display()))?.get("do_lower_case").and_then(Value::as_bool).unwrap_or(true),
+        Err(_) => true,
+    };
+    WordPieceTokenizer::from_vocab_list(&tokens, lowercase).with_context(|| format!("{}", vocab.display()))
+}
+
+/// Reads the checkpoint in `dir` onto `device`.
+pub fn import(dir: &Path, device: &Device) -> Result<HfImport> {
+    if !dir.is_dir() {
+        bail!("{}: not a directory", dir.display());
+    }
+    let config = config_from_hf(&dir.join(HF_CONFIG_FILE))?;
+    let tokenizer = tokenizer_from_hf(dir)?;
+    if tokenizer.vocab_size() != config.model.vocab_size {
+        bail!("{}: the tokenizer has {} entries but field `vocab_size` is {}", dir.join(HF_CONFIG_FILE).display(), tokenizer.vocab_size(), config.model.vocab_size);
+    }
+    let weights = dir.join(HF_WEIGHTS_FILE);
+    if !weights.exists() {
+        if dir.join("pytorch_model.bin").exists() {
+            bail!("{}: only pytorch_model.bin here; save it as {HF_WEIGHTS_FILE} first (python: `AutoModel.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`)", dir.display());
+        }
+        bail!("{}: no {HF_WEIGHTS_FILE}", dir.display());
+    }
+    let mut model = PretrainModel::init(&config.model, &[Objective::Mlm], device);
+    let mut store = SafetensorsStore::from_file(&weights).with_from_adapter(PyTorchToBurnAdapter).allow_partial(true);
+    for (from, to) in KEY_MAP {
+        store = store.with_key_remapping(*from, *to);
+    }
+    let result = model.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: cannot read weights: {}", weights.display(), e.to_string().replace('\n', " ")))?;
+    if let Some(e) = result.errors.first() {
+        bail!("{}: {} tensor(s) do not fit the model described by config.json, first: {}", weights.display(), result.errors.len(), format!("{e:?}").replace('\n', " "));
+    }
+    let missing: Vec<&str> = result.missing.iter().map(|(path, _)| path.as_str()).collect();
+    let head_missing = missing.iter().filter(|p| p.starts_with("mlm.")).count();
+    if let Some(first) = missing.iter().find(|p| !p.starts_with("mlm.")) {
+        bail!("{}: {} backbone tensor(s) missing, first: {first}", weights.display(), missing.len() - head_missing);
+    }
+    let head_total = model.mlm.as_ref().map_or(0, |h| h.num_params_tensors());
+    if head_missing != 0 && head_missing != head_total {
+        bail!("{}: the masked-LM head is incomplete ({head_missing} of its {head_total} tensors missing, first: {})", weights.display(), missing[0]);
+    }
+    let mut loaded = result.applied.clone();
+    loaded.sort();
+    let mut unused = result.unused.clone();
+    unused.sort();
+    Ok(HfImport { config, tokenizer, model, loaded, unused, mlm_head: head_missing == 0 })
+}
+
+/// Tensors of a module (its parameters), counted.
+trait TensorCount {
+    fn num_params_tensors(&self) -> usize;
+}
+
+impl<M: Module> TensorCount for M {
+    fn num_params_tensors(&self) -> usize {
+        burn::module::list_param_ids(self).len()
+    }
+}

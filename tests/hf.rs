@@ -1,0 +1,132 @@
+//! HuggingFace BERT checkpoints: a tiny random BERT written by python `transformers`
+//! (`bench/make_hf_fixture.py`, in `tests/fixtures/hf-tiny-bert/`) is imported and gives the
+//! token ids, last hidden states and masked-LM logits `transformers` computed for it.
+
+mod common;
+
+use bertlu::data::batch::TokenBatch;
+use bertlu::data::classify::encode_texts;
+use bertlu::store::hf::import;
+use bertlu::text::tokenizer::SpecialIds;
+use burn::prelude::*;
+use common::{fails, ok, s};
+use std::path::{Path, PathBuf};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-tiny-bert")
+}
+
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+    hidden: Vec<Vec<f32>>,
+    mlm_logits: Vec<Vec<f32>>,
+}
+
+fn cases() -> Vec<Case> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap()).unwrap();
+    let floats = |m: &serde_json::Value| -> Vec<Vec<f32>> { m.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect() };
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            text: c["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect::<Vec<_>>().join("\t"),
+            ids: c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect(),
+            hidden: floats(&c["hidden"]),
+            mlm_logits: floats(&c["mlm_logits"]),
+        })
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn an_imported_bert_computes_what_transformers_computed() {
+    let device = Device::flex();
+    let imported = import(&fixture(), &device).unwrap();
+    assert_eq!(imported.tokenizer.specials(), SpecialIds { pad: 0, unk: 100, cls: 101, sep: 102, mask: 103 });
+    let m = &imported.config.model;
+    assert_eq!((m.d_model, m.transformer.n_layers, m.transformer.n_heads, m.transformer.d_ff, m.max_len, m.vocab_size), (32, 2, 4, 64, 64, 144));
+    assert!(imported.mlm_head, "BertForPreTraining has cls.predictions");
+    // 5 embedding tensors + 16 a layer + 5 of the masked-LM head
+    assert_eq!(imported.loaded.len(), 5 + 2 * 16 + 5, "{:?}", imported.loaded);
+    assert_eq!(imported.unused, vec!["cls.seq_relationship.bias", "cls.seq_relationship.weight", "pooler.dense.bias", "pooler.dense.weight"]);
+
+    // English, Chinese without spaces, a pair, and a text cut to the 64 positions
+    let cases = cases();
+    let texts: Vec<String> = cases.iter().map(|c| c.text.clone()).collect();
+    let seqs = encode_texts(&texts, &imported.tokenizer, m.max_len);
+    for (c, got) in cases.iter().zip(&seqs) {
+        assert_eq!(got, &c.ids, "{}", c.text);
+    }
+    // all four in one padded batch: padding must not reach the real positions
+    let refs: Vec<&[u32]> = seqs.iter().map(|q| q.as_slice()).collect();
+    let out = imported.model.backbone.forward(&TokenBatch::new(&refs, imported.tokenizer.specials(), &device));
+    let [b, l, d] = out.states.dims();
+    let states: Vec<f32> = out.states.clone().into_data().convert::<f32>().try_into_vec().unwrap();
+    let head = imported.model.mlm.as_ref().unwrap();
+    let logits = head.forward(out.states.reshape([b * l, d]), imported.model.backbone.token_embedding());
+    let vocab = logits.dims()[1];
+    let logits: Vec<f32> = logits.into_data().convert::<f32>().try_into_vec().unwrap();
+    let (mut worst_hidden, mut worst_logit) = (0.0f32, 0.0f32);
+    for (i, c) in cases.iter().enumerate() {
+        for (j, (row, logit_row)) in c.hidden.iter().zip(&c.mlm_logits).enumerate() {
+            let at = i * l + j;
+            worst_hidden = worst_hidden.max(max_diff(&states[at * d..(at + 1) * d], row));
+            worst_logit = worst_logit.max(max_diff(&logits[at * vocab..(at + 1) * vocab], logit_row));
+        }
+    }
+    eprintln!("max abs difference from transformers: hidden {worst_hidden:e}, masked-LM logits {worst_logit:e}");
+    assert!(worst_hidden <= 1e-4, "last hidden state differs from transformers' by {worst_hidden}");
+    assert!(worst_logit <= 1e-4, "masked-LM logits differ from transformers' by {worst_logit}");
+}
+
+#[test]
+fn import_hf_writes_a_pretrained_model_and_refuses_what_it_cannot_read() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    let out = ok(&["import-hf", s(&fixture()), "--out", s(&p("tiny"))]);
+    assert!(out.contains("loaded 42 tensors") && out.contains("pooler.dense.weight"), "{out}");
+    let dir = bertlu::store::model_dir::ModelDir::open(&p("tiny")).unwrap();
+    assert_eq!(dir.tokenizer.specials().cls, 101);
+    // vocab.txt alone reads as tokenizer.json does
+    let copy = |name: &str, skip: &[&str]| {
+        std::fs::create_dir_all(p(name)).unwrap();
+        for e in std::fs::read_dir(fixture()).unwrap() {
+            let e = e.unwrap();
+            if !skip.contains(&e.file_name().to_str().unwrap()) {
+                std::fs::copy(e.path(), p(name).join(e.file_name())).unwrap();
+            }
+        }
+        p(name)
+    };
+    let vocab_only = copy("vocab-only", &["tokenizer.json"]);
+    let device = Device::flex();
+    let a = import(&fixture(), &device).unwrap();
+    let b = import(&vocab_only, &device).unwrap();
+    let texts: Vec<String> = cases().into_iter().map(|c| c.text).collect();
+    assert_eq!(encode_texts(&texts, &a.tokenizer, 64), encode_texts(&texts, &b.tokenizer, 64));
+    // one-line errors naming the file and field, nothing written
+    let broken = copy("broken", &[]);
+    let config = std::fs::read_to_string(broken.join("config.json")).unwrap();
+    for (field, from, to) in [("model_type", "\"bert\"", "\"roberta\""), ("hidden_act", "\"gelu\"", "\"gelu_new\""), ("type_vocab_size", "\"type_vocab_size\": 2", "\"type_vocab_size\": 3")] {
+        std::fs::write(broken.join("config.json"), config.replace(from, to)).unwrap();
+        let e = fails(&["import-hf", s(&broken), "--out", s(&p("x"))]);
+        assert!(e.contains("config.json") && e.contains(&format!("`{field}`")), "{e}");
+    }
+    std::fs::write(broken.join("config.json"), &config).unwrap();
+    let weights = std::fs::read(broken.join("model.safetensors")).unwrap();
+    std::fs::write(broken.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    let e = fails(&["import-hf", s(&broken), "--out", s(&p("x"))]);
+    assert!(e.contains("model.safetensors"), "{e}");
+    std::fs::rename(broken.join("model.safetensors"), broken.join("pytorch_model.bin")).unwrap();
+    let e = fails(&["import-hf", s(&broken), "--out", s(&p("x"))]);
+    assert!(e.contains("pytorch_model.bin") && e.contains("safe_serialization"), "{e}");
+    let e = fails(&["import-hf", s(&p("nowhere")), "--out", s(&p("x"))]);
+    assert!(e.contains("nowhere"), "{e}");
+    assert!(!p("x").exists() && !p(".x.partial").exists());
+}
