@@ -130,3 +130,32 @@ fn import_hf_writes_a_pretrained_model_and_refuses_what_it_cannot_read() {
     assert!(e.contains("nowhere"), "{e}");
     assert!(!p("x").exists() && !p(".x.partial").exists());
 }
+
+#[test]
+fn embed_gives_sentence_transformers_vectors_mean_pooled_and_unit_length() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("tiny");
+    ok(&["import-hf", s(&fixture()), "--out", s(&model)]);
+    let cases = cases();
+    let texts: Vec<String> = cases.iter().map(|c| c.text.clone()).collect();
+    let embedder = bertlu::infer::embed::Embedder::open(&model).unwrap();
+    let got = embedder.embed(&texts, bertlu::config::Pooling::Mean, true, 2);
+    for (c, v) in cases.iter().zip(&got) {
+        // sentence-transformers: the mean of the last hidden states over the real positions, unit length
+        let n = c.hidden.len() as f32;
+        let mean: Vec<f32> = (0..32).map(|k| c.hidden.iter().map(|row| row[k]).sum::<f32>() / n).collect();
+        let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let want: Vec<f32> = mean.iter().map(|x| x / norm).collect();
+        assert!(max_diff(v, &want) <= 1e-5, "{}: {}", c.text, max_diff(v, &want));
+    }
+    // the command writes one JSON array a line, in input order
+    let texts_file = d.path().join("texts.txt");
+    std::fs::write(&texts_file, texts.join("\n") + "\n").unwrap();
+    let out = d.path().join("vectors.jsonl");
+    ok(&["embed", "--model", s(&model), "--data", s(&texts_file), "--out", s(&out), "--normalize"]);
+    let lines: Vec<Vec<f32>> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    for (a, b) in lines.iter().zip(&got) {
+        assert!(max_diff(a, b) <= 1e-6);
+    }
+}

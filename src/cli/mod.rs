@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod demo;
+pub mod embed;
 pub mod ensemble;
 pub mod eval;
 pub mod finetune;
@@ -46,6 +47,8 @@ pub enum Command {
     Pretrain(pretrain::PretrainArgs),
     /// Fine-tune a classifier (from a pre-trained model with --init, else from scratch).
     Finetune(finetune::FinetuneArgs),
+    /// One vector a text line (pooled backbone states), as JSON lines.
+    Embed(embed::EmbedArgs),
     /// Import a HuggingFace BERT checkpoint (config.json, model.safetensors, tokenizer) as a pre-trained model.
     ImportHf(import_hf::ImportHfArgs),
     /// Train the TF-IDF + linear SVM classifier (a bag-of-words baseline and ensemble member).
@@ -240,6 +243,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pretrain(a) => pretrain::run(a),
         Command::Finetune(a) => finetune::run(a),
         Command::ImportHf(a) => import_hf::run(a),
+        Command::Embed(a) => embed::run(a),
         Command::Linear(a) => linear::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),

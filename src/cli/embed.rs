@@ -1,0 +1,61 @@
+//! `bertlu embed`: one vector a text line, from any bertlu model with a backbone.
+
+use anyhow::{bail, Context, Result};
+use bertlu::config::Pooling;
+use bertlu::infer::embed::Embedder;
+use bertlu::store::atomic::write_via_tmp;
+use bertlu::text::labelled::split_line;
+use bertlu::text::reader::Lines;
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Arguments of `embed`.
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Model directory: pre-trained (`pretrain`, `import-hf`) or fine-tuned.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Text file (.txt or .txt.gz), one text a line (`a<TAB>b` is a pair; label words are ignored).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output: JSON lines, one array of floats a text, in input order.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// How a text's position states become one vector: `cls`, `mean` or `max` (default: mean).
+    #[arg(long, value_enum, default_value_t = Pooling::Mean)]
+    pub pooling: Pooling,
+    /// Scale every vector to unit length (cosine similarity is then a dot product).
+    #[arg(long)]
+    pub normalize: bool,
+    /// Texts a pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+}
+
+/// Runs `embed`.
+pub fn run(a: EmbedArgs) -> Result<()> {
+    let embedder = Embedder::open(&a.model)?;
+    let mut texts = Vec::new();
+    for line in Lines::open(&a.data)? {
+        let line = line?;
+        let (text, _) = split_line(&line.text).map_err(|e| anyhow::anyhow!("{}:{}: {e}", a.data.display(), line.number))?;
+        if text.is_empty() {
+            bail!("{}:{}: empty text", a.data.display(), line.number);
+        }
+        texts.push(text);
+    }
+    let vectors = embedder.embed(&texts, a.pooling, a.normalize, a.batch_size);
+    write_via_tmp(&a.out, |tmp| {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        for v in &vectors {
+            serde_json::to_writer(&mut f, v)?;
+            f.write_all(b"\n")?;
+        }
+        f.flush()?;
+        Ok(())
+    })
+    .with_context(|| format!("{}", a.out.display()))?;
+    println!("{} vectors of dimension {} written to {}", vectors.len(), embedder.dim(), a.out.display());
+    Ok(())
+}
