@@ -159,3 +159,47 @@ fn embed_gives_sentence_transformers_vectors_mean_pooled_and_unit_length() {
         assert!(max_diff(a, b) <= 1e-6);
     }
 }
+
+#[test]
+fn export_hf_writes_what_import_hf_reads_back_bit_for_bit() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    ok(&["import-hf", s(&fixture()), "--out", s(&p("tiny"))]);
+    let out = ok(&["export-hf", s(&p("tiny")), "--out", s(&p("hf"))]);
+    assert!(out.contains("BertForMaskedLM"), "{out}");
+    let device = Device::flex();
+    let (a, b) = (import(&fixture(), &device).unwrap(), import(&p("hf"), &device).unwrap());
+    assert_eq!(a.loaded, b.loaded);
+    assert!(b.unused.is_empty(), "{:?}", b.unused);
+    struct Flatten(Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for Flatten {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0.push(param.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
+        }
+    }
+    let flat = |m: &bertlu::model::PretrainModel| -> Vec<Vec<f32>> {
+        let mut f = Flatten(Vec::new());
+        m.visit(&mut f);
+        f.0
+    };
+    assert_eq!(flat(&a.model), flat(&b.model), "every tensor survives export → import exactly");
+    let texts: Vec<String> = cases().into_iter().map(|c| c.text).collect();
+    assert_eq!(encode_texts(&texts, &a.tokenizer, 64), encode_texts(&texts, &b.tokenizer, 64));
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("hf").join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["model_type"].as_str(), config["hidden_size"].as_u64(), config["max_position_embeddings"].as_u64()), (Some("bert"), Some(32), Some(64)));
+    // a classifier pooled from [CLS] is BertForSequenceClassification; a TextCNN is refused
+    common::write(d.path(), "train.txt", common::labelled_lines(60, 2).as_bytes());
+    ok(&["finetune", "--init", s(&p("tiny")), "--train", s(&p("train.txt")), "--valid", s(&p("train.txt")), "--out", s(&p("clf")), "--epochs", "1", "-q"]);
+    let out = ok(&["export-hf", s(&p("clf")), "--out", s(&p("hf-clf"))]);
+    assert!(out.contains("BertForSequenceClassification"), "{out}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("hf-clf").join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["problem_type"], "multi_label_classification");
+    assert_eq!(config["id2label"].as_object().unwrap().len(), 4);
+    ok(&["finetune", "--init", s(&p("tiny")), "--train", s(&p("train.txt")), "--valid", s(&p("train.txt")), "--out", s(&p("clf-mean")), "--epochs", "1", "--pooling", "mean", "-q"]);
+    let e = fails(&["export-hf", s(&p("clf-mean")), "--out", s(&p("x"))]);
+    assert!(e.contains("[CLS]") && e.contains("model.pooling"), "{e}");
+    ok(&["finetune", "--train", s(&p("train.txt")), "--valid", s(&p("train.txt")), "--out", s(&p("cnn")), "--preset", "tiny", "--backbone", "textcnn", "--vocab-size", "60", "--epochs", "1", "-q"]);
+    let e = fails(&["export-hf", s(&p("cnn")), "--out", s(&p("x"))]);
+    assert!(e.contains("textcnn") && e.contains("Transformer"), "{e}");
+    assert!(!p("x").exists() && !p(".x.partial").exists());
+}

@@ -15,3 +15,4 @@ pub mod finetune;
 pub mod linear;
 pub mod ensemble;
 pub mod import_hf;
+pub mod export_hf;

@@ -3,6 +3,7 @@
 pub mod compare;
 pub mod demo;
 pub mod embed;
+pub mod export_hf;
 pub mod ensemble;
 pub mod eval;
 pub mod finetune;
@@ -47,6 +48,8 @@ pub enum Command {
     Pretrain(pretrain::PretrainArgs),
     /// Fine-tune a classifier (from a pre-trained model with --init, else from scratch).
     Finetune(finetune::FinetuneArgs),
+    /// Write a Transformer (pre-trained or classifier) as a HuggingFace BERT checkpoint.
+    ExportHf(export_hf::ExportHfArgs),
     /// One vector a text line (pooled backbone states), as JSON lines.
     Embed(embed::EmbedArgs),
     /// Import a HuggingFace BERT checkpoint (config.json, model.safetensors, tokenizer) as a pre-trained model.
@@ -244,6 +247,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Finetune(a) => finetune::run(a),
         Command::ImportHf(a) => import_hf::run(a),
         Command::Embed(a) => embed::run(a),
+        Command::ExportHf(a) => export_hf::run(a),
         Command::Linear(a) => linear::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),

@@ -173,3 +173,118 @@ impl<M: Module> TensorCount for M {
         burn::module::list_param_ids(self).len()
     }
 }
+
+/// bertlu tensor names → HuggingFace BERT's, for export (applied in order, after Burn's linear
+/// weights are transposed to PyTorch's `[out, in]`).
+const EXPORT_MAP: &[(&str, &str)] = &[
+    (r"^backbone\.(Transformer\.)?token_embedding\.weight$", "bert.embeddings.word_embeddings.weight"),
+    (r"^backbone\.(Transformer\.)?position_embedding\.weight$", "bert.embeddings.position_embeddings.weight"),
+    (r"^backbone\.(Transformer\.)?segment_embedding\.weight$", "bert.embeddings.token_type_embeddings.weight"),
+    (r"^backbone\.(Transformer\.)?embed_norm\.(weight|gamma)$", "bert.embeddings.LayerNorm.weight"),
+    (r"^backbone\.(Transformer\.)?embed_norm\.(bias|beta)$", "bert.embeddings.LayerNorm.bias"),
+    (r"^backbone\.(Transformer\.)?encoder\.layers\.(\d+)\.mha\.(query|key|value)\.(weight|bias)$", "bert.encoder.layer.${2}.attention.self.${3}.${4}"),
+    (r"^backbone\.(Transformer\.)?encoder\.layers\.(\d+)\.mha\.output\.(weight|bias)$", "bert.encoder.layer.${2}.attention.output.dense.${3}"),
+    (r"^backbone\.(Transformer\.)?encoder\.layers\.(\d+)\.norm_1\.(weight|gamma)$", "bert.encoder.layer.${2}.attention.output.LayerNorm.weight"),
+    (r"^backbone\.(Transformer\.)?encoder\.layers\.(\d+)\.norm_1\.(bias|beta)$", "bert.encoder.layer.${2}.attention.output.LayerNorm.bias"),
+    (r"^backbone\.(Transformer\.)?encoder\.layers\.(\d+)\.pwff\.linear_inner\.(weight|bias)$", "bert.encoder.layer.${2}.intermediate.dense.${3}"),
+    (r"^backbone\.(Transformer\.)?encoder\.layers\.(\d+)\.pwff\.linear_outer\.(weight|bias)$", "bert.encoder.layer.${2}.output.dense.${3}"),
+    (r"^backbone\.(Transformer\.)?encoder\.layers\.(\d+)\.norm_2\.(weight|gamma)$", "bert.encoder.layer.${2}.output.LayerNorm.weight"),
+    (r"^backbone\.(Transformer\.)?encoder\.layers\.(\d+)\.norm_2\.(bias|beta)$", "bert.encoder.layer.${2}.output.LayerNorm.bias"),
+    (r"^mlm\.transform\.(weight|bias)$", "cls.predictions.transform.dense.${1}"),
+    (r"^mlm\.norm\.(weight|gamma)$", "cls.predictions.transform.LayerNorm.weight"),
+    (r"^mlm\.norm\.(bias|beta)$", "cls.predictions.transform.LayerNorm.bias"),
+    (r"^mlm\.bias$", "cls.predictions.bias"),
+    (r"^nsp\.dense\.(weight|bias)$", "bert.pooler.dense.${1}"),
+    (r"^nsp\.output\.(weight|bias)$", "cls.seq_relationship.${1}"),
+    (r"^head\.dense\.(weight|bias)$", "bert.pooler.dense.${1}"),
+    (r"^head\.output\.(weight|bias)$", "classifier.${1}"),
+];
+
+/// Writes the model directory `dir` as a HuggingFace checkpoint into the existing directory
+/// `out`: `config.json`, `model.safetensors`, `tokenizer.json` (with BERT's post-processor),
+/// `vocab.txt` and `tokenizer_config.json`. A pre-trained model becomes `BertForPreTraining` or
+/// `BertForMaskedLM`; a classifier `BertForSequenceClassification` (`id2label`, `problem_type`),
+/// which needs the pooled head on the `[CLS]` state — what BERT's pooler and classifier compute.
+/// Returns the architecture written.
+pub fn export(dir: &super::model_dir::ModelDir, out: &Path, device: &Device) -> Result<String> {
+    use super::model_dir::ModelKind;
+    use crate::config::{HeadKind, Pooling};
+    let cfg = &dir.config;
+    let m = &cfg.model;
+    let name = dir.path.display();
+    if m.backbone != BackboneKind::Transformer {
+        bail!("{name}: a {} model; HuggingFace BERT holds Transformer encoders only", m.backbone);
+    }
+    if m.transformer.norm_first {
+        bail!("{name}: a pre-LN Transformer (model.norm_first); BERT's layers are post-LN");
+    }
+    if m.type_vocab_size != 2 {
+        bail!("{name}: no segment embeddings (model.type_vocab_size = {}); BERT has two", m.type_vocab_size);
+    }
+    let specials = dir.tokenizer.specials();
+    let mut config = serde_json::json!({
+        "model_type": "bert",
+        "vocab_size": m.vocab_size,
+        "hidden_size": m.d_model,
+        "num_hidden_layers": m.transformer.n_layers,
+        "num_attention_heads": m.transformer.n_heads,
+        "intermediate_size": m.transformer.d_ff,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": m.dropout,
+        "attention_probs_dropout_prob": m.dropout,
+        "max_position_embeddings": m.max_len,
+        "type_vocab_size": 2,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": specials.pad,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": true,
+    });
+    let weights = out.join(HF_WEIGHTS_FILE);
+    let mut store = SafetensorsStore::from_file(&weights).with_to_adapter(burn::store::BurnToPyTorchAdapter).overwrite(true);
+    for (from, to) in EXPORT_MAP {
+        store = store.with_key_remapping(*from, *to);
+    }
+    let save_error = |e: burn::store::SafetensorsStoreError| anyhow::anyhow!("{}: cannot write: {e}", weights.display());
+    let architecture = match dir.meta.kind {
+        ModelKind::Pretrained => {
+            let tasks = &cfg.pretrain.tasks;
+            let model = super::weights::load_weights(PretrainModel::init(m, tasks, device), &dir.weights(), dir.meta.weights_bytes)?;
+            model.save_into(&mut store).map_err(save_error)?;
+            if tasks.contains(&Objective::Nsp) { "BertForPreTraining" } else { "BertForMaskedLM" }
+        }
+        ModelKind::Classifier => {
+            if cfg.finetune.head != HeadKind::Pooled {
+                bail!("{name}: a label-attention head (finetune.head); BertForSequenceClassification has the pooled head only");
+            }
+            if m.transformer.pooling != Pooling::Cls {
+                bail!("{name}: pools by {:?} (model.pooling); BertForSequenceClassification pools the [CLS] state", m.transformer.pooling);
+            }
+            let labels = dir.labels.as_ref().expect("a classifier directory has labels");
+            let model = crate::model::Classifier::init(m, labels.len(), device);
+            let model = super::weights::load_weights(model, &dir.weights(), dir.meta.weights_bytes)?;
+            model.save_into(&mut store).map_err(save_error)?;
+            let id2label: serde_json::Map<String, Value> = (0..labels.len()).map(|i| (i.to_string(), Value::from(labels.name(i)))).collect();
+            let label2id: serde_json::Map<String, Value> = (0..labels.len()).map(|i| (labels.name(i).to_owned(), Value::from(i))).collect();
+            config["id2label"] = Value::Object(id2label);
+            config["label2id"] = Value::Object(label2id);
+            let multi = dir.meta.problem == Some(crate::data::classify::Problem::MultiLabel);
+            config["problem_type"] = Value::from(if multi { "multi_label_classification" } else { "single_label_classification" });
+            "BertForSequenceClassification"
+        }
+        kind => bail!("{name}: a {kind:?} model; export-hf writes pre-trained Transformers and their classifiers"),
+    };
+    config["architectures"] = serde_json::json!([architecture]);
+    let write_json = |file: &str, v: &Value| super::atomic::write_atomic(&out.join(file), serde_json::to_string_pretty(v).expect("JSON value").as_bytes());
+    write_json(HF_CONFIG_FILE, &config)?;
+    let tokenizer_config = serde_json::json!({
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": dir.tokenizer.lowercase(),
+        "model_max_length": m.max_len,
+        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]",
+    });
+    write_json("tokenizer_config.json", &tokenizer_config)?;
+    super::atomic::write_via_tmp(&out.join(TOKENIZER_FILE), |tmp| dir.tokenizer.save_for_hf(tmp))?;
+    super::atomic::write_atomic(&out.join("vocab.txt"), (dir.tokenizer.vocab_list().join("\n") + "\n").as_bytes())?;
+    Ok(architecture.to_owned())
+}

@@ -207,6 +207,33 @@ impl WordPieceTokenizer {
         self.specials
     }
 
+    /// Whether the normaliser lower-cases (and strips accents).
+    pub fn lowercase(&self) -> bool {
+        serde_json::to_value(self.inner.get_normalizer()).ok().and_then(|n| n.get("lowercase").and_then(|v| v.as_bool())).unwrap_or(true)
+    }
+
+    /// The vocabulary in id order, as HuggingFace's `vocab.txt` lists it.
+    pub fn vocab_list(&self) -> Vec<String> {
+        (0..self.vocab_size() as u32).map(|id| self.id_to_token(id).unwrap_or_default()).collect()
+    }
+
+    /// Saves as `tokenizer.json` with BERT's post-processor (`[CLS] A [SEP]`, `[CLS] A [SEP] B
+    /// [SEP]` with segment ids), so that HuggingFace's tokenizers add the special tokens
+    /// themselves as they do for BERT; bertlu adds them itself and reads such a file unchanged.
+    pub fn save_for_hf(&self, path: &Path) -> Result<()> {
+        let s = self.specials;
+        let template = tokenizers::processors::template::TemplateProcessing::builder()
+            .try_single("[CLS] $A [SEP]")
+            .and_then(|b| b.try_pair("[CLS] $A [SEP] $B:1 [SEP]:1"))
+            .map_err(|e| anyhow!("post-processor: {e}"))?
+            .special_tokens(vec![("[CLS]", s.cls), ("[SEP]", s.sep)])
+            .build()
+            .map_err(|e| anyhow!("post-processor: {e}"))?;
+        let mut inner = self.inner.clone();
+        inner.with_post_processor(Some(template));
+        inner.save(path, false).map_err(|e| anyhow!("{}: cannot write tokenizer: {e}", path.display()))
+    }
+
     /// Loads `tokenizer.json` from a file.
     pub fn load(path: &Path) -> Result<Self> {
         let mut inner = Tokenizer::from_file(path).map_err(|e| anyhow!("{}: not a valid tokenizer file: {e}", path.display()))?;
