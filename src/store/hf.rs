@@ -6,7 +6,7 @@
 //! each is shape-checked, and a setting bertlu cannot reproduce is an error naming its
 //! `config.json` field.
 
-use super::layout::TOKENIZER_FILE;
+use super::layout::{HF_CONFIG_FILE, HF_PICKLE_WEIGHTS_FILE, HF_TOKENIZER_CONFIG_FILE, HF_VOCAB_FILE, HF_WEIGHTS_FILE, TOKENIZER_FILE};
 use crate::config::{BackboneKind, Config, Objective, Preset};
 use crate::model::PretrainModel;
 use crate::text::tokenizer::WordPieceTokenizer;
@@ -16,11 +16,6 @@ use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::Device;
 use serde_json::Value;
 use std::path::Path;
-
-/// The weights file of a HuggingFace checkpoint.
-pub const HF_WEIGHTS_FILE: &str = "model.safetensors";
-/// The model description of a HuggingFace checkpoint.
-pub const HF_CONFIG_FILE: &str = "config.json";
 
 /// HuggingFace BERT tensor names → bertlu's (applied in order; the `bert.` prefix of
 /// `BertForPreTraining` and `BertModel` checkpoints alike is dropped first).
@@ -110,10 +105,10 @@ pub fn tokenizer_from_hf(dir: &Path) -> Result<WordPieceTokenizer> {
     if json.exists() {
         return WordPieceTokenizer::load(&json);
     }
-    let vocab = dir.join("vocab.txt");
-    let text = std::fs::read_to_string(&vocab).with_context(|| format!("{}: no {TOKENIZER_FILE} and no readable vocab.txt", dir.display()))?;
+    let vocab = dir.join(HF_VOCAB_FILE);
+    let text = std::fs::read_to_string(&vocab).with_context(|| format!("{}: no {TOKENIZER_FILE} and no readable {HF_VOCAB_FILE}", dir.display()))?;
     let tokens: Vec<String> = text.lines().map(|l| l.trim_end_matches('\r').to_owned()).collect();
-    let settings = dir.join("tokenizer_config.json");
+    let settings = dir.join(HF_TOKENIZER_CONFIG_FILE);
     let lowercase = match std::fs::read_to_string(&settings) {
         Ok(t) => serde_json::from_str::<Value>(&t).with_context(|| format!("{}: invalid JSON", settings.display()))?.get("do_lower_case").and_then(Value::as_bool).unwrap_or(true),
         Err(_) => true,
@@ -133,8 +128,8 @@ pub fn import(dir: &Path, device: &Device) -> Result<HfImport> {
     }
     let weights = dir.join(HF_WEIGHTS_FILE);
     if !weights.exists() {
-        if dir.join("pytorch_model.bin").exists() {
-            bail!("{}: only pytorch_model.bin here; save it as {HF_WEIGHTS_FILE} first (python: `AutoModel.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`)", dir.display());
+        if dir.join(HF_PICKLE_WEIGHTS_FILE).exists() {
+            bail!("{}: only {HF_PICKLE_WEIGHTS_FILE} here; save it as {HF_WEIGHTS_FILE} first (python: `AutoModel.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`)", dir.display());
         }
         bail!("{}: no {HF_WEIGHTS_FILE}", dir.display());
     }
@@ -283,8 +278,8 @@ pub fn export(dir: &super::model_dir::ModelDir, out: &Path, device: &Device) -> 
         "model_max_length": m.max_len,
         "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]",
     });
-    write_json("tokenizer_config.json", &tokenizer_config)?;
+    write_json(HF_TOKENIZER_CONFIG_FILE, &tokenizer_config)?;
     super::atomic::write_via_tmp(&out.join(TOKENIZER_FILE), |tmp| dir.tokenizer.save_for_hf(tmp))?;
-    super::atomic::write_atomic(&out.join("vocab.txt"), (dir.tokenizer.vocab_list().join("\n") + "\n").as_bytes())?;
+    super::atomic::write_atomic(&out.join(HF_VOCAB_FILE), (dir.tokenizer.vocab_list().join("\n") + "\n").as_bytes())?;
     Ok(architecture.to_owned())
 }

@@ -50,3 +50,14 @@ pub const COMPARE_TABLE_FILE: &str = "compare.md";
 pub const COMPARE_EPOCHS_FILE: &str = "epochs.csv";
 /// `compare`'s full record.
 pub const COMPARE_JSON_FILE: &str = "compare.json";
+
+/// A HuggingFace checkpoint's model description.
+pub const HF_CONFIG_FILE: &str = "config.json";
+/// A HuggingFace checkpoint's weights.
+pub const HF_WEIGHTS_FILE: &str = "model.safetensors";
+/// The PyTorch pickle weights of older HuggingFace checkpoints (not read: converted first).
+pub const HF_PICKLE_WEIGHTS_FILE: &str = "pytorch_model.bin";
+/// A HuggingFace checkpoint's vocabulary, one token a line in id order.
+pub const HF_VOCAB_FILE: &str = "vocab.txt";
+/// A HuggingFace checkpoint's tokenizer settings (`do_lower_case`).
+pub const HF_TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
