@@ -158,6 +158,16 @@ fn embed_gives_sentence_transformers_vectors_mean_pooled_and_unit_length() {
     for (a, b) in lines.iter().zip(&got) {
         assert!(max_diff(a, b) <= 1e-6);
     }
+    // with a .npy name: NumPy's format, float32 [4, 32], the same values
+    let npy = d.path().join("vectors.npy");
+    ok(&["embed", "--model", s(&model), "--data", s(&texts_file), "--out", s(&npy), "--normalize"]);
+    let bytes = std::fs::read(&npy).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'shape': (4, 32)") && (10 + header_len) % 64 == 0, "{header}");
+    let values: Vec<f32> = bytes[10 + header_len..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(values, lines.concat());
 }
 
 #[test]

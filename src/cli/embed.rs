@@ -19,7 +19,8 @@ pub struct EmbedArgs {
     /// Text file (.txt or .txt.gz), one text a line (`a<TAB>b` is a pair; label words are ignored).
     #[arg(long)]
     pub data: PathBuf,
-    /// Output: JSON lines, one array of floats a text, in input order.
+    /// Output, in input order: JSON lines (one array of floats a text), or with a `.npy` name a
+    /// NumPy float32 array `[texts, dim]`.
     #[arg(long)]
     pub out: PathBuf,
     /// How a text's position states become one vector: `cls`, `mean` or `max` (default: mean).
@@ -46,16 +47,39 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         texts.push(text);
     }
     let vectors = embedder.embed(&texts, a.pooling, a.normalize, a.batch_size);
+    let npy = a.out.extension().is_some_and(|e| e == "npy");
     write_via_tmp(&a.out, |tmp| {
         let mut f = std::io::BufWriter::new(std::fs::File::create(tmp)?);
-        for v in &vectors {
-            serde_json::to_writer(&mut f, v)?;
-            f.write_all(b"\n")?;
+        if npy {
+            write_npy(&mut f, &vectors, embedder.dim())?;
+        } else {
+            for v in &vectors {
+                serde_json::to_writer(&mut f, v)?;
+                f.write_all(b"\n")?;
+            }
         }
         f.flush()?;
         Ok(())
     })
     .with_context(|| format!("{}", a.out.display()))?;
     println!("{} vectors of dimension {} written to {}", vectors.len(), embedder.dim(), a.out.display());
+    Ok(())
+}
+
+/// Writes `[rows, dim]` float32 values in NumPy's `.npy` format (version 1.0, little-endian, C order).
+fn write_npy(out: &mut impl Write, rows: &[Vec<f32>], dim: usize) -> std::io::Result<()> {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {dim}), }}", rows.len());
+    // magic (6) + version (2) + length (2) + header, padded with spaces to a multiple of 64, ending in a newline
+    let total = (10 + header.len() + 1).div_ceil(64) * 64;
+    header.push_str(&" ".repeat(total - 10 - header.len() - 1));
+    header.push('\n');
+    out.write_all(b"\x93NUMPY\x01\x00")?;
+    out.write_all(&(header.len() as u16).to_le_bytes())?;
+    out.write_all(header.as_bytes())?;
+    for v in rows {
+        for x in v {
+            out.write_all(&x.to_le_bytes())?;
+        }
+    }
     Ok(())
 }
