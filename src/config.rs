@@ -525,7 +525,7 @@ impl Config {
         let read: toml::Table = toml::from_str(&text)?;
         let known = toml::Table::try_from(&cfg)?;
         for (section, keys) in &read {
-            if let (Some(toml::Value::Table(keys)), Some(toml::Value::Table(known))) = (Some(keys), known.get(section)) {
+            if let (toml::Value::Table(keys), Some(toml::Value::Table(known))) = (keys, known.get(section)) {
                 if let Some(k) = keys.keys().find(|k| !known.contains_key(*k)) {
                     bail!("{}: unknown key '{k}' in [{section}]", path.display());
                 }

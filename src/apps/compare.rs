@@ -379,7 +379,6 @@ pub struct CompareJob {
 /// returns the finished output directory.
 pub fn run(base: Config, job: &CompareJob) -> Result<PathBuf> {
     use super::setup::{load_tokenizer, read_training_files, test_mode};
-    let cut = |items: usize| if job.test_mode { Some(items) } else { None };
     for &b in &job.backbones {
         base.clone().with_backbone(b).validate().with_context(|| format!("--backbone {b}"))?;
     }
@@ -388,17 +387,13 @@ pub fn run(base: Config, job: &CompareJob) -> Result<PathBuf> {
         bail!("--pretrained given for {b}, which is not in --backbone");
     }
     let mut docs = read_documents_with(&job.corpus, job.bad_lines)?;
-    let (train, problem) = read_training_files(&job.train, job.bad_lines, job.problem, |t| t.truncate(cut(test_mode::TRAIN).unwrap_or(usize::MAX)))?;
+    let (train, problem) = read_training_files(&job.train, job.bad_lines, job.problem, |t| test_mode::cut(job.test_mode, t, test_mode::TRAIN))?;
     let mut valid = read_examples_with(&job.valid, job.bad_lines)?;
     let mut test = job.test.as_deref().map(|t| read_examples_with(t, job.bad_lines)).transpose()?;
-    if let Some(n) = cut(test_mode::DOCS) {
-        docs.truncate(n);
-    }
-    if let Some(n) = cut(test_mode::EVAL) {
-        valid.truncate(n);
-        if let Some(t) = test.as_mut() {
-            t.truncate(n);
-        }
+    test_mode::cut(job.test_mode, &mut docs, test_mode::DOCS);
+    test_mode::cut(job.test_mode, &mut valid, test_mode::EVAL);
+    if let Some(t) = test.as_mut() {
+        test_mode::cut(job.test_mode, t, test_mode::EVAL);
     }
     let out = OutputDir::create(&job.out, job.overwrite)?;
     let tokenizer = match &job.vocab {

@@ -27,6 +27,13 @@ pub mod test_mode {
     /// Fine-tuning epochs.
     pub const EPOCHS: usize = 2;
 
+    /// Keeps the first `n` of `items` when test mode is `on`.
+    pub fn cut<T>(on: bool, items: &mut Vec<T>, n: usize) {
+        if on {
+            items.truncate(n);
+        }
+    }
+
     /// Caps pre-training steps and fine-tuning epochs; call after every other override.
     pub fn cap(cfg: &mut crate::config::Config) {
         let p = &mut cfg.pretrain;

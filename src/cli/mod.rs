@@ -212,9 +212,7 @@ impl CommonTrain {
 
     /// Keeps the first `n` items under `--test-mode`.
     pub fn cut<T>(&self, items: &mut Vec<T>, n: usize) {
-        if self.test_mode {
-            items.truncate(n);
-        }
+        test_mode::cut(self.test_mode, items, n);
     }
 
     /// Caps steps and epochs under `--test-mode`; call after every other override.

@@ -11,7 +11,6 @@ use crate::config::{BackboneKind, Config, Objective, Preset};
 use crate::model::PretrainModel;
 use crate::text::tokenizer::WordPieceTokenizer;
 use anyhow::{bail, Context, Result};
-use burn::module::Module;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::Device;
 use serde_json::Value;
@@ -147,7 +146,7 @@ pub fn import(dir: &Path, device: &Device) -> Result<HfImport> {
     if let Some(first) = missing.iter().find(|p| !p.starts_with("mlm.")) {
         bail!("{}: {} backbone tensor(s) missing, first: {first}", weights.display(), missing.len() - head_missing);
     }
-    let head_total = model.mlm.as_ref().map_or(0, |h| h.num_params_tensors());
+    let head_total = model.mlm.as_ref().map_or(0, |h| burn::module::list_param_ids(h).len());
     if head_missing != 0 && head_missing != head_total {
         bail!("{}: the masked-LM head is incomplete ({head_missing} of its {head_total} tensors missing, first: {})", weights.display(), missing[0]);
     }
@@ -156,17 +155,6 @@ pub fn import(dir: &Path, device: &Device) -> Result<HfImport> {
     let mut unused = result.unused.clone();
     unused.sort();
     Ok(HfImport { config, tokenizer, model, loaded, unused, mlm_head: head_missing == 0 })
-}
-
-/// Tensors of a module (its parameters), counted.
-trait TensorCount {
-    fn num_params_tensors(&self) -> usize;
-}
-
-impl<M: Module> TensorCount for M {
-    fn num_params_tensors(&self) -> usize {
-        burn::module::list_param_ids(self).len()
-    }
 }
 
 /// bertlu tensor names → HuggingFace BERT's, for export (applied in order, after Burn's linear

@@ -1,8 +1,9 @@
 //! The one training loop. Pre-training and fine-tuning are two [`Task`]s: each says what its
 //! batches are, what one optimiser step does and what happens at the end of an epoch; the
 //! driver does the rest the same way for both — the epochs and steps, resuming inside an epoch,
-//! seeding each step, the finite-loss check, the progress bar, the `metrics.csv` rows,
-//! checkpoints after steps and epochs, Ctrl-C, and removing the checkpoints of a finished run.
+//! seeding each step, the progress bar, the `metrics.csv` rows, checkpoints after steps and
+//! epochs, Ctrl-C, and removing the checkpoints of a finished run. (Each task checks its own
+//! loss is finite, so the error names its own learning-rate setting: see [`diverged`].)
 
 use super::interrupt::{interrupted, Interrupted};
 use super::metrics_log::{write_csv, MetricsRow, Window, LOG_EVERY};
