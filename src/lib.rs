@@ -12,7 +12,8 @@
 //! 6. [`store`]: model and output directories, weights, checkpoints, every file name;
 //! 7. [`infer`]: saved classifiers (neural, linear, ensembles) → probabilities and decisions;
 //! 8. [`train`]: the pre-training and fine-tuning loops;
-//! 9. [`apps`]: whole pipelines (compare, bench, report, pseudo-labels) for the command line.
+//! 9. [`serve`]: a saved model behind HTTP, with dynamic batching;
+//! 10. [`apps`]: whole pipelines (compare, bench, report, pseudo-labels) for the command line.
 
 pub mod text;
 pub mod data;
@@ -22,4 +23,5 @@ pub mod model;
 pub mod store;
 pub mod infer;
 pub mod train;
+pub mod serve;
 pub mod apps;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 /// The layers, lowest first.
-const LAYERS: &[&str] = &["text", "data", "eval", "config", "model", "store", "infer", "train", "apps"];
+const LAYERS: &[&str] = &["text", "data", "eval", "config", "model", "store", "infer", "train", "serve", "apps"];
 
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| *l == module)

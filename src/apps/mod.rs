@@ -1,11 +1,12 @@
 //! Whole pipelines built from the layers below, one a file, each called by one subcommand (the
 //! binary's `cli/` only parses flags, calls one of these and prints): what every training run
 //! settles first (`setup`), `pretrain`, `finetune`, `linear`, `ensemble`, the pre-train →
-//! fine-tune comparison (`compare`), speed measurements (`bench`), run reports (`report`,
+//! fine-tune comparison (`compare`), speed measurements (`bench`), the server's load test (`serve_load`), run reports (`report`,
 //! `plot`) and self-training labels (`pseudo_label`).
 
 pub mod compare;
 pub mod bench;
+pub mod serve_load;
 pub mod report;
 pub mod plot;
 pub mod pseudo_label;

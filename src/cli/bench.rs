@@ -29,9 +29,35 @@ pub struct BenchArgs {
     /// file and one-example-at-a-time latency, tokenising included, as `predict` runs.
     #[arg(long, requires = "data")]
     pub model: Option<std::path::PathBuf>,
-    /// Labelled or plain text file for --model (label words are ignored).
-    #[arg(long, requires = "model")]
+    /// Labelled or plain text file for --model or --serve (label words are ignored).
+    #[arg(long)]
     pub data: Option<std::path::PathBuf>,
+    /// Load-test a running `bertlu serve` at this URL (e.g. http://127.0.0.1:8080) with the
+    /// texts of --data: closed-loop clients, one text a request unless --texts-per-request.
+    #[arg(long, requires = "data")]
+    pub serve: Option<String>,
+    /// With --serve: concurrent clients of each level (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub clients: Vec<usize>,
+    /// With --serve: seconds each level lasts.
+    #[arg(long, default_value_t = 120.0)]
+    pub duration: f64,
+    /// With --serve: shares of malformed requests; every level runs once per share (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0,0.05")]
+    pub malformed: Vec<f64>,
+    /// With --serve: texts a request.
+    #[arg(long, default_value_t = 1)]
+    pub texts_per_request: usize,
+    /// With --serve: seconds of unmeasured load first (at the most clients).
+    #[arg(long, default_value_t = 10.0)]
+    pub warmup_seconds: f64,
+    /// With --serve: the file holding the server's API key.
+    #[arg(long)]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// With --serve: the served model's directory, measured offline in this process first
+    /// (throughput to compare with) and used to check every answer's labels.
+    #[arg(long)]
+    pub offline_model: Option<std::path::PathBuf>,
     /// Batch size of the --model passes.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
@@ -45,6 +71,12 @@ pub struct BenchArgs {
 
 /// Runs `bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
+    if let (Some(url), Some(data)) = (&a.serve, &a.data) {
+        return load_test(&a, url, data);
+    }
+    if a.data.is_some() && a.model.is_none() {
+        bail!("--data needs --model (or --serve)");
+    }
     if let (Some(model), Some(data)) = (&a.model, &a.data) {
         let m = bertlu::apps::bench::measure_model(model, data, a.batch_size, a.iters, a.singles)?;
         if a.json {
@@ -87,6 +119,30 @@ pub fn run(a: BenchArgs) -> Result<()> {
     } else {
         println!("{}", table(&out));
         println!("{} threads; median and range over {} iterations after {} warm-up; synthetic batches of 128 word pieces, vocabulary {}.", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), a.iters, a.warmup, bertlu::apps::bench::VOCAB);
+    }
+    Ok(())
+}
+
+/// `bench --serve`.
+fn load_test(a: &BenchArgs, url: &str, data: &std::path::Path) -> Result<()> {
+    use bertlu::apps::serve_load::{offline, read_texts, run, table, LoadSpec};
+    let texts = read_texts(data)?;
+    let api_key = a.api_key_file.as_ref().map(|f| std::fs::read_to_string(f).map(|k| k.trim().to_owned()).with_context(|| format!("{}: cannot read", f.display()))).transpose()?;
+    let reference = match &a.offline_model {
+        Some(m) => {
+            eprintln!("bench --serve: {} offline …", m.display());
+            Some(offline(m, &texts)?)
+        }
+        None => None,
+    };
+    let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+    let spec = LoadSpec { url: url.to_owned(), texts, clients: a.clients.clone(), duration: secs(a.duration), warmup: secs(a.warmup_seconds), malformed: a.malformed.clone(), texts_per_request: a.texts_per_request, api_key, seed: a.seed };
+    let report = run(&spec, reference)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report));
+        println!("{} texts from {}, {} a request; {:.0} s a level after {:.0} s of warm-up.", spec.texts.len(), data.display(), a.texts_per_request, a.duration, a.warmup_seconds);
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod pseudo_label;
 pub mod toy;
 pub mod bench;
 pub mod report;
+pub mod serve;
 pub mod tune;
 pub mod vocab;
 
@@ -68,6 +69,8 @@ pub enum Command {
     Ensemble(ensemble::EnsembleArgs),
     /// Label the unlabelled documents of a corpus with a classifier (or ensemble): a labelled file to fine-tune on (self-training).
     PseudoLabel(pseudo_label::PseudoLabelArgs),
+    /// Serve a model over HTTP: /v1/predict, /v1/embed, /v1/model, /health, /metrics (dynamic batching).
+    Serve(serve::ServeArgs),
     /// Tune the decision thresholds (one shared, or one a label) on validation data and store them with the model.
     TuneThresholds(tune::TuneArgs),
     /// Curves (report.svg) and a Markdown summary (report.md) of a pretrain or finetune run.
@@ -256,6 +259,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ensemble(a) => ensemble::run(a),
         Command::PseudoLabel(a) => pseudo_label::run(a),
         Command::Report(a) => report::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

@@ -143,11 +143,63 @@ pub fn eval_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     order.chunks(batch_size).map(|c| c.to_vec()).collect()
 }
 
+/// Splits texts of the given lengths into groups of at most `max_batch` that cost the least to
+/// run padded: each group is a run of the length-sorted order and costs
+/// `pass_cost + size × its longest length` (a pass's fixed cost, in length units, against the
+/// padding it saves). Dynamic programming over the sorted lengths; groups in ascending length.
+pub fn length_groups(lengths: &[usize], max_batch: usize, pass_cost: f64) -> Vec<Vec<usize>> {
+    let n = lengths.len();
+    let max_batch = max_batch.max(1);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    // best[j]: least cost of the first j sorted texts; cut[j]: where their last group starts
+    let mut best = vec![0.0f64; n + 1];
+    let mut cut = vec![0usize; n + 1];
+    for j in 1..=n {
+        best[j] = f64::INFINITY;
+        let longest = lengths[order[j - 1]] as f64;
+        for i in j.saturating_sub(max_batch)..j {
+            let c = best[i] + pass_cost + (j - i) as f64 * longest;
+            if c < best[j] {
+                best[j] = c;
+                cut[j] = i;
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    let mut j = n;
+    while j > 0 {
+        groups.push(order[cut[j]..j].to_vec());
+        j = cut[j];
+    }
+    groups.reverse();
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    #[test]
+    fn length_groups_split_where_padding_costs_more_than_a_pass() {
+        // 32 short and 32 long texts: one pass pads 32 × 90 positions, far more than a pass costs
+        let lengths: Vec<usize> = (0..64).map(|i| if i % 2 == 0 { 10 } else { 100 }).collect();
+        let groups = length_groups(&lengths, 64, 200.0);
+        assert_eq!(groups.len(), 2);
+        assert!(groups[0].iter().all(|&i| lengths[i] == 10) && groups[1].iter().all(|&i| lengths[i] == 100));
+        // equal lengths: one pass; the same with a pass dearer than any padding
+        assert_eq!(length_groups(&[7; 64], 64, 200.0).len(), 1);
+        assert_eq!(length_groups(&lengths, 64, 1e9).len(), 1);
+        // never more than max_batch a group, every index once
+        let groups = length_groups(&lengths, 16, 0.0);
+        assert!(groups.iter().all(|g| g.len() <= 16));
+        let mut all: Vec<usize> = groups.concat();
+        all.sort();
+        assert_eq!(all, (0..64).collect::<Vec<_>>());
+        assert!(length_groups(&[], 8, 1.0).is_empty());
+    }
 
     #[test]
     fn padding_and_mask() {

@@ -110,6 +110,11 @@ pub fn encode_examples(examples: &[Example], tokenizer: &WordPieceTokenizer, lab
 /// Model inputs of texts: `[CLS] text [SEP]`, or `[CLS] a [SEP] b [SEP]` for a pair (`a<TAB>b`,
 /// see [`PAIR_SEPARATOR`]), truncated to `max_len`.
 pub fn encode_texts(texts: &[String], tokenizer: &WordPieceTokenizer, max_len: usize) -> Vec<Vec<u32>> {
+    encode_texts_flagged(texts, tokenizer, max_len).0
+}
+
+/// [`encode_texts`], and for each text whether it was cut to fit in `max_len`.
+pub fn encode_texts_flagged(texts: &[String], tokenizer: &WordPieceTokenizer, max_len: usize) -> (Vec<Vec<u32>>, Vec<bool>) {
     // every side of every text in one parallel batch, then put back together
     let parts: Vec<Vec<String>> = texts.iter().map(|t| t.split(PAIR_SEPARATOR).map(str::to_owned).collect()).collect();
     let mut ids = tokenizer.encode_batch(&parts.concat()).into_iter();
@@ -119,11 +124,11 @@ pub fn encode_texts(texts: &[String], tokenizer: &WordPieceTokenizer, max_len: u
         .map(|p| {
             let sides: Vec<Vec<u32>> = ids.by_ref().take(p.len()).collect();
             match sides.as_slice() {
-                [a, b] => wrap_pair(a, b, max_len, specials),
-                single => wrap(&single[0], max_len, specials),
+                [a, b] => (wrap_pair(a, b, max_len, specials), a.len() + b.len() + 3 > max_len),
+                single => (wrap(&single[0], max_len, specials), single[0].len() + 2 > max_len),
             }
         })
-        .collect()
+        .unzip()
 }
 
 /// [CLS] ids [SEP], with the ids truncated so the whole fits in `max_len`.
@@ -155,5 +160,18 @@ mod tests {
         let tok = crate::text::tokenizer::tests::bert_layout(&["network", "tool"]);
         let got = encode_texts(&["network".into(), "network\ttool".into()], &tok, 16);
         assert_eq!(got, vec![vec![101, 104, 102], vec![101, 104, 102, 105, 102]]);
+    }
+
+    #[test]
+    fn cut_texts_are_flagged() {
+        let tok = crate::text::tokenizer::tests::bert_layout(&["network", "tool"]);
+        // max_len 4: [CLS] + 2 pieces + [SEP] fits, 3 pieces do not
+        let (seqs, cut) = encode_texts_flagged(&["network tool".into(), "network tool network".into()], &tok, 4);
+        assert_eq!(cut, vec![false, true]);
+        assert!(seqs.iter().all(|s| s.len() <= 4));
+        // max_len 5: [CLS] a [SEP] b [SEP] fits one piece a side
+        let (_, cut) = encode_texts_flagged(&["network\ttool".into(), "network tool\ttool".into()], &tok, 5);
+        assert_eq!(cut, vec![false, true]);
+        assert_eq!(seqs[0], vec![101, 104, 105, 102]);
     }
 }

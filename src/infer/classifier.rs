@@ -173,14 +173,29 @@ impl Member {
 
     /// Its label probabilities of texts, in its own label order.
     pub fn probabilities(&self, texts: &[String], problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
+        self.outputs(texts, problem, batch_size, device).0
+    }
+
+    /// Its label probabilities of texts, in its own label order, and whether each text was cut
+    /// to its `max_len` (never, for a linear member).
+    fn outputs(&self, texts: &[String], problem: Problem, batch_size: usize, device: &Device) -> (Vec<Vec<f32>>, Vec<bool>) {
         match &self.model {
             MemberModel::Neural { dir, model } => {
-                let seqs = crate::data::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len);
-                probabilities(model, &seqs, dir.tokenizer.specials(), problem, batch_size, device)
+                let (seqs, cut) = crate::data::classify::encode_texts_flagged(texts, &dir.tokenizer, dir.config.model.max_len);
+                (probabilities(model, &seqs, dir.tokenizer.specials(), problem, batch_size, device), cut)
             }
-            MemberModel::Linear(m) => m.probabilities(texts, problem),
+            MemberModel::Linear(m) => (m.probabilities(texts, problem), vec![false; texts.len()]),
         }
     }
+}
+
+/// What a classifier says of some texts.
+#[derive(Debug, Clone)]
+pub struct Predictions {
+    /// Label probabilities, `[texts][labels]`.
+    pub probs: Vec<Vec<f32>>,
+    /// Whether a text was cut to fit a member's `max_len`.
+    pub truncated: Vec<bool>,
 }
 
 /// A classifier loaded for inference: one fine-tuned model, or an ensemble whose members'
@@ -237,19 +252,31 @@ impl LoadedClassifier {
     /// Probabilities of texts: the members', averaged (weighted by the ensemble's member
     /// weights when it has them).
     pub fn probabilities(&self, texts: &[String], batch_size: usize) -> Vec<Vec<f32>> {
-        mix(&self.member_probabilities(texts, batch_size), &self.member_weights())
+        self.predict(texts, batch_size).probs
+    }
+
+    /// [`LoadedClassifier::probabilities`], and which texts were cut to a member's `max_len`.
+    pub fn predict(&self, texts: &[String], batch_size: usize) -> Predictions {
+        let (per_member, cuts): (Vec<_>, Vec<_>) = self.member_outputs(texts, batch_size).into_iter().unzip();
+        let truncated = (0..texts.len()).map(|i| cuts.iter().any(|c: &Vec<bool>| c[i])).collect();
+        Predictions { probs: mix(&per_member, &self.member_weights()), truncated }
     }
 
     /// Each member's probabilities of texts, in the ensemble's label order.
     pub fn member_probabilities(&self, texts: &[String], batch_size: usize) -> Vec<Vec<Vec<f32>>> {
+        self.member_outputs(texts, batch_size).into_iter().map(|(p, _)| p).collect()
+    }
+
+    fn member_outputs(&self, texts: &[String], batch_size: usize) -> Vec<(Vec<Vec<f32>>, Vec<bool>)> {
         self.members
             .iter()
             .map(|m| {
-                let p = m.probabilities(texts, self.problem, batch_size, &self.device);
-                match &m.order {
+                let (p, cut) = m.outputs(texts, self.problem, batch_size, &self.device);
+                let p = match &m.order {
                     Some(order) => p.into_iter().map(|row| order.iter().map(|&j| row[j]).collect()).collect(),
                     None => p,
-                }
+                };
+                (p, cut)
             })
             .collect()
     }

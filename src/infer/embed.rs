@@ -5,7 +5,7 @@
 
 use crate::config::Pooling;
 use crate::data::batch::{eval_batches, TokenBatch};
-use crate::data::classify::encode_texts;
+use crate::data::classify::encode_texts_flagged;
 use crate::model::backbone::{pool, Backbone};
 use crate::store::model_dir::ModelDir;
 use crate::store::weights::load_prefix;
@@ -43,7 +43,12 @@ impl Embedder {
 
     /// One vector a text (a `a<TAB>b` line is a pair), in input order, `batch_size` texts a pass.
     pub fn embed(&self, texts: &[String], pooling: Pooling, normalize: bool, batch_size: usize) -> Vec<Vec<f32>> {
-        let seqs = encode_texts(texts, &self.dir.tokenizer, self.dir.config.model.max_len);
+        self.embed_flagged(texts, pooling, normalize, batch_size).0
+    }
+
+    /// [`Embedder::embed`], and for each text whether it was cut to the model's `max_len`.
+    pub fn embed_flagged(&self, texts: &[String], pooling: Pooling, normalize: bool, batch_size: usize) -> (Vec<Vec<f32>>, Vec<bool>) {
+        let (seqs, cut) = encode_texts_flagged(texts, &self.dir.tokenizer, self.dir.config.model.max_len);
         let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let mut out = vec![Vec::new(); seqs.len()];
         for idx in eval_batches(&lengths, batch_size.max(1)) {
@@ -62,6 +67,16 @@ impl Embedder {
                 out[i] = flat[k * d..(k + 1) * d].to_vec();
             }
         }
-        out
+        (out, cut)
+    }
+
+    /// The backbone it runs.
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+
+    /// The model directory it reads (config, tokenizer, description).
+    pub fn dir(&self) -> &ModelDir {
+        &self.dir
     }
 }
