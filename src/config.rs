@@ -49,8 +49,13 @@ pub struct ModelConfig {
     /// Vocabulary size (set from the tokenizer; 0 until then).
     #[serde(default)]
     pub vocab_size: usize,
-    /// Longest sequence in tokens, [CLS] and [SEP] included; also the number of position embeddings.
+    /// Longest sequence in tokens, [CLS] and [SEP] included.
     pub max_len: usize,
+    /// Rows of the Transformer's position table (BERT: 512), when more than `max_len`: an
+    /// imported checkpoint keeps its table whatever length it is trained at. 0 (the default,
+    /// not written): `max_len`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_positions: usize,
     /// Width of the token embeddings (and of every Transformer state).
     pub d_model: usize,
     /// Dropout rate.
@@ -83,6 +88,46 @@ pub struct TransformerConfig {
     /// LayerNorm before each sub-layer (pre-LN, with a final LayerNorm) instead of after (BERT's post-LN).
     #[serde(default)]
     pub norm_first: bool,
+    /// The feed-forward (and masked-LM transform) activation: `gelu` (exact, BERT's) or
+    /// `gelu-tanh` (the tanh approximation, HuggingFace's `gelu_new`). Written only when not the
+    /// default, so configs stay as earlier builds wrote them.
+    #[serde(default, skip_serializing_if = "Activation::is_default")]
+    pub activation: Activation,
+    /// LayerNorm's epsilon (BERT: 1e-12); written only when not BERT's.
+    #[serde(default = "bert_layer_norm_eps", skip_serializing_if = "is_bert_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+}
+
+/// BERT's LayerNorm epsilon.
+pub const BERT_LAYER_NORM_EPS: f64 = 1e-12;
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+fn bert_layer_norm_eps() -> f64 {
+    BERT_LAYER_NORM_EPS
+}
+
+fn is_bert_layer_norm_eps(v: &f64) -> bool {
+    *v == BERT_LAYER_NORM_EPS
+}
+
+/// The Transformer's feed-forward activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// `x Φ(x)` with the exact normal CDF (erf): BERT's `gelu`.
+    #[default]
+    Gelu,
+    /// `x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))`: HuggingFace's `gelu_new` / `gelu_pytorch_tanh`.
+    GeluTanh,
+}
+
+impl Activation {
+    fn is_default(&self) -> bool {
+        *self == Activation::Gelu
+    }
 }
 
 impl TransformerConfig {
@@ -92,6 +137,9 @@ impl TransformerConfig {
             if v == 0 {
                 bail!("{name} must be positive");
             }
+        }
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
+            bail!("model.layer_norm_eps must be within (0, 1) (got {})", self.layer_norm_eps);
         }
         if active && d_model % self.n_heads != 0 {
             bail!("model.d_model ({d_model}) must be divisible by model.n_heads ({})", self.n_heads);
@@ -166,6 +214,15 @@ fn default_filters() -> usize {
 }
 
 impl ModelConfig {
+    /// Rows of the position table: `max_positions`, or `max_len` when that is 0.
+    pub fn positions(&self) -> usize {
+        if self.max_positions == 0 {
+            self.max_len
+        } else {
+            self.max_positions
+        }
+    }
+
     /// Width of the backbone's states and pooled vector (what the heads take in).
     pub fn output_dim(&self) -> usize {
         match self.backbone {
@@ -365,10 +422,11 @@ impl Config {
                 backbone: BackboneKind::Transformer,
                 vocab_size: 0,
                 max_len: 128,
+                max_positions: 0,
                 d_model,
                 dropout: 0.1,
                 type_vocab_size: 2,
-                transformer: TransformerConfig { n_heads: 8, n_layers, d_ff: 4 * d_model, pooling: Pooling::Cls, norm_first: false },
+                transformer: TransformerConfig { n_heads: 8, n_layers, d_ff: 4 * d_model, pooling: Pooling::Cls, norm_first: false, activation: Activation::Gelu, layer_norm_eps: BERT_LAYER_NORM_EPS },
                 textcnn: TextCnnConfig { filter_widths: default_filter_widths(), filters },
             },
             pretrain: PretrainConfig {
@@ -453,6 +511,9 @@ impl Config {
         m.transformer.validate(m.d_model, m.backbone == BackboneKind::Transformer)?;
         if m.max_len < 8 {
             bail!("model.max_len must be at least 8 (got {})", m.max_len);
+        }
+        if m.max_positions != 0 && m.max_positions < m.max_len {
+            bail!("model.max_len ({}) exceeds the position table (model.max_positions = {})", m.max_len, m.max_positions);
         }
         if m.backbone == BackboneKind::TextCnn {
             m.textcnn.validate(m.max_len)?;

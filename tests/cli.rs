@@ -27,7 +27,11 @@ fn pretrain_finetune_eval_predict() {
     let saved = std::fs::read_to_string(p("pre").join("config.toml")).unwrap();
     assert!(saved.contains("d_model = 32") && saved.contains("vocab_size = "), "{saved}");
 
-    ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--config", s(&p("tiny.toml")), "-q"]);
+    let log = ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("clf")), "--init", s(&p("pre")), "--config", s(&p("tiny.toml")), "--json-logs"]);
+    // a pre-trained model under 20 % held-out masked-token accuracy is named with what to do
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("pre").join("model.json")).unwrap()).unwrap();
+    let accuracy = meta["info"].as_array().unwrap().last().unwrap()["valid_accuracy"].as_f64().unwrap();
+    assert_eq!(log.contains("held-out masked-token accuracy") && log.contains("pre-train it longer"), accuracy < 0.2, "accuracy {accuracy}: {log}");
     let json = ok(&["eval", "--model", s(&p("clf")), "--data", s(&p("valid.txt")), "--json", "--per-label"]);
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["examples"], 120);

@@ -52,9 +52,10 @@ fn an_imported_bert_computes_what_transformers_computed() {
     let m = &imported.config.model;
     assert_eq!((m.d_model, m.transformer.n_layers, m.transformer.n_heads, m.transformer.d_ff, m.max_len, m.vocab_size), (32, 2, 4, 64, 64, 144));
     assert!(imported.mlm_head, "BertForPreTraining has cls.predictions");
-    // 5 embedding tensors + 16 a layer + 5 of the masked-LM head
-    assert_eq!(imported.loaded.len(), 5 + 2 * 16 + 5, "{:?}", imported.loaded);
-    assert_eq!(imported.unused, vec!["cls.seq_relationship.bias", "cls.seq_relationship.weight", "pooler.dense.bias", "pooler.dense.weight"]);
+    // 5 embedding tensors + 16 a layer + 5 of the masked-LM head + pooler and next-sentence output
+    assert_eq!(imported.loaded.len(), 5 + 2 * 16 + 5 + 4, "{:?}", imported.loaded);
+    assert!(imported.unused.is_empty(), "{:?}", imported.unused);
+    assert_eq!(imported.nsp_head, bertlu::store::hf::NspImport::Complete);
 
     // English, Chinese without spaces, a pair, and a text cut to the 64 positions
     let cases = cases();
@@ -90,7 +91,7 @@ fn import_hf_writes_a_pretrained_model_and_refuses_what_it_cannot_read() {
     let d = tempfile::tempdir().unwrap();
     let p = |n: &str| d.path().join(n);
     let out = ok(&["import-hf", s(&fixture()), "--out", s(&p("tiny"))]);
-    assert!(out.contains("loaded 42 tensors") && out.contains("pooler.dense.weight"), "{out}");
+    assert!(out.contains("loaded 46 tensors") && out.contains("pooler and next-sentence head from the checkpoint"), "{out}");
     let dir = bertlu::store::model_dir::ModelDir::open(&p("tiny")).unwrap();
     assert_eq!(dir.tokenizer.specials().cls, 101);
     // vocab.txt alone reads as tokenizer.json does
@@ -113,7 +114,7 @@ fn import_hf_writes_a_pretrained_model_and_refuses_what_it_cannot_read() {
     // one-line errors naming the file and field, nothing written
     let broken = copy("broken", &[]);
     let config = std::fs::read_to_string(broken.join("config.json")).unwrap();
-    for (field, from, to) in [("model_type", "\"bert\"", "\"roberta\""), ("hidden_act", "\"gelu\"", "\"gelu_new\""), ("type_vocab_size", "\"type_vocab_size\": 2", "\"type_vocab_size\": 3")] {
+    for (field, from, to) in [("model_type", "\"bert\"", "\"roberta\""), ("hidden_act", "\"gelu\"", "\"relu\""), ("layer_norm_eps", "1e-12", "-1"), ("type_vocab_size", "\"type_vocab_size\": 2", "\"type_vocab_size\": 3")] {
         std::fs::write(broken.join("config.json"), config.replace(from, to)).unwrap();
         let e = fails(&["import-hf", s(&broken), "--out", s(&p("x"))]);
         assert!(e.contains("config.json") && e.contains(&format!("`{field}`")), "{e}");
@@ -139,7 +140,7 @@ fn embed_gives_sentence_transformers_vectors_mean_pooled_and_unit_length() {
     let cases = cases();
     let texts: Vec<String> = cases.iter().map(|c| c.text.clone()).collect();
     let embedder = bertlu::infer::embed::Embedder::open(&model).unwrap();
-    let got = embedder.embed(&texts, bertlu::config::Pooling::Mean, true, 2);
+    let got = embedder.embed(&texts, bertlu::infer::embed::EmbedPooling::Mean, true, 2);
     for (c, v) in cases.iter().zip(&got) {
         // sentence-transformers: the mean of the last hidden states over the real positions, unit length
         let n = c.hidden.len() as f32;
@@ -176,7 +177,7 @@ fn export_hf_writes_what_import_hf_reads_back_bit_for_bit() {
     let p = |n: &str| d.path().join(n);
     ok(&["import-hf", s(&fixture()), "--out", s(&p("tiny"))]);
     let out = ok(&["export-hf", s(&p("tiny")), "--out", s(&p("hf"))]);
-    assert!(out.contains("BertForMaskedLM"), "{out}");
+    assert!(out.contains("BertForPreTraining"), "{out}");
     let device = Device::flex();
     let (a, b) = (import(&fixture(), &device).unwrap(), import(&p("hf"), &device).unwrap());
     assert_eq!(a.loaded, b.loaded);
@@ -212,4 +213,67 @@ fn export_hf_writes_what_import_hf_reads_back_bit_for_bit() {
     let e = fails(&["export-hf", s(&p("cnn")), "--out", s(&p("x"))]);
     assert!(e.contains("textcnn") && e.contains("Transformer"), "{e}");
     assert!(!p("x").exists() && !p(".x.partial").exists());
+}
+
+/// The second fixture: `gelu_new` (tanh) activation, LayerNorm epsilon 1e-5, and what
+/// transformers' pooler and next-sentence head compute.
+#[test]
+fn tanh_gelu_other_epsilon_pooler_and_next_sentence_logits_match_transformers() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-tiny-bert-tanh");
+    let device = Device::flex();
+    let imported = import(&fixture, &device).unwrap();
+    let t = &imported.config.model.transformer;
+    assert_eq!((t.activation, t.layer_norm_eps), (bertlu::config::Activation::GeluTanh, 1e-5));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap()).unwrap();
+    let floats = |x: &serde_json::Value| -> Vec<f32> { x.as_array().unwrap().iter().map(|y| y.as_f64().unwrap() as f32).collect() };
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("tanh");
+    ok(&["import-hf", s(&fixture), "--out", s(&model)]);
+    let embedder = bertlu::infer::embed::Embedder::open(&model).unwrap();
+    assert!(embedder.has_pooler());
+    let (mut worst_hidden, mut worst_pooled, mut worst_nsp) = (0.0f32, 0.0f32, 0.0f32);
+    for c in v["cases"].as_array().unwrap() {
+        let text = c["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect::<Vec<_>>().join("\t");
+        let seq = encode_texts(&[text.clone()], &imported.tokenizer, 64).remove(0);
+        let tokens = TokenBatch::new(&[seq.as_slice()], imported.tokenizer.specials(), &device);
+        let out = imported.model.backbone.forward(&tokens);
+        let states: Vec<f32> = out.states.clone().into_data().convert::<f32>().try_into_vec().unwrap();
+        for (j, row) in c["hidden"].as_array().unwrap().iter().enumerate() {
+            let want = floats(row);
+            worst_hidden = worst_hidden.max(max_diff(&states[j * want.len()..(j + 1) * want.len()], &want));
+        }
+        let pooled = embedder.embed(&[text], bertlu::infer::embed::EmbedPooling::Pooler, false, 1).remove(0);
+        worst_pooled = worst_pooled.max(max_diff(&pooled, &floats(&c["pooled"])));
+        // bertlu's class 1 is HuggingFace's class 0 ("B follows A")
+        let logits: Vec<f32> = imported.model.nsp.as_ref().unwrap().forward(out.pooled).into_data().convert::<f32>().try_into_vec().unwrap();
+        let hf = floats(&c["nsp_logits"]);
+        worst_nsp = worst_nsp.max(max_diff(&[logits[1], logits[0]], &hf));
+    }
+    eprintln!("tanh fixture, max abs difference from transformers: hidden {worst_hidden:e}, pooler {worst_pooled:e}, next-sentence logits {worst_nsp:e}");
+    assert!(worst_hidden <= 1e-4 && worst_pooled <= 1e-4 && worst_nsp <= 1e-4, "{worst_hidden} {worst_pooled} {worst_nsp}");
+    // exported and read back: the same activation, epsilon and next-sentence order
+    ok(&["export-hf", s(&model), "--out", s(&d.path().join("hf"))]);
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("hf/config.json")).unwrap()).unwrap();
+    assert_eq!((config["hidden_act"].as_str(), config["layer_norm_eps"].as_f64()), (Some("gelu_new"), Some(1e-5)));
+    let again = import(&d.path().join("hf"), &device).unwrap();
+    let w = |m: &bertlu::model::PretrainModel| m.nsp.as_ref().unwrap().output.weight.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+    assert_eq!(w(&again.model), w(&imported.model));
+}
+
+#[test]
+fn a_shorter_max_len_keeps_the_position_table() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    ok(&["import-hf", s(&fixture()), "--out", s(&p("tiny"))]);
+    common::write(d.path(), "train.txt", common::labelled_lines(40, 2).as_bytes());
+    ok(&["finetune", "--init", s(&p("tiny")), "--train", s(&p("train.txt")), "--valid", s(&p("train.txt")), "--out", s(&p("clf")), "--epochs", "1", "--set", "model.max_len=16", "-q"]);
+    let cfg = bertlu::config::Config::load(&p("clf").join("config.toml")).unwrap();
+    assert_eq!((cfg.model.max_len, cfg.model.max_positions, cfg.model.positions()), (16, 64, 64));
+    // its texts are cut at 16 pieces; the table still has BERT's 64 rows, and it exports as such
+    let out = ok(&["export-hf", s(&p("clf")), "--out", s(&p("hf"))]);
+    assert!(out.contains("BertForSequenceClassification"), "{out}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("hf").join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["max_position_embeddings"], 64);
+    let e = fails(&["finetune", "--init", s(&p("tiny")), "--train", s(&p("train.txt")), "--valid", s(&p("train.txt")), "--out", s(&p("x")), "--set", "model.max_len=65"]);
+    assert!(e.contains("max_len") && e.contains("64"), "{e}");
 }

@@ -3,7 +3,7 @@
 //! its status, an API key guards every route but /health, and stopping answers what is in flight.
 
 use bertlu::apps::serve_load::parse_metrics;
-use bertlu::config::Pooling;
+use bertlu::infer::embed::EmbedPooling;
 use bertlu::infer::classifier::LoadedClassifier;
 use bertlu::infer::embed::Embedder;
 use bertlu::serve::api::{EmbedResponse, PredictResponse};
@@ -213,7 +213,7 @@ async fn an_api_key_guards_every_route_but_health() {
 async fn embeddings_and_the_model_description() {
     let server = Server::start(options("v0.1-transformer")).await.unwrap();
     let texts = texts();
-    let want = Embedder::open(&fixture("v0.1-transformer")).unwrap().embed(&texts[..5], Pooling::Cls, true, 64);
+    let want = Embedder::open(&fixture("v0.1-transformer")).unwrap().embed(&texts[..5], EmbedPooling::Cls, true, 64);
     let (status, body, _) = post(&server, "/v1/embed", json!({ "texts": &texts[..5], "pooling": "cls", "normalize": true }).to_string()).await;
     assert_eq!(status, 200, "{body}");
     let got: EmbedResponse = serde_json::from_value(body).unwrap();
@@ -309,4 +309,30 @@ fn serve_refuses_a_missing_model_and_a_busy_address_in_one_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&addr) && err.contains("cannot listen"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ensemble_predicts_its_mean_and_refuses_to_embed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = bertlu::apps::ensemble::EnsembleSpec { models: vec![fixture("v0.1-transformer"), fixture("v0.1-textcnn")], weights: vec![], out: dir.path().join("ens"), threshold: None, overwrite: false };
+    let (path, _) = bertlu::apps::ensemble::build(&spec, None).unwrap();
+    let clf = LoadedClassifier::open(&path).unwrap();
+    let texts = texts();
+    let want = clf.probabilities(&texts[..6], 64);
+    let server = Server::start(ServeOptions { model: path, ..options("unused") }).await.unwrap();
+    let (status, body, _) = post(&server, "/v1/predict", json!({ "texts": &texts[..6], "threshold": 0.0 }).to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let got: PredictResponse = serde_json::from_value(body).unwrap();
+    for (p, w) in got.predictions.iter().zip(&want) {
+        assert_eq!(p.labels.len(), clf.labels.len());
+        for l in &p.labels {
+            assert!((l.probability - w[clf.labels.get(&l.label).unwrap()]).abs() <= 1e-5);
+        }
+    }
+    let (status, body, _) = post(&server, "/v1/embed", json!({ "texts": ["a"] }).to_string()).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("/v1/predict only"), "{body}");
+    let info: serde_json::Value = reqwest::get(format!("http://{}/v1/model", server.addr())).await.unwrap().json().await.unwrap();
+    assert_eq!((info["kind"].as_str(), info["members"].as_array().map(|m| m.len()), info["embedding_dim"].as_u64()), (Some("ensemble"), Some(2), Some(0)));
+    server.stop().await.unwrap();
 }

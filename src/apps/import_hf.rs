@@ -2,7 +2,7 @@
 //! written as a bertlu pre-trained model directory, which `finetune --init`, `pretrain --init`
 //! and `compare --pretrained` take like one bertlu pre-trained itself.
 
-use crate::store::hf::import;
+use crate::store::hf::{import, NspImport};
 use crate::store::model_dir::{ModelDir, ModelKind, ModelMeta};
 use crate::store::output_dir::OutputDir;
 use anyhow::Result;
@@ -20,6 +20,11 @@ pub fn run(dir: &Path, out: &Path, overwrite: bool) -> Result<(PathBuf, Vec<Stri
         dir.display(), m.transformer.n_layers, m.d_model, m.transformer.n_heads, m.transformer.d_ff, m.max_len, m.vocab_size, imported.tokenizer.specials()
     )];
     said.push(format!("loaded {} tensors; masked-LM head {}", imported.loaded.len(), if imported.mlm_head { "from the checkpoint" } else { "not in the checkpoint: it starts at random" }));
+    said.push(match imported.nsp_head {
+        NspImport::Complete => "pooler and next-sentence head from the checkpoint (classes reordered: bertlu's 1 is \"B follows A\")".to_owned(),
+        NspImport::PoolerOnly => "pooler from the checkpoint; next-sentence output not in it: it starts at random".to_owned(),
+        NspImport::Absent => "no pooler in the checkpoint: no next-sentence head, no `--pooling pooler`".to_owned(),
+    });
     if !imported.unused.is_empty() {
         said.push(format!("not used ({}): {}", imported.unused.len(), imported.unused.join(", ")));
     }

@@ -81,7 +81,7 @@ impl ConfigSources {
     /// The config of a run that starts from the model in `dir`: that model's, with the TOML
     /// file's and the settings' [pretrain] / [finetune] values over it. The shape comes from the
     /// weights being loaded, so `--preset`, another `--backbone` or a [model] change other than
-    /// dropout and pooling is refused.
+    /// dropout, pooling and a `max_len` within the position table is refused.
     pub fn from_model(&self, dir: &ModelDir) -> Result<Config> {
         if self.preset.is_some() {
             bail!("--preset does not apply with --init: the model comes from {}", dir.path.display());
@@ -93,26 +93,36 @@ impl ConfigSources {
         if let Some(path) = &self.file {
             let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
             cfg = cfg.merged(&text).with_context(|| format!("{}", path.display()))?;
-            check_same_shape(&cfg, dir).with_context(|| format!("{}", path.display()))?;
+            check_same_shape(&mut cfg, dir).with_context(|| format!("{}", path.display()))?;
         }
         if !self.settings.is_empty() {
             cfg = cfg.with_settings(&self.settings)?;
-            check_same_shape(&cfg, dir).context("--set")?;
+            check_same_shape(&mut cfg, dir).context("--set")?;
         }
         Ok(cfg)
     }
 }
 
-/// Refuses a [model] that differs from the pre-trained model's in anything but dropout and
-/// pooling, which shape no weight.
-fn check_same_shape(cfg: &Config, dir: &ModelDir) -> Result<()> {
-    let mut shape = cfg.model.clone();
-    shape.dropout = dir.config.model.dropout;
-    shape.transformer.pooling = dir.config.model.transformer.pooling;
-    if shape != dir.config.model {
-        bail!("[model] differs from the pre-trained model in {} (only dropout and pooling may change)", dir.path.display());
+/// Refuses a [model] that differs from the pre-trained model's in anything but dropout, pooling
+/// and `max_len`, which shape no weight (a shorter or equal `max_len` than the position table
+/// keeps the table: `max_positions` is set to its size).
+fn check_same_shape(cfg: &mut Config, dir: &ModelDir) -> Result<()> {
+    let old = &dir.config.model;
+    if cfg.model.max_len != old.max_len {
+        if cfg.model.max_len > old.positions() {
+            bail!("model.max_len {} exceeds the pre-trained model's position table ({} rows) in {}", cfg.model.max_len, old.positions(), dir.path.display());
+        }
+        cfg.model.max_positions = old.positions();
     }
-    Ok(())
+    let mut shape = cfg.model.clone();
+    shape.dropout = old.dropout;
+    shape.transformer.pooling = old.transformer.pooling;
+    shape.max_len = old.max_len;
+    shape.max_positions = old.max_positions;
+    if shape != *old {
+        bail!("[model] differs from the pre-trained model in {} (only dropout, pooling and max_len may change)", dir.path.display());
+    }
+    cfg.validate()
 }
 
 /// The labelled `paths` read as one training set (`cut` applied to the whole), with the problem

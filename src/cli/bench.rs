@@ -48,8 +48,9 @@ pub struct BenchArgs {
     /// With --serve: texts a request.
     #[arg(long, default_value_t = 1)]
     pub texts_per_request: usize,
-    /// With --serve: seconds of unmeasured load first (at the most clients).
-    #[arg(long, default_value_t = 10.0)]
+    /// With --serve: seconds of unmeasured load first (at the most clients), so that the
+    /// memory figures start after the allocator has seen the largest batches.
+    #[arg(long, default_value_t = 30.0)]
     pub warmup_seconds: f64,
     /// With --serve: the file holding the server's API key.
     #[arg(long)]

@@ -1,8 +1,7 @@
 //! `bertlu embed`: one vector a text line, from any bertlu model with a backbone.
 
 use anyhow::{bail, Context, Result};
-use bertlu::config::Pooling;
-use bertlu::infer::embed::Embedder;
+use bertlu::infer::embed::{EmbedPooling, Embedder};
 use bertlu::store::atomic::write_via_tmp;
 use bertlu::text::labelled::split_line;
 use bertlu::text::reader::Lines;
@@ -23,20 +22,30 @@ pub struct EmbedArgs {
     /// NumPy float32 array `[texts, dim]`.
     #[arg(long)]
     pub out: PathBuf,
-    /// How a text's position states become one vector: `cls`, `mean` or `max` (default: mean).
-    #[arg(long, value_enum, default_value_t = Pooling::Mean)]
-    pub pooling: Pooling,
+    /// How a text's position states become one vector: `cls`, `mean`, `max`, or `pooler` (BERT's
+    /// dense + tanh on the pooled vector: HuggingFace's pooler_output) (default: mean).
+    #[arg(long, value_enum, default_value_t = EmbedPooling::Mean)]
+    pub pooling: EmbedPooling,
     /// Scale every vector to unit length (cosine similarity is then a dot product).
     #[arg(long)]
     pub normalize: bool,
     /// Texts a pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
+
+/// Texts embedded between two progress updates (sorted by length within, as `predict` does).
+const CHUNK: usize = 256;
 
 /// Runs `embed`.
 pub fn run(a: EmbedArgs) -> Result<()> {
     let embedder = Embedder::open(&a.model)?;
+    if a.pooling == EmbedPooling::Pooler && !embedder.has_pooler() {
+        bail!("{}: --pooling pooler: the model has no pooler (a pre-trained model without a next-sentence head, or a label-attention classifier)", a.model.display());
+    }
     let mut texts = Vec::new();
     for line in Lines::open(&a.data)? {
         let line = line?;
@@ -46,7 +55,13 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         }
         texts.push(text);
     }
-    let vectors = embedder.embed(&texts, a.pooling, a.normalize, a.batch_size);
+    let mut progress = bertlu::train::progress::Progress::new(texts.len().div_ceil(CHUNK) as u64, "embed", a.quiet);
+    let mut vectors = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(CHUNK) {
+        vectors.extend(embedder.embed(chunk, a.pooling, a.normalize, a.batch_size));
+        progress.inc();
+    }
+    progress.finish();
     let npy = a.out.extension().is_some_and(|e| e == "npy");
     write_via_tmp(&a.out, |tmp| {
         let mut f = std::io::BufWriter::new(std::fs::File::create(tmp)?);

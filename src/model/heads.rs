@@ -5,9 +5,9 @@ use burn::module::Param;
 use crate::model::dropout::Dropout;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use crate::model::kernels::{gelu, LayerNorm};
+use crate::model::kernels::{activate, LayerNorm};
 use burn::tensor::activation::{softmax, tanh};
-use crate::config::HeadKind;
+use crate::config::{Activation, HeadKind, ModelConfig};
 use crate::model::backbone::BackboneOutput;
 
 /// Dense + GELU + LayerNorm, then the transposed token embedding plus a bias: scores over the vocabulary.
@@ -19,21 +19,26 @@ pub struct MlmHead {
     pub norm: LayerNorm,
     /// Output bias, one a vocabulary entry.
     pub bias: Param<Tensor<1>>,
+    /// The transform's activation, the backbone's (configuration).
+    #[module(skip)]
+    pub activation: Activation,
 }
 
 impl MlmHead {
-    /// A head from states of width `d_in` to the embedding width `d_model`, then `vocab_size` outputs.
-    pub fn init(d_in: usize, d_model: usize, vocab_size: usize, device: &Device) -> Self {
+    /// A head from states of width `d_in` to the embedding width `d_model`, then `vocab_size`
+    /// outputs; activation and LayerNorm epsilon as the Transformer's.
+    pub fn init(d_in: usize, config: &ModelConfig, device: &Device) -> Self {
         Self {
-            transform: LinearConfig::new(d_in, d_model).init(device),
-            norm: LayerNorm::new(d_model, 1e-12, device),
-            bias: Param::from_tensor(Tensor::zeros([vocab_size], device)),
+            transform: LinearConfig::new(d_in, config.d_model).init(device),
+            norm: LayerNorm::new(config.d_model, config.transformer.layer_norm_eps, device),
+            bias: Param::from_tensor(Tensor::zeros([config.vocab_size], device)),
+            activation: config.transformer.activation,
         }
     }
 
     /// Selected states `[n, d]` and embedding `[vocab, d]` → logits `[n, vocab]`.
     pub fn forward(&self, states: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
-        let h = self.norm.forward(gelu(self.transform.forward(states)));
+        let h = self.norm.forward(activate(self.transform.forward(states), self.activation));
         let v = self.bias.dims()[0];
         h.matmul(embedding.transpose()) + self.bias.val().reshape([1, v])
     }

@@ -74,7 +74,7 @@ impl PretrainModel {
     pub fn init(config: &ModelConfig, tasks: &[Objective], device: &Device) -> Self {
         Self {
             backbone: Backbone::init(config, device),
-            mlm: tasks.contains(&Objective::Mlm).then(|| MlmHead::init(config.output_dim(), config.d_model, config.vocab_size, device)),
+            mlm: tasks.contains(&Objective::Mlm).then(|| MlmHead::init(config.output_dim(), config, device)),
             nsp: tasks.contains(&Objective::Nsp).then(|| NspHead::init(config.output_dim(), device)),
         }
     }

@@ -3,7 +3,7 @@
 
 use super::engine::{Job, ModelInfo, Output, Queue, Refused, Work};
 use super::metrics::Metrics;
-use crate::config::Pooling;
+use crate::infer::embed::EmbedPooling;
 use crate::data::classify::LabelSet;
 use crate::infer::classifier::decide;
 use crate::text::labelled::PAIR_SEPARATOR;
@@ -85,8 +85,8 @@ pub struct EmbedRequest {
     pub texts: Option<Vec<String>>,
     /// Sentence pairs.
     pub pairs: Option<Vec<(String, String)>>,
-    /// `cls`, `mean` (default) or `max`.
-    pub pooling: Option<Pooling>,
+    /// `cls`, `mean` (default), `max` or `pooler`.
+    pub pooling: Option<EmbedPooling>,
     /// Scale every vector to unit length.
     #[serde(default)]
     pub normalize: bool,
@@ -224,8 +224,11 @@ pub async fn embed(State(state): State<Arc<AppState>>, body: Result<Bytes, Bytes
     if state.info.embedding_dim == 0 {
         return Err(ApiError::bad("this model has no single encoder to embed with (a linear model or an ensemble): it answers /v1/predict only"));
     }
+    if req.pooling == Some(EmbedPooling::Pooler) && !state.info.has_pooler {
+        return Err(ApiError::bad("pooling: this model has no pooler (dense + tanh); use cls, mean or max"));
+    }
     let texts = texts_of(req.texts, req.pairs, state.max_texts)?;
-    let work = Work::Embed { pooling: req.pooling.unwrap_or(Pooling::Mean), normalize: req.normalize };
+    let work = Work::Embed { pooling: req.pooling.unwrap_or(EmbedPooling::Mean), normalize: req.normalize };
     let (Output::Vectors(vectors), cut) = ask(&state, texts, work).await? else {
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the model answered with probabilities"));
     };

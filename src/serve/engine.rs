@@ -9,7 +9,7 @@
 //! [`LoadedClassifier::predict`] or [`Embedder::embed_flagged`], what `predict` and `embed` run.
 
 use super::metrics::Metrics;
-use crate::config::Pooling;
+use crate::infer::embed::EmbedPooling;
 use crate::data::batch::length_groups;
 use crate::data::classify::{LabelSet, Problem};
 use crate::eval::thresholds::Thresholds;
@@ -34,7 +34,7 @@ pub enum Work {
     /// Pooled vectors.
     Embed {
         /// How position states become one vector.
-        pooling: Pooling,
+        pooling: EmbedPooling,
         /// Scale to unit length.
         normalize: bool,
     },
@@ -84,6 +84,8 @@ pub struct ModelInfo {
     pub model: Option<crate::config::ModelConfig>,
     /// Width of `/v1/embed`'s vectors (0: no embeddings).
     pub embedding_dim: usize,
+    /// Whether `/v1/embed` can pool with BERT's pooler.
+    pub has_pooler: bool,
     /// Trainable values of the backbone (models with one backbone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backbone_parameters: Option<usize>,
@@ -133,6 +135,7 @@ impl Engine {
             label_thresholds: None,
             model: None,
             embedding_dim: 0,
+            has_pooler: false,
             backbone_parameters: None,
             members: meta.members.clone(),
             bertlu_version: meta.bertlu_version.clone(),
@@ -144,6 +147,7 @@ impl Engine {
         if let Some(e) = &embedder {
             info.model = Some(e.dir().config.model.clone());
             info.embedding_dim = e.dim();
+            info.has_pooler = e.has_pooler();
             info.backbone_parameters = Some(e.backbone().num_params());
         }
         if meta.kind == ModelKind::Pretrained {

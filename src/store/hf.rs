@@ -7,12 +7,13 @@
 //! `config.json` field.
 
 use super::layout::{HF_CONFIG_FILE, HF_PICKLE_WEIGHTS_FILE, HF_TOKENIZER_CONFIG_FILE, HF_VOCAB_FILE, HF_WEIGHTS_FILE, TOKENIZER_FILE};
-use crate::config::{BackboneKind, Config, Objective, Preset};
+use crate::config::{Activation, BackboneKind, Config, Objective, Preset, BERT_LAYER_NORM_EPS};
 use crate::model::PretrainModel;
 use crate::text::tokenizer::WordPieceTokenizer;
 use anyhow::{bail, Context, Result};
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::Device;
+use burn::module::Param;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde_json::Value;
 use std::path::Path;
 
@@ -37,6 +38,8 @@ const KEY_MAP: &[(&str, &str)] = &[
     (r"^cls\.predictions\.transform\.LayerNorm\.(weight|gamma)$", "mlm.norm.gamma"),
     (r"^cls\.predictions\.transform\.LayerNorm\.(bias|beta)$", "mlm.norm.beta"),
     (r"^cls\.predictions\.bias$", "mlm.bias"),
+    (r"^pooler\.dense\.(weight|bias)$", "nsp.dense.${1}"),
+    (r"^cls\.seq_relationship\.(weight|bias)$", "nsp.output.${1}"),
 ];
 
 /// A HuggingFace checkpoint read into a bertlu pre-trained model.
@@ -49,10 +52,39 @@ pub struct HfImport {
     pub model: PretrainModel,
     /// The bertlu tensors loaded from it.
     pub loaded: Vec<String>,
-    /// The checkpoint's tensors bertlu has no place for (e.g. BERT's pooler), by their names there.
+    /// The checkpoint's tensors bertlu has no place for, by their names there.
     pub unused: Vec<String>,
     /// Whether the masked-LM head came from the checkpoint (else it starts at random).
     pub mlm_head: bool,
+    /// What became of BERT's pooler and next-sentence head.
+    pub nsp_head: NspImport,
+}
+
+/// BERT's pooler (`bert.pooler.dense`) is bertlu's next-sentence head's dense + tanh; its
+/// `cls.seq_relationship` is that head's output, with the two classes in the other order
+/// (HuggingFace: 0 = B follows A; bertlu: 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NspImport {
+    /// No pooler: no next-sentence head (and no `--pooling pooler`).
+    Absent,
+    /// The pooler, with a fresh output layer (the checkpoint has no `cls.seq_relationship`).
+    PoolerOnly,
+    /// Pooler and output.
+    Complete,
+}
+
+/// Swaps the two output classes of a next-sentence head (HuggingFace's order ↔ bertlu's).
+pub fn swap_nsp_classes(mut model: PretrainModel) -> PretrainModel {
+    if let Some(nsp) = model.nsp.as_mut() {
+        let out = &mut nsp.output;
+        let device = out.weight.val().device();
+        let order = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device);
+        out.weight = Param::from_tensor(out.weight.val().select(1, order.clone()));
+        if let Some(b) = out.bias.take() {
+            out.bias = Some(Param::from_tensor(b.val().select(0, order)));
+        }
+    }
+    model
 }
 
 /// The bertlu config of a HuggingFace BERT `config.json`; `vocab_size` is the checkpoint's.
@@ -68,15 +100,17 @@ pub fn config_from_hf(path: &Path) -> Result<Config> {
         bail!("{}: field `model_type` is \"{model_type}\"; bertlu reads BERT checkpoints (\"bert\")", path.display());
     }
     let act = v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu");
-    if act != "gelu" {
-        bail!("{}: field `hidden_act` is \"{act}\"; bertlu's Transformer computes the exact (erf) GELU, \"gelu\"", path.display());
-    }
+    let activation = match act {
+        "gelu" => Activation::Gelu,
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+        _ => bail!("{}: field `hidden_act` is \"{act}\"; bertlu computes \"gelu\" (exact) and \"gelu_new\" / \"gelu_pytorch_tanh\" (tanh)", path.display()),
+    };
     if let Some(p) = v.get("position_embedding_type").and_then(Value::as_str).filter(|&p| p != "absolute") {
         bail!("{}: field `position_embedding_type` is \"{p}\"; bertlu has learned absolute positions only", path.display());
     }
-    let eps = v.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-12);
-    if (eps - 1e-12).abs() > 1e-15 {
-        bail!("{}: field `layer_norm_eps` is {eps}; bertlu's LayerNorm uses BERT's 1e-12", path.display());
+    let eps = v.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(BERT_LAYER_NORM_EPS);
+    if !(eps > 0.0 && eps < 1.0) {
+        bail!("{}: field `layer_norm_eps` is {eps}; it must be within (0, 1)", path.display());
     }
     let type_vocab = v.get("type_vocab_size").and_then(Value::as_u64).unwrap_or(2);
     if type_vocab != 2 {
@@ -89,10 +123,13 @@ pub fn config_from_hf(path: &Path) -> Result<Config> {
     m.transformer.n_layers = size("num_hidden_layers")?;
     m.transformer.d_ff = size("intermediate_size")?;
     m.max_len = size("max_position_embeddings")?;
+    m.max_positions = m.max_len;
     m.vocab_size = size("vocab_size")?;
     m.type_vocab_size = 2;
     m.dropout = v.get("hidden_dropout_prob").and_then(Value::as_f64).unwrap_or(0.1);
     m.transformer.norm_first = false;
+    m.transformer.activation = activation;
+    m.transformer.layer_norm_eps = eps;
     cfg.validate().with_context(|| format!("{}", path.display()))?;
     Ok(cfg)
 }
@@ -132,7 +169,8 @@ pub fn import(dir: &Path, device: &Device) -> Result<HfImport> {
         }
         bail!("{}: no {HF_WEIGHTS_FILE}", dir.display());
     }
-    let mut model = PretrainModel::init(&config.model, &[Objective::Mlm], device);
+    let mut config = config;
+    let mut model = PretrainModel::init(&config.model, &[Objective::Mlm, Objective::Nsp], device);
     let mut store = SafetensorsStore::from_file(&weights).with_from_adapter(PyTorchToBurnAdapter).allow_partial(true);
     for (from, to) in KEY_MAP {
         store = store.with_key_remapping(*from, *to);
@@ -142,19 +180,34 @@ pub fn import(dir: &Path, device: &Device) -> Result<HfImport> {
         bail!("{}: {} tensor(s) do not fit the model described by config.json, first: {}", weights.display(), result.errors.len(), format!("{e:?}").replace('\n', " "));
     }
     let missing: Vec<&str> = result.missing.iter().map(|(path, _)| path.as_str()).collect();
-    let head_missing = missing.iter().filter(|p| p.starts_with("mlm.")).count();
-    if let Some(first) = missing.iter().find(|p| !p.starts_with("mlm.")) {
-        bail!("{}: {} backbone tensor(s) missing, first: {first}", weights.display(), missing.len() - head_missing);
+    let head = |prefix: &str| missing.iter().filter(|p| p.starts_with(prefix)).count();
+    let (head_missing, pooler_missing, output_missing) = (head("mlm."), head("nsp.dense."), head("nsp.output."));
+    if let Some(first) = missing.iter().find(|p| !p.starts_with("mlm.") && !p.starts_with("nsp.")) {
+        bail!("{}: {} backbone tensor(s) missing, first: {first}", weights.display(), missing.len() - head_missing - pooler_missing - output_missing);
     }
     let head_total = model.mlm.as_ref().map_or(0, |h| burn::module::list_param_ids(h).len());
     if head_missing != 0 && head_missing != head_total {
         bail!("{}: the masked-LM head is incomplete ({head_missing} of its {head_total} tensors missing, first: {})", weights.display(), missing[0]);
     }
+    if pooler_missing == 1 || output_missing == 1 {
+        bail!("{}: the pooler or next-sentence output is incomplete (a weight without its bias or the reverse)", weights.display());
+    }
+    let nsp_head = match (pooler_missing, output_missing) {
+        (0, 0) => NspImport::Complete,
+        (0, _) => NspImport::PoolerOnly,
+        _ => NspImport::Absent,
+    };
+    match nsp_head {
+        NspImport::Absent => model.nsp = None,
+        NspImport::Complete => model = swap_nsp_classes(model),
+        NspImport::PoolerOnly => {}
+    }
+    config.pretrain.tasks = if model.nsp.is_some() { vec![Objective::Mlm, Objective::Nsp] } else { vec![Objective::Mlm] };
     let mut loaded = result.applied.clone();
     loaded.sort();
     let mut unused = result.unused.clone();
     unused.sort();
-    Ok(HfImport { config, tokenizer, model, loaded, unused, mlm_head: head_missing == 0 })
+    Ok(HfImport { config, tokenizer, model, loaded, unused, mlm_head: head_missing == 0, nsp_head })
 }
 
 /// bertlu tensor names → HuggingFace BERT's, for export (applied in order, after Burn's linear
@@ -212,13 +265,13 @@ pub fn export(dir: &super::model_dir::ModelDir, out: &Path, device: &Device) -> 
         "num_hidden_layers": m.transformer.n_layers,
         "num_attention_heads": m.transformer.n_heads,
         "intermediate_size": m.transformer.d_ff,
-        "hidden_act": "gelu",
+        "hidden_act": match m.transformer.activation { Activation::Gelu => "gelu", Activation::GeluTanh => "gelu_new" },
         "hidden_dropout_prob": m.dropout,
         "attention_probs_dropout_prob": m.dropout,
-        "max_position_embeddings": m.max_len,
+        "max_position_embeddings": m.positions(),
         "type_vocab_size": 2,
         "initializer_range": 0.02,
-        "layer_norm_eps": 1e-12,
+        "layer_norm_eps": m.transformer.layer_norm_eps,
         "pad_token_id": specials.pad,
         "position_embedding_type": "absolute",
         "tie_word_embeddings": true,
@@ -232,7 +285,8 @@ pub fn export(dir: &super::model_dir::ModelDir, out: &Path, device: &Device) -> 
     let architecture = match dir.meta.kind {
         ModelKind::Pretrained => {
             let tasks = &cfg.pretrain.tasks;
-            let model = super::weights::load_weights(PretrainModel::init(m, tasks, device), &dir.weights(), dir.meta.weights_bytes)?;
+            // HuggingFace orders the next-sentence classes the other way round
+            let model = swap_nsp_classes(super::weights::load_weights(PretrainModel::init(m, tasks, device), &dir.weights(), dir.meta.weights_bytes)?);
             model.save_into(&mut store).map_err(save_error)?;
             if tasks.contains(&Objective::Nsp) { "BertForPreTraining" } else { "BertForMaskedLM" }
         }

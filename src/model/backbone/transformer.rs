@@ -11,9 +11,9 @@
 
 use super::BackboneOutput;
 use crate::data::batch::TokenBatch;
-use crate::config::{ModelConfig, Pooling};
+use crate::config::{Activation, ModelConfig, Pooling};
 use crate::model::dropout::Dropout;
-use crate::model::kernels::{gelu, softmax_last, LayerNorm};
+use crate::model::kernels::{activate, softmax_last, LayerNorm};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -28,8 +28,8 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     LinearConfig::new(d_in, d_out).with_initializer(LINEAR_INIT).init(device)
 }
 
-fn layer_norm(d: usize, device: &Device) -> LayerNorm {
-    LayerNorm::new(d, 1e-12, device)
+fn layer_norm(config: &ModelConfig, device: &Device) -> LayerNorm {
+    LayerNorm::new(config.d_model, config.transformer.layer_norm_eps, device)
 }
 
 /// Multi-head self-attention.
@@ -81,7 +81,9 @@ impl SelfAttention {
     }
 }
 
-/// The position-wise feed-forward block: linear, GELU, dropout, linear.
+/// The position-wise feed-forward block: linear, GELU, dropout, linear. (HuggingFace's BERT has
+/// no dropout after the activation; it only acts in training, so imported weights compute the
+/// same outputs at inference.)
 #[derive(Module, Debug)]
 pub struct FeedForward {
     /// `d_model` → `d_ff`.
@@ -90,12 +92,15 @@ pub struct FeedForward {
     pub linear_outer: Linear,
     /// Dropout after the activation.
     pub dropout: Dropout,
+    /// Exact or tanh GELU (configuration).
+    #[module(skip)]
+    pub activation: Activation,
 }
 
 impl FeedForward {
     /// `[b, l, d]` → `[b, l, d]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.linear_outer.forward(self.dropout.forward(gelu(self.linear_inner.forward(x))))
+        self.linear_outer.forward(self.dropout.forward(activate(self.linear_inner.forward(x), self.activation)))
     }
 }
 
@@ -125,9 +130,10 @@ impl EncoderLayer {
                 linear_inner: linear(config.d_model, config.transformer.d_ff, device),
                 linear_outer: linear(config.transformer.d_ff, config.d_model, device),
                 dropout: Dropout::new(config.dropout),
+                activation: config.transformer.activation,
             },
-            norm_1: layer_norm(config.d_model, device),
-            norm_2: layer_norm(config.d_model, device),
+            norm_1: layer_norm(config, device),
+            norm_2: layer_norm(config, device),
             dropout: Dropout::new(config.dropout),
             norm_first: config.transformer.norm_first,
         }
@@ -157,7 +163,7 @@ pub struct Encoder {
 pub struct TransformerBackbone {
     /// Word-piece embeddings `[vocab, d]`, tied to the masked-LM output.
     pub token_embedding: Embedding,
-    /// Learned position embeddings `[max_len, d]`.
+    /// Learned position embeddings `[positions, d]` (`ModelConfig::positions`).
     pub position_embedding: Embedding,
     /// Segment (token-type) embeddings `[2, d]`: A and B of a pair.
     pub segment_embedding: Option<Embedding>,
@@ -179,12 +185,12 @@ impl TransformerBackbone {
     pub fn init(config: &ModelConfig, device: &Device) -> Self {
         Self {
             token_embedding: EmbeddingConfig::new(config.vocab_size, config.d_model).with_initializer(EMBED_INIT).init(device),
-            position_embedding: EmbeddingConfig::new(config.max_len, config.d_model).with_initializer(EMBED_INIT).init(device),
+            position_embedding: EmbeddingConfig::new(config.positions(), config.d_model).with_initializer(EMBED_INIT).init(device),
             segment_embedding: super::segment_table(config, EMBED_INIT, device),
-            embed_norm: layer_norm(config.d_model, device),
+            embed_norm: layer_norm(config, device),
             dropout: Dropout::new(config.dropout),
             encoder: Encoder { layers: (0..config.transformer.n_layers).map(|_| EncoderLayer::init(config, device)).collect() },
-            final_norm: config.transformer.norm_first.then(|| layer_norm(config.d_model, device)),
+            final_norm: config.transformer.norm_first.then(|| layer_norm(config, device)),
             pooling: config.transformer.pooling,
         }
     }

@@ -56,6 +56,14 @@ pub(crate) fn dropout<const D: usize>(x: Tensor<D>, prob: f64, base: u64) -> Ten
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_dropout(x.into_dispatch(), prob, base))
 }
 
+/// The configured activation: the exact GELU (fused kernel) or its tanh approximation.
+pub fn activate<const D: usize>(x: Tensor<D>, activation: crate::config::Activation) -> Tensor<D> {
+    match activation {
+        crate::config::Activation::Gelu => gelu(x),
+        crate::config::Activation::GeluTanh => burn::tensor::activation::gelu_approximate(x),
+    }
+}
+
 /// GELU, `x Φ(x)` with the exact normal CDF.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !applies(&x) {
