@@ -157,7 +157,16 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
                 let mut cfg = dir.config.clone();
                 cfg.finetune = settings.base.finetune.clone();
                 say(opts, &format!("\n== {backbone}: reusing pre-trained model {} ==", path.display()));
-                let summary = PretrainSummary { dir: path.clone(), reused: true, steps: 0, valid_accuracy: f64::NAN, seconds: 0.0 };
+                // what its own pre-training logged, when bertlu pre-trained it
+                let last = dir.meta.info.as_array().and_then(|epochs| epochs.last()).cloned().unwrap_or_default();
+                let number = |key: &str| last.get(key).and_then(|v| v.as_f64());
+                let summary = PretrainSummary {
+                    dir: path.clone(),
+                    reused: true,
+                    steps: number("steps").map_or(0, |v| v as usize),
+                    valid_accuracy: number("valid_accuracy").unwrap_or(f64::NAN),
+                    seconds: number("seconds").unwrap_or(0.0),
+                };
                 (cfg, dir.tokenizer.clone(), summary)
             }
             None => {
@@ -271,7 +280,8 @@ pub fn markdown(results: &[BackboneResult], title: &str) -> String {
     for r in results {
         let p = &r.pretrain;
         if p.reused {
-            let _ = writeln!(s, "- {}: reused checkpoint `{}`", r.backbone, p.dir.display());
+            let logged = if p.steps > 0 { format!(" ({} steps, held-out masked-token accuracy {:.4}, {:.0} s when it was pre-trained)", p.steps, p.valid_accuracy, p.seconds) } else { String::new() };
+            let _ = writeln!(s, "- {}: reused checkpoint `{}`{logged}", r.backbone, p.dir.display());
         } else {
             let _ = writeln!(s, "- {}: {} steps, held-out masked-token accuracy {:.4}, {:.0} s", r.backbone, p.steps, p.valid_accuracy, p.seconds);
         }
