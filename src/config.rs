@@ -241,6 +241,10 @@ pub enum Objective {
     Mlm,
     /// Next-sentence prediction: does B follow A in `[CLS] A [SEP] B [SEP]`?
     Nsp,
+    /// ELECTRA's replaced-token detection (Clark et al., 2020): a small generator, trained as a
+    /// masked LM, fills the masked positions with samples; the backbone (the discriminator)
+    /// tells, at every position, the original word pieces from the replaced ones.
+    Electra,
 }
 
 impl std::fmt::Display for Objective {
@@ -248,6 +252,7 @@ impl std::fmt::Display for Objective {
         f.write_str(match self {
             Objective::Mlm => "mlm",
             Objective::Nsp => "nsp",
+            Objective::Electra => "electra",
         })
     }
 }
@@ -258,6 +263,27 @@ fn default_tasks() -> Vec<Objective> {
 
 fn default_short_seq_prob() -> f64 {
     0.1
+}
+
+/// ELECTRA's generator width as a share of the discriminator's (the paper: ¼ to ½ works best).
+pub const DEFAULT_GENERATOR_SIZE: f64 = 0.25;
+/// ELECTRA's weight of the replaced-token loss against the generator's masked-LM loss (λ).
+pub const DEFAULT_RTD_WEIGHT: f64 = 50.0;
+
+fn default_generator_size() -> f64 {
+    DEFAULT_GENERATOR_SIZE
+}
+
+fn is_default_generator_size(x: &f64) -> bool {
+    *x == DEFAULT_GENERATOR_SIZE
+}
+
+fn default_rtd_weight() -> f64 {
+    DEFAULT_RTD_WEIGHT
+}
+
+fn is_default_rtd_weight(x: &f64) -> bool {
+    *x == DEFAULT_RTD_WEIGHT
 }
 
 /// Pre-training settings.
@@ -292,6 +318,13 @@ pub struct PretrainConfig {
     /// short inputs (as fine-tuning will).
     #[serde(default = "default_short_seq_prob")]
     pub short_seq_prob: f64,
+    /// With `electra`: the generator's hidden size (TextCNN: filters), feed-forward size and
+    /// heads as a share of the discriminator's.
+    #[serde(default = "default_generator_size", skip_serializing_if = "is_default_generator_size")]
+    pub generator_size: f64,
+    /// With `electra`: λ in `generator MLM loss + λ · replaced-token loss`.
+    #[serde(default = "default_rtd_weight", skip_serializing_if = "is_default_rtd_weight")]
+    pub rtd_weight: f64,
 }
 
 impl PretrainConfig {
@@ -440,6 +473,8 @@ impl Config {
                 word_list: String::new(),
                 tasks: default_tasks(),
                 short_seq_prob: default_short_seq_prob(),
+                generator_size: DEFAULT_GENERATOR_SIZE,
+                rtd_weight: DEFAULT_RTD_WEIGHT,
             },
             finetune: FinetuneConfig {
                 optim: OptimConfig { batch_size: 32, lr: lr / 2.0, warmup_ratio: 0.06, weight_decay: 0.01, grad_clip: 1.0, epochs: 5, seed: 42 },
@@ -541,7 +576,16 @@ impl Config {
             bail!("model.type_vocab_size must be 0 (no segments) or 2 (got {})", m.type_vocab_size);
         }
         if p.tasks.is_empty() {
-            bail!("pretrain.tasks must name at least one objective (mlm, nsp)");
+            bail!("pretrain.tasks must name at least one objective (mlm, nsp, electra)");
+        }
+        if p.has(Objective::Mlm) && p.has(Objective::Electra) {
+            bail!("pretrain.tasks: electra replaces mlm (its generator is the masked LM); choose one");
+        }
+        if !(p.generator_size > 0.0 && p.generator_size <= 1.0) {
+            bail!("pretrain.generator_size must be in (0, 1] (got {})", p.generator_size);
+        }
+        if !(p.rtd_weight > 0.0 && p.rtd_weight.is_finite()) {
+            bail!("pretrain.rtd_weight must be positive (got {})", p.rtd_weight);
         }
         if p.has(Objective::Nsp) && m.type_vocab_size != 2 {
             bail!("pretrain.tasks has nsp, which needs segment embeddings (model.type_vocab_size = 2)");

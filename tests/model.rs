@@ -51,7 +51,7 @@ fn learns_one_batch(cfg: &Config, tok: &WordPieceTokenizer) {
     let device = Device::flex().autodiff();
     device.seed(3);
     let mut model = PretrainModel::init(&cfg.model, &[Objective::Mlm], &device);
-    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, specials: SpecialIds::BERTLU, whole_words: None };
+    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, specials: SpecialIds::BERTLU, whole_words: None, split: bertlu::data::mlm::MaskSplit::BERT };
     let mut rng = StdRng::seed_from_u64(5);
     let examples: Vec<_> = seqs(tok, 16).iter().map(|s| masking.apply(s, &mut rng)).collect();
     let batch = PretrainBatch::new(&examples, SpecialIds::BERTLU, &device);
@@ -207,7 +207,7 @@ fn next_sentence_head_learns_pairs_beside_the_masked_lm() {
     let all: Vec<usize> = (0..sentences.len()).collect();
     let pairs = bertlu::data::nsp::build_pairs(&sentences, &all, bertlu::data::nsp::PairSettings { max_len: 32, short_seq_prob: 0.0, specials: SpecialIds::BERTLU }, &mut rng);
     let pairs = &pairs[..32];
-    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, specials: SpecialIds::BERTLU, whole_words: None };
+    let masking = Masking { prob: 0.15, max_predictions: 5, vocab_size: cfg.model.vocab_size as u32, specials: SpecialIds::BERTLU, whole_words: None, split: bertlu::data::mlm::MaskSplit::BERT };
     let examples: Vec<_> = pairs.iter().map(|p| masking.apply(&p.ids, &mut rng)).collect();
     let labels: Vec<bool> = pairs.iter().map(|p| p.is_next.unwrap()).collect();
     assert!(labels.iter().any(|&x| x) && labels.iter().any(|&x| !x));

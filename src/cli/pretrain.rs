@@ -46,14 +46,22 @@ pub struct PretrainArgs {
     /// With --whole-word-mask: words (one a line, e.g. Chinese) whose characters are masked together.
     #[arg(long, requires = "whole_word_mask")]
     pub word_list: Option<PathBuf>,
-    /// Objectives trained together, comma-separated: mlm, nsp (default: the config's, mlm).
-    /// nsp splits documents into sentences (at `. ! ?` and `。！？`, or one sentence a line in
-    /// the blank-line-separated layout) and trains on sentence pairs.
+    /// Objectives trained together, comma-separated: mlm, nsp, electra (default: the config's,
+    /// mlm). nsp splits documents into sentences (at `. ! ?` and `。！？`, or one sentence a line
+    /// in the blank-line-separated layout) and trains on sentence pairs. electra (instead of
+    /// mlm) trains a small generator as the masked LM and the model to spot the word pieces the
+    /// generator put in, at every position: more signal a step than mlm.
     #[arg(long, value_delimiter = ',')]
     pub tasks: Option<Vec<Objective>>,
     /// With nsp: share of pairs built shorter than max_len (default 0.1).
     #[arg(long)]
     pub short_seq_prob: Option<f64>,
+    /// With electra: the generator's width as a share of the model's (default 0.25).
+    #[arg(long)]
+    pub generator_size: Option<f64>,
+    /// With electra: weight of the replaced-token loss against the generator's loss (default 50).
+    #[arg(long)]
+    pub rtd_weight: Option<f64>,
     /// Epochs, learning rate, batch size.
     #[command(flatten)]
     pub steps: StepArgs,
@@ -81,6 +89,12 @@ fn configure(a: &PretrainArgs, base: Option<&ModelDir>) -> Result<Config> {
     }
     if let Some(v) = a.short_seq_prob {
         p.short_seq_prob = v;
+    }
+    if let Some(v) = a.generator_size {
+        p.generator_size = v;
+    }
+    if let Some(v) = a.rtd_weight {
+        p.rtd_weight = v;
     }
     if let Some(w) = &a.word_list {
         p.word_list = std::fs::canonicalize(w).with_context(|| format!("{}: cannot open the word list", w.display()))?.display().to_string();

@@ -122,7 +122,25 @@ pub fn is_cjk(c: char) -> bool {
     matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F | 0x2B740..=0x2B81F | 0x2B820..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
 }
 
-/// Masking settings.
+/// How the chosen positions are corrupted, as cumulative shares of a uniform draw `r`:
+/// `r < mask_below` → `[MASK]`, `r < random_below` → a random word piece, else unchanged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaskSplit {
+    /// Share put to `[MASK]`.
+    pub mask_below: f64,
+    /// `mask_below` plus the share put to a random word piece.
+    pub random_below: f64,
+}
+
+impl MaskSplit {
+    /// BERT: 80 % `[MASK]`, 10 % a random word piece, 10 % unchanged.
+    pub const BERT: Self = Self { mask_below: 0.8, random_below: 0.9 };
+    /// ELECTRA's generator input (its official code): 85 % `[MASK]`, 15 % unchanged, no random
+    /// piece (the generator's samples are the replacements).
+    pub const ELECTRA: Self = Self { mask_below: 0.85, random_below: 0.85 };
+}
+
+/// Chooses and corrupts the positions of a sequence for a masked LM.
 #[derive(Debug, Clone)]
 pub struct Masking {
     /// Share of non-special positions chosen.
@@ -135,6 +153,8 @@ pub struct Masking {
     pub specials: SpecialIds,
     /// Whole-word masking: choose words, not pieces.
     pub whole_words: Option<Arc<WordBoundaries>>,
+    /// How chosen positions are corrupted.
+    pub split: MaskSplit,
 }
 
 impl Masking {
@@ -147,8 +167,8 @@ impl Masking {
         n.clamp(1, self.max_predictions.min(candidates))
     }
 
-    /// Masks one sequence: chooses positions among the non-special ones, then replaces 80 % of
-    /// them by [MASK], 10 % by a random word piece and leaves 10 % unchanged.
+    /// Masks one sequence: chooses positions among the non-special ones, then corrupts them as
+    /// `split` says (BERT: 80 % [MASK], 10 % a random word piece, 10 % unchanged).
     pub fn apply<R: Rng>(&self, seq: &[u32], rng: &mut R) -> MlmExample {
         let candidates: Vec<usize> = (0..seq.len()).filter(|&i| !self.specials.is_structural(seq[i])).collect();
         let n = self.num_predictions(candidates.len());
@@ -175,9 +195,9 @@ impl Masking {
         let targets = positions.iter().map(|&p| seq[p]).collect();
         for &p in &positions {
             let r: f64 = rng.random();
-            if r < 0.8 {
+            if r < self.split.mask_below {
                 input_ids[p] = self.specials.mask;
-            } else if r < 0.9 {
+            } else if r < self.split.random_below {
                 input_ids[p] = self.random_piece(rng);
             }
         }
@@ -222,7 +242,7 @@ mod tests {
 
     #[test]
     fn masking_statistics() {
-        let m = Masking { specials: SpecialIds::BERTLU, prob: 0.15, max_predictions: 20, vocab_size: 1000, whole_words: None };
+        let m = Masking { specials: SpecialIds::BERTLU, prob: 0.15, max_predictions: 20, vocab_size: 1000, whole_words: None, split: MaskSplit::BERT };
         let mut rng = StdRng::seed_from_u64(7);
         let seq: Vec<u32> = std::iter::once(CLS).chain((0..100).map(|i| 100 + i)).chain(std::iter::once(SEP)).collect();
         let (mut chosen, mut masked, mut random, mut kept) = (0usize, 0usize, 0usize, 0usize);
@@ -274,7 +294,7 @@ mod tests {
 
     #[test]
     fn cap_and_short_sequences() {
-        let m = Masking { specials: SpecialIds::BERTLU, prob: 0.15, max_predictions: 5, vocab_size: 1000, whole_words: None };
+        let m = Masking { specials: SpecialIds::BERTLU, prob: 0.15, max_predictions: 5, vocab_size: 1000, whole_words: None, split: MaskSplit::BERT };
         assert_eq!(m.num_predictions(100), 5);
         assert_eq!(m.num_predictions(3), 1);
         assert_eq!(m.num_predictions(0), 0);
@@ -291,7 +311,7 @@ mod tests {
     fn whole_word_masking_keeps_the_pieces_of_a_word_together() {
         let tok = tokenizer();
         let words = Arc::new(WordBoundaries::new(&tok, Vec::<String>::new()));
-        let m = Masking { specials: SpecialIds::BERTLU, prob: 0.3, max_predictions: 20, vocab_size: tok.vocab_size() as u32, whole_words: Some(words.clone()) };
+        let m = Masking { specials: SpecialIds::BERTLU, prob: 0.3, max_predictions: 20, vocab_size: tok.vocab_size() as u32, whole_words: Some(words.clone()), split: MaskSplit::BERT };
         let text = "playing the games played run the game playing run games";
         let seq: Vec<u32> = std::iter::once(CLS).chain(tok.encode(text)).chain(std::iter::once(SEP)).collect();
         let candidates: Vec<usize> = (1..seq.len() - 1).collect();
@@ -334,7 +354,7 @@ mod tests {
     fn a_bert_vocabulary_is_masked_with_its_own_ids() {
         let hf = SpecialIds { pad: 0, unk: 100, cls: 101, sep: 102, mask: 103 };
         assert_eq!(chunk_document(&[104, 105], 128, hf), vec![vec![101, 104, 105, 102]]);
-        let m = Masking { prob: 0.5, max_predictions: 20, vocab_size: 110, specials: hf, whole_words: None };
+        let m = Masking { prob: 0.5, max_predictions: 20, vocab_size: 110, specials: hf, whole_words: None, split: MaskSplit::BERT };
         let seq = [101, 104, 105, 100, 106, 107, 108, 109, 102, 0];
         let mut rng = StdRng::seed_from_u64(1);
         let (mut masked, mut random) = (0, 0);

@@ -66,6 +66,32 @@ impl NspHead {
     }
 }
 
+/// ELECTRA's discriminator head: dense + the backbone's activation, then one logit a position
+/// (positive: the word piece was replaced).
+#[derive(Module, Debug)]
+pub struct RtdHead {
+    /// Transform of each state.
+    pub dense: Linear,
+    /// One logit a position.
+    pub output: Linear,
+    /// The transform's activation (configuration).
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl RtdHead {
+    /// A head on states of width `d_in`.
+    pub fn init(d_in: usize, config: &ModelConfig, device: &Device) -> Self {
+        Self { dense: LinearConfig::new(d_in, d_in).init(device), output: LinearConfig::new(d_in, 1).init(device), activation: config.transformer.activation }
+    }
+
+    /// States `[batch, seq, d]` → logits `[batch, seq]`.
+    pub fn forward(&self, states: Tensor<3>) -> Tensor<2> {
+        let [b, l, _] = states.dims();
+        self.output.forward(activate(self.dense.forward(states), self.activation)).reshape([b, l])
+    }
+}
+
 /// Label-wise attention (as in CAML, Mullenbach et al., 2018): label `j` weighs the positions
 /// by `softmax_t(q_j · h_t)`, pools the states with those weights into `c_j` and scores
 /// `w_j · c_j`. One pooled vector serves all labels of the pooled head; here each label looks

@@ -3,17 +3,22 @@
 pub mod backbone;
 pub mod dropout;
 pub mod device;
+pub mod generator;
 pub mod kernels;
 pub mod heads;
 pub mod loss;
 
 use crate::data::batch::{PretrainBatch, TokenBatch};
-use crate::config::{HeadKind, ModelConfig, Objective};
+use crate::config::{Config, HeadKind, ModelConfig, Objective, DEFAULT_GENERATOR_SIZE};
 use crate::data::classify::Problem;
+use crate::text::tokenizer::SpecialIds;
 use backbone::Backbone;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
-use heads::{ClassificationHead, MlmHead, NspHead};
+use burn::tensor::activation::log_sigmoid;
+use burn::tensor::TensorData;
+use generator::Generator;
+use heads::{ClassificationHead, MlmHead, NspHead, RtdHead};
 
 /// Backbone + one head a pre-training objective.
 #[derive(Module, Debug)]
@@ -24,6 +29,10 @@ pub struct PretrainModel {
     pub mlm: Option<MlmHead>,
     /// Tells true next sentences from random ones (objective `nsp`).
     pub nsp: Option<NspHead>,
+    /// ELECTRA's generator (objective `electra`); not part of the fine-tuned model.
+    pub generator: Option<Generator>,
+    /// ELECTRA's replaced-token detection head on the backbone (objective `electra`).
+    pub rtd: Option<RtdHead>,
 }
 
 /// Loss and accuracy of one objective on one batch.
@@ -51,31 +60,118 @@ impl TaskOutput {
     }
 }
 
+/// Replaced-token detection on one batch.
+#[derive(Debug, Clone)]
+pub struct RtdOutput {
+    /// Mean binary cross-entropy over the non-padding positions, `[1]` (before the weight).
+    pub loss: Tensor<1>,
+    /// Positions classified right, `[1]` (integer-valued).
+    pub correct: Tensor<1, Int>,
+    /// Non-padding positions.
+    pub count: usize,
+    /// Of them, replaced: the generator's sample differs from the original word piece.
+    pub replaced: usize,
+    /// λ, the loss's weight in the training loss.
+    pub weight: f64,
+}
+
+impl RtdOutput {
+    /// Mean loss, correct positions, positions and replaced positions, read back from the device.
+    pub fn values(self) -> (f64, usize, usize, usize) {
+        (self.loss.into_scalar::<f32>() as f64, self.correct.into_scalar::<i64>() as usize, self.count, self.replaced)
+    }
+
+    /// Logits and 0/1 `labels` `[b, l]`, scored where `pad_mask` `[b, l]` is false.
+    fn of(logits: Tensor<2>, labels: Tensor<2>, pad_mask: &Tensor<2, Bool>, replaced: usize, weight: f64) -> Self {
+        let keep = pad_mask.clone().bool_not();
+        let count = keep.clone().int().sum().into_scalar::<i64>() as usize;
+        let bce = (labels.clone() * log_sigmoid(logits.clone()) + labels.clone().neg().add_scalar(1.0) * log_sigmoid(logits.clone().neg())).neg();
+        let loss = (bce * keep.clone().float()).sum().div_scalar(count.max(1) as f32);
+        let correct = logits.greater_elem(0.0).equal(labels.greater_elem(0.5)).bool_and(keep).int().sum();
+        Self { loss, correct, count, replaced, weight }
+    }
+}
+
 /// What a pre-training batch yields: one output an objective trained.
 #[derive(Debug, Clone)]
 pub struct PretrainOutput {
-    /// Masked-LM loss and accuracy.
+    /// Masked-LM loss and accuracy (with `electra`: the generator's).
     pub mlm: Option<TaskOutput>,
     /// Next-sentence loss and accuracy.
     pub nsp: Option<TaskOutput>,
+    /// Replaced-token detection (with `electra`).
+    pub rtd: Option<RtdOutput>,
 }
 
 impl PretrainOutput {
-    /// The training loss: the objectives' losses summed.
+    /// The training loss: the objectives' losses summed, replaced-token detection's weighted by λ.
     pub fn loss(&self) -> Tensor<1> {
-        let mut parts = self.mlm.iter().chain(&self.nsp).map(|t| t.loss.clone());
+        let rtd = self.rtd.iter().map(|r| r.loss.clone().mul_scalar(r.weight as f32));
+        let mut parts = self.mlm.iter().chain(&self.nsp).map(|t| t.loss.clone()).chain(rtd);
         let first = parts.next().expect("at least one objective");
         parts.fold(first, |a, b| a + b)
     }
 }
 
 impl PretrainModel {
-    /// A random model for `config` with a head for each of `tasks`.
+    /// A random model for `config` with a head for each of `tasks` (an ELECTRA generator of the
+    /// default width).
     pub fn init(config: &ModelConfig, tasks: &[Objective], device: &Device) -> Self {
+        Self::build(config, tasks, DEFAULT_GENERATOR_SIZE, device)
+    }
+
+    /// A random model for the pre-training that `cfg` describes.
+    pub fn init_for(cfg: &Config, device: &Device) -> Self {
+        Self::build(&cfg.model, &cfg.pretrain.tasks, cfg.pretrain.generator_size, device)
+    }
+
+    fn build(config: &ModelConfig, tasks: &[Objective], generator_size: f64, device: &Device) -> Self {
+        let electra = tasks.contains(&Objective::Electra);
         Self {
             backbone: Backbone::init(config, device),
             mlm: tasks.contains(&Objective::Mlm).then(|| MlmHead::init(config.output_dim(), config, device)),
             nsp: tasks.contains(&Objective::Nsp).then(|| NspHead::init(config.output_dim(), device)),
+            generator: electra.then(|| Generator::init(config, generator_size, device)),
+            rtd: electra.then(|| RtdHead::init(config.output_dim(), config, device)),
+        }
+    }
+
+    /// ELECTRA: the generator scores the masked positions of `batch` (its masked-LM loss and
+    /// accuracy are `mlm`), a sample of its softmax drawn with `rng` replaces each of them, and
+    /// the backbone scores every non-padding position of the result as original or replaced
+    /// (`rtd`, weighted by `rtd_weight`); the next-sentence head, if any, reads that pass too.
+    /// No gradient flows through the sampling.
+    pub fn forward_electra<R: rand::Rng>(&self, batch: &PretrainBatch, specials: SpecialIds, rtd_weight: f64, rng: &mut R) -> PretrainOutput {
+        let (generator, rtd) = match (&self.generator, &self.rtd) {
+            (Some(g), Some(r)) => (g, r),
+            _ => panic!("forward_electra needs a model pre-trained with electra"),
+        };
+        let tokens = &batch.tokens;
+        let [b, l] = tokens.dims();
+        let device = tokens.ids.device();
+        let logits = generator.forward(self.backbone.embed(tokens), &tokens.pad_mask, batch.positions.clone(), self.backbone.token_embedding());
+        let [n, vocab] = logits.dims();
+        let ints = |t: &Tensor<1, Int>| -> Vec<i64> { t.clone().into_data().convert::<i64>().try_into_vec::<i64>().expect("integer ids") };
+        let (positions, targets) = (ints(&batch.positions), ints(&batch.targets));
+        let mut ids = ints(&tokens.ids.clone().reshape([b * l]));
+        let samples = if n > 0 {
+            let scores: Vec<f32> = logits.clone().detach().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits");
+            generator::sample(&scores, vocab, &[specials.pad, specials.cls, specials.sep, specials.mask], rng)
+        } else {
+            Vec::new()
+        };
+        let (labels, replaced) = generator::replace(&mut ids, &positions, &targets, &samples);
+        let corrupted = TokenBatch { ids: Tensor::from_data(TensorData::new(ids, [b, l]), &device), pad_mask: tokens.pad_mask.clone(), segments: tokens.segments.clone() };
+        let out = self.backbone.forward(&corrupted);
+        let nsp = match (&self.nsp, &batch.is_next) {
+            (Some(head), Some(targets)) => Some(TaskOutput::of(head.forward(out.pooled), targets.clone())),
+            _ => None,
+        };
+        let labels = Tensor::from_data(TensorData::new(labels, [b, l]), &device);
+        PretrainOutput {
+            mlm: (n > 0).then(|| TaskOutput::of(logits, batch.targets.clone())),
+            nsp,
+            rtd: Some(RtdOutput::of(rtd.forward(out.states), labels, &tokens.pad_mask, replaced, rtd_weight)),
         }
     }
 
@@ -93,7 +189,7 @@ impl PretrainModel {
             let selected = out.states.reshape([b * l, d]).select(0, batch.positions.clone());
             TaskOutput::of(head.forward(selected, self.backbone.token_embedding()), batch.targets.clone())
         });
-        PretrainOutput { mlm, nsp }
+        PretrainOutput { mlm, nsp, rtd: None }
     }
 }
 

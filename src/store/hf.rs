@@ -286,9 +286,16 @@ pub fn export(dir: &super::model_dir::ModelDir, out: &Path, device: &Device) -> 
         ModelKind::Pretrained => {
             let tasks = &cfg.pretrain.tasks;
             // HuggingFace orders the next-sentence classes the other way round
-            let model = swap_nsp_classes(super::weights::load_weights(PretrainModel::init(m, tasks, device), &dir.weights(), dir.meta.weights_bytes)?);
+            let mut model = swap_nsp_classes(super::weights::load_weights(PretrainModel::init_for(cfg, device), &dir.weights(), dir.meta.weights_bytes)?);
+            // an ELECTRA generator and detection head have no place in a BERT checkpoint: the
+            // encoder (the discriminator) is what fine-tuning starts from
+            (model.generator, model.rtd) = (None, None);
             model.save_into(&mut store).map_err(save_error)?;
-            if tasks.contains(&Objective::Nsp) { "BertForPreTraining" } else { "BertForMaskedLM" }
+            match (tasks.contains(&Objective::Mlm), tasks.contains(&Objective::Nsp)) {
+                (true, true) => "BertForPreTraining",
+                (true, false) => "BertForMaskedLM",
+                _ => "BertModel",
+            }
         }
         ModelKind::Classifier => {
             if cfg.finetune.head != HeadKind::Pooled {

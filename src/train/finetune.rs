@@ -359,11 +359,26 @@ fn data_hash(train: &[EncodedExample], valid: &[EncodedExample], labels: &LabelS
 /// Held-out masked-token accuracy under which pre-trained weights are not yet useful: on the
 /// demo's Transformer, 3.5 % started fine-tuning worse than random weights.
 pub const WEAK_MLM_ACCURACY: f64 = 0.20;
+/// The same for an ELECTRA model: the share of the gap between calling every word piece
+/// original and a perfect discriminator that its held-out accuracy closed.
+pub const WEAK_RTD_GAP_CLOSED: f64 = 0.20;
 
 /// A warning when a bertlu-pre-trained model's last held-out masked-token accuracy is under
 /// [`WEAK_MLM_ACCURACY`], with what to do about it.
 pub fn weak_pretraining(dir: &ModelDir) -> Option<String> {
     let last = dir.meta.info.as_array()?.last()?;
+    if let (Some(accuracy), Some(replaced)) = (last.get("rtd_valid_accuracy").and_then(|v| v.as_f64()), last.get("replaced_share").and_then(|v| v.as_f64())) {
+        // ELECTRA: the masked-LM accuracy is the small generator's; what counts is how much of
+        // the gap between "all original" and perfect the discriminator closed
+        let base = 1.0 - replaced;
+        let closed = (accuracy - base) / replaced.max(1e-9);
+        return (closed < WEAK_RTD_GAP_CLOSED).then(|| {
+            format!(
+                "finetune: warning: {} tells replaced word pieces at {:.1} % held-out accuracy against {:.1} % for calling every piece original (under {:.0} % of the gap closed): its weights may start fine-tuning worse than random ones; pre-train it longer (`bertlu pretrain --init {} --corpus …`) or start from an imported checkpoint (`bertlu import-hf`)",
+                dir.path.display(), 100.0 * accuracy, 100.0 * base, 100.0 * WEAK_RTD_GAP_CLOSED, dir.path.display()
+            )
+        });
+    }
     let accuracy = last.get("valid_accuracy")?.as_f64()?;
     (accuracy < WEAK_MLM_ACCURACY).then(|| {
         format!(

@@ -41,6 +41,17 @@ pub struct MetricsRow {
     pub nsp_valid_loss: Option<f64>,
     /// Next-sentence accuracy on the held-out pairs.
     pub nsp_valid_accuracy: Option<f64>,
+    /// Replaced-token detection loss on training batches since the previous row (electra).
+    pub rtd_train_loss: Option<f64>,
+    /// Share of non-padding positions the discriminator classified right (electra).
+    pub rtd_train_accuracy: Option<f64>,
+    /// Replaced-token detection loss on the held-out sequences.
+    pub rtd_valid_loss: Option<f64>,
+    /// Replaced-token detection accuracy on the held-out sequences.
+    pub rtd_valid_accuracy: Option<f64>,
+    /// Share of non-padding positions the generator replaced (training batches since the
+    /// previous row, or held-out at an epoch's end): the "all original" rate is 1 minus it.
+    pub replaced_share: Option<f64>,
     /// Word pieces a second since the previous training row.
     pub tokens_per_s: Option<f64>,
     /// Examples (sequences) a second since the previous training row.
@@ -49,7 +60,9 @@ pub struct MetricsRow {
     pub seconds: f64,
 }
 
-const HEADER: &str = "step,epoch,kind,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,micro_f1,macro_f1,nsp_train_loss,nsp_train_accuracy,nsp_valid_loss,nsp_valid_accuracy,tokens_per_s,examples_per_s,seconds";
+const HEADER: &str = "step,epoch,kind,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,micro_f1,macro_f1,nsp_train_loss,nsp_train_accuracy,nsp_valid_loss,nsp_valid_accuracy,rtd_train_loss,rtd_train_accuracy,rtd_valid_loss,rtd_valid_accuracy,replaced_share,tokens_per_s,examples_per_s,seconds";
+/// The header before the replaced-token (electra) columns existed; such files still read.
+const HEADER_V2: &str = "step,epoch,kind,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,micro_f1,macro_f1,nsp_train_loss,nsp_train_accuracy,nsp_valid_loss,nsp_valid_accuracy,tokens_per_s,examples_per_s,seconds";
 /// The header before the next-sentence columns existed; such files still read.
 const HEADER_V1: &str = "step,epoch,kind,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,micro_f1,macro_f1,tokens_per_s,examples_per_s,seconds";
 
@@ -62,19 +75,20 @@ pub fn write_csv(rows: &[MetricsRow], path: &Path) -> Result<()> {
     let mut s = String::from(HEADER);
     s.push('\n');
     for r in rows {
-        let cells = [r.train_loss, r.train_accuracy, r.valid_loss, r.valid_accuracy, r.micro_f1, r.macro_f1, r.nsp_train_loss, r.nsp_train_accuracy, r.nsp_valid_loss, r.nsp_valid_accuracy, r.tokens_per_s, r.examples_per_s];
+        let cells = [r.train_loss, r.train_accuracy, r.valid_loss, r.valid_accuracy, r.micro_f1, r.macro_f1, r.nsp_train_loss, r.nsp_train_accuracy, r.nsp_valid_loss, r.nsp_valid_accuracy, r.rtd_train_loss, r.rtd_train_accuracy, r.rtd_valid_loss, r.rtd_valid_accuracy, r.replaced_share, r.tokens_per_s, r.examples_per_s];
         let cells: Vec<String> = cells.into_iter().map(cell).collect();
         s.push_str(&format!("{},{},{},{:e},{},{:.3}\n", r.step, r.epoch, r.kind, r.lr, cells.join(","), r.seconds));
     }
     write_atomic(path, s.as_bytes())
 }
 
-/// Reads a `metrics.csv` written by [`write_csv`] (or by a build before the next-sentence columns).
+/// Reads a `metrics.csv` written by [`write_csv`] (or by a build before the next-sentence or
+/// the replaced-token columns).
 pub fn read_csv(path: &Path) -> Result<Vec<MetricsRow>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
-    if header != HEADER && header != HEADER_V1 {
+    if ![HEADER, HEADER_V2, HEADER_V1].contains(&header) {
         bail!("{}:1: not a bertlu metrics file (unexpected header)", path.display());
     }
     let names: Vec<&str> = header.split(',').collect();
@@ -105,6 +119,11 @@ pub fn read_csv(path: &Path) -> Result<Vec<MetricsRow>> {
             nsp_train_accuracy: opt("nsp_train_accuracy")?,
             nsp_valid_loss: opt("nsp_valid_loss")?,
             nsp_valid_accuracy: opt("nsp_valid_accuracy")?,
+            rtd_train_loss: opt("rtd_train_loss")?,
+            rtd_train_accuracy: opt("rtd_train_accuracy")?,
+            rtd_valid_loss: opt("rtd_valid_loss")?,
+            rtd_valid_accuracy: opt("rtd_valid_accuracy")?,
+            replaced_share: opt("replaced_share")?,
             tokens_per_s: opt("tokens_per_s")?,
             examples_per_s: opt("examples_per_s")?,
             seconds: get("seconds").parse().with_context(at)?,
@@ -129,6 +148,14 @@ pub struct Window {
     nsp_correct: usize,
     #[serde(default)]
     nsp_count: usize,
+    #[serde(default)]
+    rtd_loss: f64,
+    #[serde(default)]
+    rtd_correct: usize,
+    #[serde(default)]
+    rtd_count: usize,
+    #[serde(default)]
+    rtd_replaced: usize,
 }
 
 impl Window {
@@ -149,6 +176,14 @@ impl Window {
         self.nsp_count += count;
     }
 
+    /// Adds one step's replaced-token numbers (after [`Window::add`] for the same step).
+    pub fn add_rtd(&mut self, loss: f64, correct: usize, count: usize, replaced: usize) {
+        self.rtd_loss += loss;
+        self.rtd_correct += correct;
+        self.rtd_count += count;
+        self.rtd_replaced += replaced;
+    }
+
     /// The row for the steps added since the last call, then starts a new window at `seconds`.
     pub fn row(&mut self, step: usize, epoch: usize, lr: f64, seconds: f64) -> MetricsRow {
         let dt = (seconds - self.since).max(1e-9);
@@ -164,6 +199,9 @@ impl Window {
             examples_per_s: Some(self.examples as f64 / dt),
             nsp_train_loss: (self.nsp_count > 0).then(|| self.nsp_loss / self.steps.max(1) as f64),
             nsp_train_accuracy: (self.nsp_count > 0).then(|| self.nsp_correct as f64 / self.nsp_count as f64),
+            rtd_train_loss: (self.rtd_count > 0).then(|| self.rtd_loss / self.steps.max(1) as f64),
+            rtd_train_accuracy: (self.rtd_count > 0).then(|| self.rtd_correct as f64 / self.rtd_count as f64),
+            replaced_share: (self.rtd_count > 0).then(|| self.rtd_replaced as f64 / self.rtd_count as f64),
             seconds,
             ..Default::default()
         };
@@ -206,6 +244,17 @@ mod tests {
         assert_eq!((nsp.nsp_train_loss, nsp.nsp_train_accuracy), (Some(0.6), Some(0.5)));
         write_csv(&[nsp.clone()], &p).unwrap();
         assert_eq!(read_csv(&p).unwrap()[0], nsp);
+        // replaced-token columns round-trip; a file of the 17-column layout still reads
+        let mut w = Window::default();
+        w.add(2.0, 3, 4, 100, 2);
+        w.add_rtd(0.4, 90, 100, 15);
+        let rtd = w.row(5, 1, 1e-3, 5.0);
+        assert_eq!((rtd.rtd_train_loss, rtd.rtd_train_accuracy, rtd.replaced_share), (Some(0.4), Some(0.9), Some(0.15)));
+        write_csv(&[rtd.clone()], &p).unwrap();
+        assert_eq!(read_csv(&p).unwrap()[0], rtd);
+        std::fs::write(&p, format!("{HEADER_V2}\n6,1,valid,1e-3,,,0.25,,,,0.6,0.5,0.7,0.4,,,3.5\n")).unwrap();
+        let v2 = read_csv(&p).unwrap();
+        assert_eq!((v2[0].nsp_valid_loss, v2[0].rtd_valid_loss, v2[0].seconds), (Some(0.7), None, 3.5));
         std::fs::write(&p, format!("{HEADER_V1}\n5,1,valid,1e-3,,,0.25,,0.5,0.4,,,3.5\n")).unwrap();
         let old = read_csv(&p).unwrap();
         assert_eq!((old[0].valid_loss, old[0].macro_f1, old[0].nsp_valid_loss, old[0].seconds), (Some(0.25), Some(0.4), None, 3.5));

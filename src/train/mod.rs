@@ -63,6 +63,8 @@ pub mod streams {
     pub const DROPOUT: u64 = 3;
     /// Sentence pairs of a chunk of documents.
     pub const PAIRS: u64 = 4;
+    /// ELECTRA generator samples of a step.
+    pub const SAMPLES: u64 = 5;
 }
 
 /// Logs a line to stdout unless quiet (as `{"event": "message", "text": …}` with JSON logs).

@@ -1,4 +1,5 @@
-//! Pre-training on a raw corpus: masked LM, next-sentence prediction, or both.
+//! Pre-training on a raw corpus: masked LM or ELECTRA's replaced-token detection, with or
+//! without next-sentence prediction.
 
 use super::driver::{diverged, drive, Logged, Run, Task};
 use super::metrics_log::{MetricsRow, Window};
@@ -11,8 +12,8 @@ use crate::data::batch::{bucketed_batch_count, bucketed_batches, PretrainBatch};
 use crate::store::weights::load_prefix;
 use crate::store::model_dir::{ModelDir, ModelKind, ModelMeta};
 use crate::config::{Config, Objective, PretrainConfig};
-use crate::model::{PretrainModel, TaskOutput};
-use crate::data::mlm::{chunk_document, Masking, MlmExample, WordBoundaries};
+use crate::model::{PretrainModel, PretrainOutput, RtdOutput, TaskOutput};
+use crate::data::mlm::{chunk_document, MaskSplit, Masking, MlmExample, WordBoundaries};
 use crate::data::nsp::{build_pairs, split_sentences, PairSettings, Sequence};
 use crate::text::corpus::DocumentSource;
 use crate::text::tokenizer::{SpecialIds, WordPieceTokenizer};
@@ -54,6 +55,23 @@ pub struct PretrainEpoch {
     /// Next-sentence accuracy on the held-out pairs (½ is chance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsp_valid_accuracy: Option<f64>,
+    /// Replaced-token detection loss on training batches (with `electra`; the masked-LM
+    /// numbers above are then the generator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtd_train_loss: Option<f64>,
+    /// Share of positions the discriminator classified right on training batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtd_train_accuracy: Option<f64>,
+    /// Replaced-token detection loss on the held-out sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtd_valid_loss: Option<f64>,
+    /// Replaced-token detection accuracy on the held-out sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtd_valid_accuracy: Option<f64>,
+    /// Share of the held-out positions the generator replaced (1 minus it: the accuracy of
+    /// calling every position original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_share: Option<f64>,
     /// Seconds since the start of training.
     pub seconds: f64,
 }
@@ -213,6 +231,12 @@ struct LoopState {
     nsp_correct: usize,
     #[serde(default)]
     nsp_count: usize,
+    #[serde(default)]
+    rtd_loss_sum: f64,
+    #[serde(default)]
+    rtd_correct: usize,
+    #[serde(default)]
+    rtd_count: usize,
 }
 
 impl Logged for LoopState {
@@ -258,9 +282,10 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
     fn step(&mut self, model: PretrainModel, optim: &mut ModuleOptimizer, batch: Vec<Sequence>, step: usize, lr: f64, s: &mut LoopState) -> Result<PretrainModel> {
         let p = &self.cfg.pretrain;
         let mut rng = StdRng::seed_from_u64(derived_seed(p.optim.seed, streams::MASKING, step as u64));
-        let examples: Vec<MlmExample> = batch.iter().map(|q| mask(&self.masking, p.has(Objective::Mlm), &q.ids, &mut rng)).collect();
+        let examples: Vec<MlmExample> = batch.iter().map(|q| mask(&self.masking, masks(p), &q.ids, &mut rng)).collect();
         let is_next: Vec<Option<bool>> = batch.iter().map(|q| q.is_next).collect();
-        let out = model.forward(&batch_of(&examples, &is_next, self.tokenizer.specials(), &self.device));
+        let batch = batch_of(&examples, &is_next, self.tokenizer.specials(), &self.device);
+        let out = forward(&model, &batch, p, self.tokenizer.specials(), derived_seed(p.optim.seed, streams::SAMPLES, step as u64));
         let loss = out.loss();
         let loss_value: f32 = loss.clone().into_scalar();
         if !loss_value.is_finite() {
@@ -274,6 +299,12 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
             s.nsp_correct += c;
             s.nsp_count += n;
             s.window.add_nsp(l, c, n);
+        }
+        if let Some((l, c, n, r)) = out.rtd.map(RtdOutput::values) {
+            s.rtd_loss_sum += l;
+            s.rtd_correct += c;
+            s.rtd_count += n;
+            s.window.add_rtd(l, c, n, r);
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let model = optim.step(lr, model, grads);
@@ -291,6 +322,9 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
         if s.nsp_count > 0 {
             msg += &format!(" nsp loss {:.3} acc {:.3}", s.nsp_loss_sum / s.seen as f64, s.nsp_correct as f64 / s.nsp_count as f64);
         }
+        if s.rtd_count > 0 {
+            msg += &format!(" rtd loss {:.3} acc {:.3}", s.rtd_loss_sum / s.seen as f64, s.rtd_correct as f64 / s.rtd_count as f64);
+        }
         msg.trim().to_owned()
     }
 
@@ -298,9 +332,10 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
         let (cfg, p, epoch) = (self.cfg, &self.cfg.pretrain, at.epoch);
         // the inference copy scored here is the one saved below
         let trained = model.valid();
-        let v = evaluate(&trained, &self.valid, &self.valid_next, self.tokenizer.specials(), p.optim.batch_size, &self.plain);
+        let v = evaluate(&trained, &self.valid, &self.valid_next, self.tokenizer.specials(), p, &self.plain);
         let s = &mut at.state;
         let nsp = s.nsp_count > 0;
+        let rtd = s.rtd_count > 0;
         let e = PretrainEpoch {
             epoch,
             steps: at.step,
@@ -312,11 +347,22 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
             nsp_train_accuracy: nsp.then(|| s.nsp_correct as f64 / s.nsp_count as f64),
             nsp_valid_loss: v.nsp_loss,
             nsp_valid_accuracy: v.nsp_accuracy,
+            rtd_train_loss: rtd.then(|| s.rtd_loss_sum / s.seen.max(1) as f64),
+            rtd_train_accuracy: rtd.then(|| s.rtd_correct as f64 / s.rtd_count as f64),
+            rtd_valid_loss: v.rtd_loss,
+            rtd_valid_accuracy: v.rtd_accuracy,
+            replaced_share: v.replaced_share,
             seconds,
         };
         let mut human = format!("epoch {epoch}: step {}", e.steps);
         if p.has(Objective::Mlm) {
             human += &format!(" | mlm train loss {:.4} acc {:.4}, valid loss {:.4} acc {:.4}", e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy);
+        }
+        if p.has(Objective::Electra) {
+            human += &format!(" | generator train loss {:.4} acc {:.4}, valid loss {:.4} acc {:.4}", e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy);
+            if let (Some(tl), Some(ta), Some(vl), Some(va), Some(r)) = (e.rtd_train_loss, e.rtd_train_accuracy, e.rtd_valid_loss, e.rtd_valid_accuracy, e.replaced_share) {
+                human += &format!(" | rtd train loss {tl:.4} acc {ta:.4}, valid loss {vl:.4} acc {va:.4} (all-original {:.4})", 1.0 - r);
+            }
         }
         if let (Some(tl), Some(ta)) = (e.nsp_train_loss, e.nsp_train_accuracy) {
             human += &format!(" | nsp train loss {tl:.4} acc {ta:.4}, valid loss {:.4} acc {:.4}", v.nsp_loss.unwrap_or(f64::NAN), v.nsp_accuracy.unwrap_or(f64::NAN));
@@ -332,11 +378,15 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
             valid_accuracy: Some(v.mlm_accuracy).filter(|x| !x.is_nan()),
             nsp_valid_loss: v.nsp_loss,
             nsp_valid_accuracy: v.nsp_accuracy,
+            rtd_valid_loss: v.rtd_loss,
+            rtd_valid_accuracy: v.rtd_accuracy,
+            replaced_share: v.replaced_share,
             seconds: e.seconds,
             ..Default::default()
         });
         s.log.push(e);
         (s.loss_sum, s.correct, s.count, s.seen, s.nsp_loss_sum, s.nsp_correct, s.nsp_count) = (0.0, 0, 0, 0, 0.0, 0, 0);
+        (s.rtd_loss_sum, s.rtd_correct, s.rtd_count) = (0.0, 0, 0);
         let meta = ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::to_value(&s.log)?);
         if p.keep_epochs {
             keep_epoch(self.out, epoch, cfg, self.tokenizer, &trained, meta.clone())?;
@@ -368,7 +418,8 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     } else {
         None
     };
-    let masking = Masking { prob: p.mask_prob, max_predictions: p.max_predictions, vocab_size: cfg.model.vocab_size as u32, specials: tokenizer.specials(), whole_words };
+    let split = if p.has(Objective::Electra) { MaskSplit::ELECTRA } else { MaskSplit::BERT };
+    let masking = Masking { prob: p.mask_prob, max_predictions: p.max_predictions, vocab_size: cfg.model.vocab_size as u32, specials: tokenizer.specials(), whole_words, split };
 
     // Counting pass: batches an epoch (buffers are cut exactly as in the training passes), the
     // data hash a resumed run must match, and the held-out sequences.
@@ -400,7 +451,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     }
     // The held-out masking is drawn once, so every epoch is scored on the same positions.
     let mut vrng = StdRng::seed_from_u64(p.optim.seed.wrapping_add(1));
-    let valid: Vec<MlmExample> = held.iter().map(|s| mask(&masking, p.has(Objective::Mlm), &s.ids, &mut vrng)).collect();
+    let valid: Vec<MlmExample> = held.iter().map(|s| mask(&masking, masks(p), &s.ids, &mut vrng)).collect();
     let valid_next: Vec<Option<bool>> = held.iter().map(|s| s.is_next).collect();
     drop(held);
     for (e, &next) in valid.iter().zip(&valid_next) {
@@ -416,13 +467,13 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         total = total.min(p.max_steps);
     }
     let schedule = Schedule::new(p.optim.lr, p.optim.warmup_ratio, total);
-    let mut model = PretrainModel::init(&cfg.model, &p.tasks, &device);
+    let mut model = PretrainModel::init_for(cfg, &device);
     let mut optim = adamw(p.optim.weight_decay, p.optim.grad_clip);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
     // a resumed run's checkpoint already holds the continued weights
     if let Some(dir) = init.filter(|_| !opts.resume) {
         model = load_pretrained(model, dir, p, opts)?;
-        let v = evaluate(&model.valid(), &valid, &valid_next, tokenizer.specials(), p.optim.batch_size, &plain);
+        let v = evaluate(&model.valid(), &valid, &valid_next, tokenizer.specials(), p, &plain);
         say(opts, &format!("pretrain: held out before training: {}", v.describe()));
     }
     if opts.resume {
@@ -460,14 +511,19 @@ fn load_pretrained(model: PretrainModel, dir: &ModelDir, p: &PretrainConfig, opt
     let (w, bytes) = (dir.weights(), dir.meta.weights_bytes);
     let (mut model, mut names) = load_prefix(model, &w, bytes, "backbone.")?;
     let mut fresh = Vec::new();
-    for (task, prefix) in [(Objective::Mlm, "mlm."), (Objective::Nsp, "nsp.")] {
+    for (task, prefixes) in [(Objective::Mlm, &["mlm."][..]), (Objective::Nsp, &["nsp."]), (Objective::Electra, &["generator.", "rtd."])] {
         if !p.has(task) {
             continue;
         }
         if dir.config.pretrain.has(task) {
-            let (m, head) = load_prefix(model, &w, bytes, prefix)?;
-            model = m;
-            names.extend(head);
+            if task == Objective::Electra && dir.config.pretrain.generator_size != p.generator_size {
+                bail!("{}: its generator is {} of the model's width, this run asks for {} (pretrain.generator_size)", dir.path.display(), dir.config.pretrain.generator_size, p.generator_size);
+            }
+            for prefix in prefixes {
+                let (m, head) = load_prefix(model, &w, bytes, prefix)?;
+                model = m;
+                names.extend(head);
+            }
         } else {
             fresh.push(task.to_string());
         }
@@ -477,7 +533,21 @@ fn load_pretrained(model: PretrainModel, dir: &ModelDir, p: &PretrainConfig, opt
     Ok(model)
 }
 
-/// The masked example of a sequence: BERT's masking with `mlm`, the sequence untouched without.
+/// Whether the objectives need masked positions (the masked LM, or ELECTRA's generator).
+fn masks(p: &PretrainConfig) -> bool {
+    p.has(Objective::Mlm) || p.has(Objective::Electra)
+}
+
+/// One forward pass of the objectives `p` trains; `sample_seed` seeds ELECTRA's sampling.
+fn forward(model: &PretrainModel, batch: &PretrainBatch, p: &PretrainConfig, specials: SpecialIds, sample_seed: u64) -> PretrainOutput {
+    if p.has(Objective::Electra) {
+        model.forward_electra(batch, specials, p.rtd_weight, &mut StdRng::seed_from_u64(sample_seed))
+    } else {
+        model.forward(batch)
+    }
+}
+
+/// The masked example of a sequence: masked with `mlm`, the sequence untouched without.
 fn mask<R: rand::Rng>(masking: &Masking, mlm: bool, ids: &[u32], rng: &mut R) -> MlmExample {
     if mlm {
         masking.apply(ids, rng)
@@ -497,6 +567,12 @@ pub struct HeldOutScores {
     pub nsp_loss: Option<f64>,
     /// Next-sentence accuracy.
     pub nsp_accuracy: Option<f64>,
+    /// Replaced-token detection loss (with `electra`).
+    pub rtd_loss: Option<f64>,
+    /// Replaced-token detection accuracy.
+    pub rtd_accuracy: Option<f64>,
+    /// Share of the positions the generator replaced.
+    pub replaced_share: Option<f64>,
 }
 
 impl HeldOutScores {
@@ -508,6 +584,9 @@ impl HeldOutScores {
         }
         if let (Some(l), Some(a)) = (self.nsp_loss, self.nsp_accuracy) {
             parts.push(format!("next-sentence loss {l:.4} acc {a:.4}"));
+        }
+        if let (Some(l), Some(a), Some(r)) = (self.rtd_loss, self.rtd_accuracy, self.replaced_share) {
+            parts.push(format!("replaced-token loss {l:.4} acc {a:.4} (all-original {:.4})", 1.0 - r));
         }
         parts.join(", ")
     }
@@ -522,12 +601,22 @@ fn batch_of(examples: &[MlmExample], is_next: &[Option<bool>], specials: Special
     }
 }
 
-/// Mean losses and accuracies over held-out examples (`is_next`: each one's IsNext label, for pairs).
-pub fn evaluate(model: &PretrainModel, examples: &[MlmExample], is_next: &[Option<bool>], specials: SpecialIds, batch_size: usize, device: &Device) -> HeldOutScores {
+/// Mean losses and accuracies over held-out examples (`is_next`: each one's IsNext label, for
+/// pairs) of the objectives `p` trains; ELECTRA's samples are drawn from the run's seed, the
+/// same every epoch.
+pub fn evaluate(model: &PretrainModel, examples: &[MlmExample], is_next: &[Option<bool>], specials: SpecialIds, p: &PretrainConfig, device: &Device) -> HeldOutScores {
     let (mut loss, mut correct, mut count) = (0.0, 0usize, 0usize);
     let (mut nsp_loss, mut nsp_correct, mut nsp_count) = (0.0, 0usize, 0usize);
-    for (chunk, next) in examples.chunks(batch_size).zip(is_next.chunks(batch_size)) {
-        let out = model.forward(&batch_of(chunk, next, specials, device));
+    let (mut rtd_loss, mut rtd_correct, mut rtd_count, mut replaced) = (0.0, 0usize, 0usize, 0usize);
+    let batch_size = p.optim.batch_size;
+    for (k, (chunk, next)) in examples.chunks(batch_size).zip(is_next.chunks(batch_size)).enumerate() {
+        let out = forward(model, &batch_of(chunk, next, specials, device), p, specials, derived_seed(p.optim.seed, streams::SAMPLES, u64::MAX - k as u64));
+        if let Some((l, c, n, r)) = out.rtd.map(RtdOutput::values) {
+            rtd_loss += l * n as f64;
+            rtd_correct += c;
+            rtd_count += n;
+            replaced += r;
+        }
         if let Some((l, c, n)) = out.mlm.map(TaskOutput::values) {
             loss += l * n as f64;
             correct += c;
@@ -545,5 +634,8 @@ pub fn evaluate(model: &PretrainModel, examples: &[MlmExample], is_next: &[Optio
         mlm_accuracy: ratio(correct as f64, count),
         nsp_loss: (nsp_count > 0).then(|| nsp_loss / nsp_count as f64),
         nsp_accuracy: (nsp_count > 0).then(|| nsp_correct as f64 / nsp_count as f64),
+        rtd_loss: (rtd_count > 0).then(|| rtd_loss / rtd_count as f64),
+        rtd_accuracy: (rtd_count > 0).then(|| rtd_correct as f64 / rtd_count as f64),
+        replaced_share: (rtd_count > 0).then(|| replaced as f64 / rtd_count as f64),
     }
 }

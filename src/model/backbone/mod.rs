@@ -84,6 +84,23 @@ impl Backbone {
         }
     }
 
+    /// The embedded input `[batch, seq, d_model]`: what [`Backbone::encode`] takes, and what an
+    /// ELECTRA generator shares with the backbone.
+    pub fn embed(&self, tokens: &TokenBatch) -> Tensor<3> {
+        match self {
+            Backbone::Transformer(b) => b.embed(tokens),
+            Backbone::TextCnn(b) => b.embed(tokens),
+        }
+    }
+
+    /// Embedded input (from [`Backbone::embed`]) → states and pooled vector.
+    pub fn encode(&self, embedded: Tensor<3>, tokens: &TokenBatch) -> BackboneOutput {
+        match self {
+            Backbone::Transformer(b) => b.encode(embedded, tokens),
+            Backbone::TextCnn(b) => b.encode(embedded, tokens),
+        }
+    }
+
     /// The backbone with rows of its token embedding replaced: `(id, vector)` pairs.
     pub fn with_token_rows(self, rows: &[(u32, Vec<f32>)]) -> Self {
         let replace = |weight: burn::module::Param<Tensor<2>>| {

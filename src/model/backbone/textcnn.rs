@@ -35,30 +35,48 @@ impl TextCnnBackbone {
             // zeros: a single text then starts exactly as without segments (a random shared
             // vector added to every token slowed fine-tuning of the tiny test model measurably)
             segment_embedding: super::segment_table(config, Initializer::Zeros, device),
-            convs: config
-                .textcnn
-                .filter_widths
-                .iter()
-                .map(|&w| Conv1dConfig::new(config.d_model, config.textcnn.filters, w).with_padding(PaddingConfig1d::Same).init(device))
-                .collect(),
+            convs: init_convs(config.d_model, config, device),
         }
     }
 
     /// `tokens` `[batch, seq]` → states `[batch, seq, filters × widths]`, pooled `[batch, filters × widths]`.
     pub fn forward(&self, tokens: &TokenBatch) -> BackboneOutput {
-        let [b, l] = tokens.dims();
-        let keep = tokens.pad_mask.clone().bool_not().float().reshape([b, l, 1]);
-        // Padding embeddings are zeroed so they do not leak into the windows of real positions.
-        let mut x = self.token_embedding.forward(tokens.ids.clone());
-        if let Some(seg) = super::segment_embeddings(self.segment_embedding.as_ref(), tokens) {
-            x = x + seg;
+        self.encode(self.embed(tokens), tokens)
+    }
+
+    /// `tokens` `[batch, seq]` → token plus segment embeddings `[batch, seq, d_model]` (what an
+    /// ELECTRA generator shares).
+    pub fn embed(&self, tokens: &TokenBatch) -> Tensor<3> {
+        let x = self.token_embedding.forward(tokens.ids.clone());
+        match super::segment_embeddings(self.segment_embedding.as_ref(), tokens) {
+            Some(seg) => x + seg,
+            None => x,
         }
-        let x = (x * keep.clone()).swap_dims(1, 2);
-        let maps: Vec<Tensor<3>> = self.convs.iter().map(|conv| relu(conv.forward(x.clone()))).collect();
-        let states = Tensor::cat(maps, 1).swap_dims(1, 2) * keep;
+    }
+
+    /// Embedded `x` `[batch, seq, d_model]` → states and pooled vector.
+    pub fn encode(&self, x: Tensor<3>, tokens: &TokenBatch) -> BackboneOutput {
+        let [b, _] = tokens.dims();
+        let states = conv_states(&self.convs, x, &tokens.pad_mask);
         let width = states.dims()[2];
         // After ReLU every value is ≥ 0 and padding states are 0, so the max ignores padding.
         let pooled = states.clone().max_dim(1).reshape([b, width]);
         BackboneOutput { states, pooled }
     }
+}
+
+/// The `convs` (`d` → `filters` each, "same" padding) with ReLU over `x` `[b, l, d]`, concatenated:
+/// `[b, l, filters × widths]`, zero at padding positions.
+pub fn conv_states(convs: &[Conv1d], x: Tensor<3>, pad_mask: &Tensor<2, Bool>) -> Tensor<3> {
+    let [b, l] = pad_mask.dims();
+    let keep = pad_mask.clone().bool_not().float().reshape([b, l, 1]);
+    // Padding embeddings are zeroed so they do not leak into the windows of real positions.
+    let x = (x * keep.clone()).swap_dims(1, 2);
+    let maps: Vec<Tensor<3>> = convs.iter().map(|conv| relu(conv.forward(x.clone()))).collect();
+    Tensor::cat(maps, 1).swap_dims(1, 2) * keep
+}
+
+/// `config.textcnn` convolutions from width `d_in`.
+pub fn init_convs(d_in: usize, config: &ModelConfig, device: &Device) -> Vec<Conv1d> {
+    config.textcnn.filter_widths.iter().map(|&w| Conv1dConfig::new(d_in, config.textcnn.filters, w).with_padding(PaddingConfig1d::Same).init(device)).collect()
 }

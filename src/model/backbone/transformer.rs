@@ -158,6 +158,23 @@ pub struct Encoder {
     pub layers: Vec<EncoderLayer>,
 }
 
+impl Encoder {
+    /// `config.transformer.n_layers` random layers of width `config.d_model`.
+    pub fn init(config: &ModelConfig, device: &Device) -> Self {
+        Self { layers: (0..config.transformer.n_layers).map(|_| EncoderLayer::init(config, device)).collect() }
+    }
+
+    /// `x` `[b, l, d]` and padding mask `[b, l]` → `[b, l, d]`.
+    pub fn forward(&self, mut x: Tensor<3>, pad_mask: &Tensor<2, Bool>) -> Tensor<3> {
+        let [b, l] = pad_mask.dims();
+        let pad_bias = pad_mask.clone().float().mul_scalar(PAD_BIAS).reshape([b, 1, 1, l]);
+        for layer in &self.layers {
+            x = layer.forward(x, pad_bias.clone());
+        }
+        x
+    }
+}
+
 /// The Transformer backbone.
 #[derive(Module, Debug)]
 pub struct TransformerBackbone {
@@ -189,7 +206,7 @@ impl TransformerBackbone {
             segment_embedding: super::segment_table(config, EMBED_INIT, device),
             embed_norm: layer_norm(config, device),
             dropout: Dropout::new(config.dropout),
-            encoder: Encoder { layers: (0..config.transformer.n_layers).map(|_| EncoderLayer::init(config, device)).collect() },
+            encoder: Encoder::init(config, device),
             final_norm: config.transformer.norm_first.then(|| layer_norm(config, device)),
             pooling: config.transformer.pooling,
         }
@@ -197,6 +214,12 @@ impl TransformerBackbone {
 
     /// `tokens` `[batch, seq]` → states `[batch, seq, d]`, pooled `[batch, d]`.
     pub fn forward(&self, tokens: &TokenBatch) -> BackboneOutput {
+        self.encode(self.embed(tokens), tokens)
+    }
+
+    /// `tokens` `[batch, seq]` → the normalised sum of token, position and segment embeddings
+    /// `[batch, seq, d]` (what an ELECTRA generator shares).
+    pub fn embed(&self, tokens: &TokenBatch) -> Tensor<3> {
         let [b, l] = tokens.dims();
         let device = tokens.ids.device();
         let positions = Tensor::<1, Int>::arange(0..l as i64, &device).reshape([1, l]);
@@ -207,11 +230,12 @@ impl TransformerBackbone {
         if let Some(seg) = super::segment_embeddings(self.segment_embedding.as_ref(), tokens) {
             sum = sum + seg;
         }
-        let mut x = self.dropout.forward(self.embed_norm.forward(sum));
-        let pad_bias = tokens.pad_mask.clone().float().mul_scalar(PAD_BIAS).reshape([b, 1, 1, l]);
-        for layer in &self.encoder.layers {
-            x = layer.forward(x, pad_bias.clone());
-        }
+        self.dropout.forward(self.embed_norm.forward(sum))
+    }
+
+    /// Embedded `x` `[batch, seq, d]` → states and pooled vector.
+    pub fn encode(&self, x: Tensor<3>, tokens: &TokenBatch) -> BackboneOutput {
+        let mut x = self.encoder.forward(x, &tokens.pad_mask);
         if let Some(norm) = &self.final_norm {
             x = norm.forward(x);
         }
