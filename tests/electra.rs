@@ -164,6 +164,22 @@ fn electra_from_the_command_line_for_both_backbones() {
         let bytes = std::fs::read(clf.join("model.safetensors")).unwrap();
         assert!(!bytes.windows(10).any(|w| w == b"generator."), "the classifier holds no generator weights");
     }
+    // one compare command: scratch, MLM and ELECTRA pre-training side by side
+    let out = ok(&[
+        "compare", "--corpus", s(&corpus), "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("cmp")),
+        "--preset", "tiny", "--config", s(&tiny), "--backbone", "textcnn", "--vocab-size", "150", "--lr-grid", "3e-3", "--epochs", "1",
+        "--pretrain-max-steps", "10", "--pretrain-arms", "mlm,electra", "-q",
+    ]);
+    for row in ["| textcnn | scratch |", "| textcnn | pre-trained-mlm |", "| textcnn | pre-trained-electra |", "| textcnn | **gain** (pre-trained-mlm) |", "| textcnn | **gain** (pre-trained-electra) |"] {
+        assert!(out.contains(row), "{row} missing:\n{out}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("cmp/compare.json")).unwrap()).unwrap();
+    let arms = json[0]["arms"].as_array().unwrap();
+    let tasks: Vec<&serde_json::Value> = arms.iter().map(|a| &a["pretrain"]["tasks"]).collect();
+    assert_eq!(tasks, [&serde_json::Value::Null, &serde_json::json!(["mlm"]), &serde_json::json!(["electra"])]);
+    assert!(arms[2]["pretrain"]["rtd_accuracy"].as_f64().is_some() && arms[1]["pretrain"]["rtd_accuracy"].is_null());
+    assert!(std::fs::read_to_string(p("cmp/pretrained-textcnn-electra/config.toml")).unwrap().contains("electra"));
+
     // electra and mlm together are refused
     let e = common::fails(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("bad")), "--preset", "tiny", "--tasks", "mlm,electra"]);
     assert!(e.contains("electra replaces mlm"), "{e}");

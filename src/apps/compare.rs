@@ -1,7 +1,8 @@
-//! The pre-train → fine-tune experiment as one function: for each backbone, pre-train (or reuse a
-//! checkpoint), then fine-tune from scratch and from the pre-trained weights with the same seed,
-//! data order and epochs, each arm at its own learning rate chosen on the validation set, and
-//! write a Markdown table, a CSV of every epoch, a JSON record and SVG plots.
+//! The pre-train → fine-tune experiment as one function: for each backbone, pre-train (or reuse
+//! checkpoints) — once, or once per objective set (`mlm`, `electra`, …) — then fine-tune from
+//! scratch and from each pre-trained model with the same seed, data order and epochs, each arm
+//! at its own learning rate chosen on the validation set, and write a Markdown table, a CSV of
+//! every epoch, a JSON record and SVG plots.
 //!
 //! Fairness rules: fine-tuning never inherits optimiser state, learning rate or step counters
 //! from pre-training; both arms share the tokenizer and model shape; loading names every tensor
@@ -10,7 +11,7 @@
 use crate::store::atomic::write_atomic;
 
 use crate::store::model_dir::ModelDir;
-use crate::config::{BackboneKind, Config};
+use crate::config::{BackboneKind, Config, Objective};
 use crate::infer::classifier::LoadedClassifier;
 use crate::eval::metrics::Scores;
 use crate::apps::plot::{self, Panel, Series};
@@ -32,24 +33,34 @@ use std::path::{Path, PathBuf};
 use crate::store::layout::{COMPARE_EPOCHS_FILE, COMPARE_JSON_FILE, COMPARE_TABLE_FILE};
 
 
-/// The two starting points compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Arm {
-    /// Random weights.
-    Scratch,
-    /// Backbone and embeddings from masked-LM pre-training.
-    PreTrained,
+/// The arm that starts from random weights.
+pub const SCRATCH: &str = "scratch";
+/// The pre-trained arm's name when a backbone has one; with several, `pre-trained-LABEL`.
+pub const PRE_TRAINED: &str = "pre-trained";
+
+/// Names of `labels.len()` pre-trained arms: "pre-trained" alone, else "pre-trained-LABEL",
+/// numbered when two labels are the same.
+fn arm_names(labels: &[String]) -> Vec<String> {
+    if labels.len() == 1 {
+        return vec![PRE_TRAINED.to_owned()];
+    }
+    let mut names: Vec<String> = Vec::new();
+    for label in labels {
+        let base = format!("{PRE_TRAINED}-{label}");
+        let mut name = base.clone();
+        let mut k = 2;
+        while names.contains(&name) {
+            name = format!("{base}-{k}");
+            k += 1;
+        }
+        names.push(name);
+    }
+    names
 }
 
-impl Arm {
-    /// The name used in tables, files and plots.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arm::Scratch => "scratch",
-            Arm::PreTrained => "pre-trained",
-        }
-    }
+/// An objective set as a label: `mlm`, `electra+nsp`.
+fn tasks_label(tasks: &[Objective]) -> String {
+    tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("+")
 }
 
 /// What to compare.
@@ -61,8 +72,12 @@ pub struct CompareSettings {
     pub backbones: Vec<BackboneKind>,
     /// Fine-tuning learning rates tried by each arm; the best by validation micro-F1 is kept.
     pub lr_grid: Vec<f64>,
-    /// Pre-trained checkpoints to reuse instead of pre-training, by backbone.
-    pub reuse: BTreeMap<BackboneKind, PathBuf>,
+    /// Pre-trained checkpoints to reuse instead of pre-training, by backbone: one pre-trained
+    /// arm each.
+    pub reuse: BTreeMap<BackboneKind, Vec<PathBuf>>,
+    /// Objective sets to pre-train with, one pre-trained arm each, for a backbone without reused
+    /// checkpoints; empty: the base config's `pretrain.tasks`.
+    pub objectives: Vec<Vec<Objective>>,
 }
 
 /// Labelled and raw data of a comparison.
@@ -98,8 +113,10 @@ impl LrRun {
 /// One arm of one backbone: every learning rate tried and the chosen one.
 #[derive(Debug, Clone, Serialize)]
 pub struct ArmResult {
-    /// Which arm.
-    pub arm: Arm,
+    /// Which arm: [`SCRATCH`], [`PRE_TRAINED`] or `pre-trained-LABEL`.
+    pub arm: String,
+    /// How its starting weights were pre-trained (none for scratch).
+    pub pretrain: Option<PretrainSummary>,
     /// Runs in grid order.
     pub runs: Vec<LrRun>,
     /// Index into `runs` of the chosen learning rate.
@@ -122,23 +139,47 @@ pub struct PretrainSummary {
     pub dir: PathBuf,
     /// True when an existing checkpoint was given rather than trained here.
     pub reused: bool,
+    /// The objectives it was pre-trained with.
+    pub tasks: Vec<Objective>,
     /// Optimiser steps (0 when unknown).
     pub steps: usize,
-    /// Held-out masked-token accuracy at the end (NaN when unknown).
+    /// Held-out masked-token accuracy at the end (NaN when unknown; with `electra`, the
+    /// generator's).
     pub valid_accuracy: f64,
+    /// Held-out replaced-token detection accuracy at the end (`electra`).
+    pub rtd_accuracy: Option<f64>,
+    /// The accuracy of calling every held-out position original (`electra`).
+    pub all_original: Option<f64>,
     /// Wall seconds (0 when reused).
     pub seconds: f64,
 }
 
-/// Both arms of one backbone.
+/// Every arm of one backbone.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackboneResult {
     /// The backbone.
     pub backbone: BackboneKind,
-    /// Its pre-training.
-    pub pretrain: PretrainSummary,
-    /// Scratch, then pre-trained.
+    /// Scratch, then each pre-trained arm.
     pub arms: Vec<ArmResult>,
+}
+
+impl PretrainSummary {
+    /// What a pre-trained model directory logged about its own pre-training (zeros and NaN
+    /// when bertlu did not pre-train it).
+    fn of(dir: &ModelDir, reused: bool) -> Self {
+        let last = dir.meta.info.as_array().and_then(|epochs| epochs.last()).cloned().unwrap_or_default();
+        let number = |key: &str| last.get(key).and_then(|v| v.as_f64());
+        Self {
+            dir: dir.path.clone(),
+            reused,
+            tasks: dir.config.pretrain.tasks.clone(),
+            steps: number("steps").map_or(0, |v| v as usize),
+            valid_accuracy: number("valid_accuracy").unwrap_or(f64::NAN),
+            rtd_accuracy: number("rtd_valid_accuracy"),
+            all_original: number("replaced_share").map(|r| 1.0 - r),
+            seconds: number("seconds").unwrap_or(0.0),
+        }
+    }
 }
 
 /// Runs the comparison, writing every model under `out` (`pretrained-B/`, `runs/B-ARM-lrX/`).
@@ -148,56 +189,58 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
     }
     let mut results = Vec::new();
     for &backbone in &settings.backbones {
-        let (cfg, tok, pretrain_summary) = match settings.reuse.get(&backbone) {
-            Some(path) => {
-                let dir = ModelDir::open(path)?;
-                if dir.config.model.backbone != backbone {
-                    bail!("{}: holds a {} model, given for {backbone}", path.display(), dir.config.model.backbone);
+        // the pre-trained models of this backbone, each with the config and tokenizer it brings
+        let mut pretrained: Vec<(Config, WordPieceTokenizer, ModelDir, bool)> = Vec::new();
+        match settings.reuse.get(&backbone) {
+            Some(paths) => {
+                for path in paths {
+                    let dir = ModelDir::open(path)?;
+                    if dir.config.model.backbone != backbone {
+                        bail!("{}: holds a {} model, given for {backbone}", path.display(), dir.config.model.backbone);
+                    }
+                    let mut cfg = dir.config.clone();
+                    cfg.finetune = settings.base.finetune.clone();
+                    say(opts, &format!("\n== {backbone}: reusing pre-trained model {} ==", path.display()));
+                    let tok = dir.tokenizer.clone();
+                    pretrained.push((cfg, tok, dir, true));
                 }
-                let mut cfg = dir.config.clone();
-                cfg.finetune = settings.base.finetune.clone();
-                say(opts, &format!("\n== {backbone}: reusing pre-trained model {} ==", path.display()));
-                // what its own pre-training logged, when bertlu pre-trained it
-                let last = dir.meta.info.as_array().and_then(|epochs| epochs.last()).cloned().unwrap_or_default();
-                let number = |key: &str| last.get(key).and_then(|v| v.as_f64());
-                let summary = PretrainSummary {
-                    dir: path.clone(),
-                    reused: true,
-                    steps: number("steps").map_or(0, |v| v as usize),
-                    valid_accuracy: number("valid_accuracy").unwrap_or(f64::NAN),
-                    seconds: number("seconds").unwrap_or(0.0),
-                };
-                (cfg, dir.tokenizer.clone(), summary)
             }
             None => {
-                let mut cfg = settings.base.clone().with_backbone(backbone);
-                cfg.model.vocab_size = tokenizer.vocab_size();
-                cfg.validate()?;
-                let dir = out.join(format!("pretrained-{backbone}"));
-                std::fs::create_dir_all(&dir)?;
-                let tasks: Vec<String> = cfg.pretrain.tasks.iter().map(|t| t.to_string()).collect();
-                say(opts, &format!("\n== {backbone}: pre-training ({}) ==", tasks.join("+")));
-                let log = pretrain(&cfg, data.docs, tokenizer, None, &dir, opts)?;
-                let last = log.last().expect("pre-training logs at least one epoch");
-                let summary = PretrainSummary { dir, reused: false, steps: last.steps, valid_accuracy: last.valid_accuracy, seconds: last.seconds };
-                (cfg, tokenizer.clone(), summary)
+                let sets = if settings.objectives.is_empty() { vec![settings.base.pretrain.tasks.clone()] } else { settings.objectives.clone() };
+                for tasks in &sets {
+                    let mut cfg = settings.base.clone().with_backbone(backbone);
+                    cfg.pretrain.set_tasks(tasks);
+                    cfg.model.vocab_size = tokenizer.vocab_size();
+                    cfg.validate()?;
+                    let label = tasks_label(&cfg.pretrain.tasks);
+                    let dir = if sets.len() == 1 { out.join(format!("pretrained-{backbone}")) } else { out.join(format!("pretrained-{backbone}-{label}")) };
+                    std::fs::create_dir_all(&dir)?;
+                    say(opts, &format!("\n== {backbone}: pre-training ({label}) =="));
+                    pretrain(&cfg, data.docs, tokenizer, None, &dir, opts)?;
+                    pretrained.push((cfg, tokenizer.clone(), ModelDir::open(&dir)?, false));
+                }
             }
-        };
-        let pretrained = ModelDir::open(&pretrain_summary.dir)?;
+        }
+        let labels: Vec<String> = pretrained.iter().map(|(_, _, dir, _)| tasks_label(&dir.config.pretrain.tasks)).collect();
+        let (scratch_cfg, scratch_tok) = (pretrained[0].0.clone(), pretrained[0].1.clone());
+        let mut starts: Vec<(String, Config, WordPieceTokenizer, Option<(ModelDir, bool)>)> = vec![(SCRATCH.to_owned(), scratch_cfg, scratch_tok, None)];
+        for ((cfg, tok, dir, reused), name) in pretrained.into_iter().zip(arm_names(&labels)) {
+            starts.push((name, cfg, tok, Some((dir, reused))));
+        }
         let mut arms = Vec::new();
-        for arm in [Arm::Scratch, Arm::PreTrained] {
+        for (arm, cfg, tok, start) in starts {
             let mut runs = Vec::new();
             for &lr in &settings.lr_grid {
                 let mut cfg = cfg.clone();
                 cfg.finetune.optim.lr = lr;
                 // Every arm runs all epochs so the per-epoch curves are comparable.
                 cfg.finetune.patience = 0;
-                let dir = out.join("runs").join(format!("{backbone}-{}-lr{lr:e}", arm.name()));
+                let dir = out.join("runs").join(format!("{backbone}-{arm}-lr{lr:e}"));
                 std::fs::create_dir_all(&dir)?;
-                say(opts, &format!("\n== {backbone}, {}, lr {lr:e} ==", arm.name()));
-                let init = match arm {
-                    Arm::Scratch => Init::Scratch,
-                    Arm::PreTrained => Init::Pretrained(&pretrained),
+                say(opts, &format!("\n== {backbone}, {arm}, lr {lr:e} =="));
+                let init = match &start {
+                    None => Init::Scratch,
+                    Some((pre, _)) => Init::Pretrained(pre),
                 };
                 let report = finetune(&cfg, init, &tok, data.train, data.valid, problem, Some(&dir), opts)?;
                 runs.push(LrRun { lr, report, dir });
@@ -208,10 +251,11 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
                 Some(test) => Some(LoadedClassifier::open(&runs[chosen].dir)?.evaluate(test, None, 64).scores),
                 None => None,
             };
-            say(opts, &format!("{backbone} {}: chosen lr {:e} (valid micro-F1 {:.4})", arm.name(), runs[chosen].lr, runs[chosen].best_f1()));
-            arms.push(ArmResult { arm, runs, chosen, test });
+            say(opts, &format!("{backbone} {arm}: chosen lr {:e} (valid micro-F1 {:.4})", runs[chosen].lr, runs[chosen].best_f1()));
+            let pretrain = start.map(|(dir, reused)| PretrainSummary::of(&dir, reused));
+            arms.push(ArmResult { arm, pretrain, runs, chosen, test });
         }
-        results.push(BackboneResult { backbone, pretrain: pretrain_summary, arms });
+        results.push(BackboneResult { backbone, arms });
     }
     Ok(results)
 }
@@ -249,7 +293,7 @@ pub fn markdown(results: &[BackboneResult], title: &str) -> String {
                 s,
                 "| {} | {} | {:e} | {:.4} | {} | {} | {} | {} | {} | {} | {} | {:.0} s |",
                 r.backbone,
-                a.arm.name(),
+                a.arm,
                 a.best().lr,
                 rep.initial_valid_loss,
                 fmt_opt(v.0),
@@ -263,34 +307,46 @@ pub fn markdown(results: &[BackboneResult], title: &str) -> String {
             );
             row_values.push((rep.initial_valid_loss, v));
         }
-        let ((l0a, a), (l0b, b)) = (row_values[0], row_values[1]);
-        let _ = writeln!(
-            s,
-            "| {} | **gain** | | {:+.4} | {} | **{}** | {} | | **{}** | {} | | |",
-            r.backbone,
-            l0b - l0a,
-            fmt_gain(a.0, b.0),
-            fmt_gain(a.1, b.1),
-            fmt_gain(a.2, b.2),
-            fmt_gain(a.3, b.3),
-            fmt_gain(a.4, b.4)
-        );
+        let (l0a, a) = row_values[0];
+        for (k, &(l0b, b)) in row_values.iter().enumerate().skip(1) {
+            // one gain row a pre-trained arm, each against scratch
+            let label = if row_values.len() > 2 { format!("**gain** ({})", r.arms[k].arm) } else { "**gain**".to_owned() };
+            let _ = writeln!(
+                s,
+                "| {} | {label} | | {:+.4} | {} | **{}** | {} | | **{}** | {} | | |",
+                r.backbone,
+                l0b - l0a,
+                fmt_gain(a.0, b.0),
+                fmt_gain(a.1, b.1),
+                fmt_gain(a.2, b.2),
+                fmt_gain(a.3, b.3),
+                fmt_gain(a.4, b.4)
+            );
+        }
     }
     s.push_str("\nPre-training:\n");
     for r in results {
-        let p = &r.pretrain;
-        if p.reused {
-            let logged = if p.steps > 0 { format!(" ({} steps, held-out masked-token accuracy {:.4}, {:.0} s when it was pre-trained)", p.steps, p.valid_accuracy, p.seconds) } else { String::new() };
-            let _ = writeln!(s, "- {}: reused checkpoint `{}`{logged}", r.backbone, p.dir.display());
-        } else {
-            let _ = writeln!(s, "- {}: {} steps, held-out masked-token accuracy {:.4}, {:.0} s", r.backbone, p.steps, p.valid_accuracy, p.seconds);
+        for a in &r.arms {
+            let Some(p) = &a.pretrain else { continue };
+            let mut scores = format!("{} steps, held-out masked-token accuracy {:.4}", p.steps, p.valid_accuracy);
+            if let (Some(acc), Some(base)) = (p.rtd_accuracy, p.all_original) {
+                scores = format!("{} steps, generator's held-out masked-token accuracy {:.4}, replaced-token accuracy {acc:.4} (all-original {base:.4})", p.steps, p.valid_accuracy);
+            }
+            let what = if r.arms.len() > 2 { format!("{} {}", r.backbone, a.arm) } else { r.backbone.to_string() };
+            let tasks = tasks_label(&p.tasks);
+            if p.reused {
+                let logged = if p.steps > 0 { format!(" ({tasks}: {scores}, {:.0} s when it was pre-trained)", p.seconds) } else { String::new() };
+                let _ = writeln!(s, "- {what}: reused checkpoint `{}`{logged}", p.dir.display());
+            } else {
+                let _ = writeln!(s, "- {what}: {tasks}, {scores}, {:.0} s", p.seconds);
+            }
         }
     }
     s.push_str("\nLearning-rate grid (best validation micro-F1 of each run):\n");
     for r in results {
         for a in &r.arms {
             let runs: Vec<String> = a.runs.iter().map(|x| format!("{:e} → {:.4}", x.lr, x.best_f1())).collect();
-            let _ = writeln!(s, "- {} {}: {}", r.backbone, a.arm.name(), runs.join(", "));
+            let _ = writeln!(s, "- {} {}: {}", r.backbone, a.arm, runs.join(", "));
         }
     }
     s
@@ -303,12 +359,12 @@ pub fn epochs_csv(results: &[BackboneResult]) -> String {
         for a in &r.arms {
             for (i, run) in a.runs.iter().enumerate() {
                 let chosen = i == a.chosen;
-                let _ = writeln!(s, "{},{},{:e},{chosen},0,,{:.6},,,,,0", r.backbone, a.arm.name(), run.lr, run.report.initial_valid_loss);
+                let _ = writeln!(s, "{},{},{:e},{chosen},0,,{:.6},,,,,0", r.backbone, a.arm, run.lr, run.report.initial_valid_loss);
                 for e in &run.report.epochs {
                     let _ = writeln!(
                         s,
                         "{},{},{:e},{chosen},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.1}",
-                        r.backbone, a.arm.name(), run.lr, e.epoch, e.train_loss, e.valid_loss, e.micro_f1, e.macro_f1, e.precision, e.recall, e.seconds
+                        r.backbone, a.arm, run.lr, e.epoch, e.train_loss, e.valid_loss, e.micro_f1, e.macro_f1, e.precision, e.recall, e.seconds
                     );
                 }
             }
@@ -320,7 +376,7 @@ pub fn epochs_csv(results: &[BackboneResult]) -> String {
 /// Validation micro-F1 and loss per epoch, scratch vs pre-trained (chosen learning rates).
 pub fn plot_svg(r: &BackboneResult) -> Result<String> {
     let series = |f: &dyn Fn(&FinetuneReport) -> Vec<(f64, f64)>| -> Vec<Series> {
-        r.arms.iter().map(|a| Series { name: format!("{} (lr {:e})", a.arm.name(), a.best().lr), points: f(&a.best().report) }).collect()
+        r.arms.iter().map(|a| Series { name: format!("{} (lr {:e})", a.arm, a.best().lr), points: f(&a.best().report) }).collect()
     };
     let f1 = Panel {
         title: format!("{}: validation micro-F1", r.backbone),
@@ -367,8 +423,11 @@ pub struct CompareJob {
     pub backbones: Vec<BackboneKind>,
     /// Fine-tuning learning rates each arm tries.
     pub lr_grid: Vec<f64>,
-    /// Pre-trained models to reuse instead of pre-training, by backbone.
+    /// Pre-trained models to reuse instead of pre-training, by backbone (several for one
+    /// backbone: one pre-trained arm each).
     pub reuse: Vec<(BackboneKind, PathBuf)>,
+    /// Objective sets to pre-train with, one pre-trained arm each; empty: the config's.
+    pub objectives: Vec<Vec<Objective>>,
     /// A tokenizer file or directory; without it one is trained on the corpus.
     pub vocab: Option<PathBuf>,
     /// Size of that vocabulary.
@@ -392,7 +451,15 @@ pub fn run(base: Config, job: &CompareJob) -> Result<PathBuf> {
     for &b in &job.backbones {
         base.clone().with_backbone(b).validate().with_context(|| format!("--backbone {b}"))?;
     }
-    let reuse: BTreeMap<BackboneKind, PathBuf> = job.reuse.iter().cloned().collect();
+    let mut reuse: BTreeMap<BackboneKind, Vec<PathBuf>> = BTreeMap::new();
+    for (b, path) in &job.reuse {
+        reuse.entry(*b).or_default().push(path.clone());
+    }
+    for tasks in &job.objectives {
+        let mut cfg = base.clone();
+        cfg.pretrain.set_tasks(tasks);
+        cfg.validate().with_context(|| format!("--pretrain-arms {}", tasks_label(tasks)))?;
+    }
     if let Some(b) = reuse.keys().find(|b| !job.backbones.contains(b)) {
         bail!("--pretrained given for {b}, which is not in --backbone");
     }
@@ -410,7 +477,7 @@ pub fn run(base: Config, job: &CompareJob) -> Result<PathBuf> {
         Some(p) => load_tokenizer(p)?,
         None => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: job.vocab_size, ..Default::default() })?,
     };
-    let settings = CompareSettings { base: base.clone(), backbones: job.backbones.clone(), lr_grid: job.lr_grid.clone(), reuse };
+    let settings = CompareSettings { base: base.clone(), backbones: job.backbones.clone(), lr_grid: job.lr_grid.clone(), reuse, objectives: job.objectives.clone() };
     let data = CompareData { docs: &docs, train: &train, valid: &valid, test: test.as_deref() };
     let results = compare(&settings, &data, &tokenizer, problem, out.path(), &job.options)?;
     let names = job.train.iter().map(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow::anyhow!("{}: not a file", t.display()))).collect::<Result<Vec<_>>>()?;

@@ -39,10 +39,15 @@ pub struct CompareArgs {
     /// Pre-training peak learning rate (default: the config's).
     #[arg(long)]
     pub pretrain_lr: Option<f64>,
-    /// Pre-training objectives, comma-separated: mlm, nsp (default: the config's, mlm).
-    #[arg(long, value_delimiter = ',')]
+    /// Pre-training objectives, comma-separated: mlm, nsp, electra (default: the config's, mlm).
+    #[arg(long, value_delimiter = ',', conflicts_with = "pretrain_arms")]
     pub pretrain_tasks: Option<Vec<bertlu::config::Objective>>,
-    /// Reuse a pre-trained checkpoint instead of pre-training: BACKBONE=DIR (repeatable).
+    /// Several pre-trained arms a backbone, one an objective set, comma-separated, objectives
+    /// of a set joined by '+': `mlm,electra` compares scratch, MLM and ELECTRA pre-training.
+    #[arg(long, value_delimiter = ',', value_parser = parse_objectives)]
+    pub pretrain_arms: Vec<Vec<bertlu::config::Objective>>,
+    /// Reuse a pre-trained checkpoint instead of pre-training: BACKBONE=DIR (repeatable; several
+    /// for one backbone are one pre-trained arm each).
     #[arg(long, value_parser = parse_reuse)]
     pub pretrained: Vec<(BackboneKind, PathBuf)>,
     /// Tokenizer to share (a tokenizer.json or a directory with one); trained on the corpus if absent.
@@ -60,6 +65,10 @@ pub struct CompareArgs {
     /// Shared training settings (--backbone takes a list here, default transformer,textcnn).
     #[command(flatten)]
     pub common: CommonTrain,
+}
+
+fn parse_objectives(s: &str) -> Result<Vec<bertlu::config::Objective>, String> {
+    s.split('+').map(|t| bertlu::config::Objective::from_str(t.trim(), true).map_err(|_| format!("unknown objective '{t}' (mlm, nsp, electra)"))).collect()
 }
 
 fn parse_reuse(s: &str) -> Result<(BackboneKind, PathBuf), String> {
@@ -111,6 +120,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         backbones: if a.common.backbone.is_empty() { vec![BackboneKind::Transformer, BackboneKind::TextCnn] } else { a.common.backbone.clone() },
         lr_grid: a.lr_grid.clone(),
         reuse: a.pretrained.clone(),
+        objectives: a.pretrain_arms.clone(),
         vocab: a.vocab.clone(),
         vocab_size: a.vocab_size,
         problem: a.problem,
