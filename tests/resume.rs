@@ -161,6 +161,8 @@ fn pretrain_interrupted_by_ctrl_c_saves_and_resumes_bit_for_bit() {
     interrupted_pretraining_resumes("mlm");
     // sentence pairs are rebuilt alike on every pass, and the next-sentence numbers carry over
     interrupted_pretraining_resumes("mlm,nsp");
+    // ELECTRA: the generator, its samples (seeded by step) and the detection numbers carry over
+    interrupted_pretraining_resumes("electra");
 }
 
 fn interrupted_pretraining_resumes(tasks: &str) {
