@@ -158,6 +158,14 @@ fn electra_from_the_command_line_for_both_backbones() {
         let clf = p(&format!("clf-{backbone}"));
         let ft = ok(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&clf), "--init", s(&pre), "--epochs", "1", "--json-logs"]);
         let loaded = ft.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|e| e["text"].as_str().map(str::to_owned)).find(|t| t.contains("pre-trained tensors")).expect("loading reported");
+        // the warning about weak pre-training judges the discriminator, not the small generator
+        let last = &epochs[1];
+        let replaced = last["replaced_share"].as_f64().unwrap();
+        let closed = (last["rtd_valid_accuracy"].as_f64().unwrap() - (1.0 - replaced)) / replaced;
+        let warned = ft.contains("tells replaced word pieces");
+        eprintln!("{backbone}: discriminator closed {closed:.3} of the gap; warned: {warned}");
+        assert_eq!(warned, closed < bertlu::train::finetune::WEAK_RTD_GAP_CLOSED, "{backbone}: gap closed {closed:.3}, warned {warned}");
+        assert!(!ft.contains("masked-token accuracy (under"), "an electra model is not judged by its generator");
         let n: usize = loaded.split_whitespace().nth(2).and_then(|w| w.parse().ok()).expect("a tensor count");
         let backbone_tensors = if backbone == "transformer" { 3 + 2 + 16 } else { 2 + 2 * 2 };
         assert_eq!(n, backbone_tensors, "{loaded}");
