@@ -363,29 +363,34 @@ pub const WEAK_MLM_ACCURACY: f64 = 0.20;
 /// original and a perfect discriminator that its held-out accuracy closed.
 pub const WEAK_RTD_GAP_CLOSED: f64 = 0.20;
 
-/// A warning when a bertlu-pre-trained model's last held-out masked-token accuracy is under
-/// [`WEAK_MLM_ACCURACY`], with what to do about it.
+/// A warning when a bertlu-pre-trained model's last held-out score says its weights are not yet
+/// useful — masked-token accuracy under [`WEAK_MLM_ACCURACY`], or for an ELECTRA model a
+/// discriminator that closed under [`WEAK_RTD_GAP_CLOSED`] of its gap — with what to do about it.
 pub fn weak_pretraining(dir: &ModelDir) -> Option<String> {
     let last = dir.meta.info.as_array()?.last()?;
-    if let (Some(accuracy), Some(replaced)) = (last.get("rtd_valid_accuracy").and_then(|v| v.as_f64()), last.get("replaced_share").and_then(|v| v.as_f64())) {
+    let number = |key: &str| last.get(key).and_then(|v| v.as_f64());
+    let finding = match (number("rtd_valid_accuracy"), number("replaced_share")) {
         // ELECTRA: the masked-LM accuracy is the small generator's; what counts is how much of
         // the gap between "all original" and perfect the discriminator closed
-        let base = 1.0 - replaced;
-        let closed = (accuracy - base) / replaced.max(1e-9);
-        return (closed < WEAK_RTD_GAP_CLOSED).then(|| {
-            format!(
-                "finetune: warning: {} tells replaced word pieces at {:.1} % held-out accuracy against {:.1} % for calling every piece original (under {:.0} % of the gap closed): its weights may start fine-tuning worse than random ones; pre-train it longer (`bertlu pretrain --init {} --corpus …`) or start from an imported checkpoint (`bertlu import-hf`)",
-                dir.path.display(), 100.0 * accuracy, 100.0 * base, 100.0 * WEAK_RTD_GAP_CLOSED, dir.path.display()
-            )
-        });
-    }
-    let accuracy = last.get("valid_accuracy")?.as_f64()?;
-    (accuracy < WEAK_MLM_ACCURACY).then(|| {
-        format!(
-            "finetune: warning: {} reached {:.1} % held-out masked-token accuracy (under {:.0} %): its weights may start fine-tuning worse than random ones; pre-train it longer (`bertlu pretrain --init {} --corpus …`) or start from an imported checkpoint (`bertlu import-hf`)",
-            dir.path.display(), 100.0 * accuracy, 100.0 * WEAK_MLM_ACCURACY, dir.path.display()
-        )
-    })
+        (Some(accuracy), Some(replaced)) => {
+            let base = 1.0 - replaced;
+            let closed = (accuracy - base) / replaced.max(1e-9);
+            (closed < WEAK_RTD_GAP_CLOSED).then(|| {
+                format!(
+                    "tells replaced word pieces at {:.1} % held-out accuracy against {:.1} % for calling every piece original (under {:.0} % of the gap closed)",
+                    100.0 * accuracy, 100.0 * base, 100.0 * WEAK_RTD_GAP_CLOSED
+                )
+            })
+        }
+        _ => {
+            let accuracy = number("valid_accuracy")?;
+            (accuracy < WEAK_MLM_ACCURACY).then(|| format!("reached {:.1} % held-out masked-token accuracy (under {:.0} %)", 100.0 * accuracy, 100.0 * WEAK_MLM_ACCURACY))
+        }
+    }?;
+    Some(format!(
+        "finetune: warning: {} {finding}: its weights may start fine-tuning worse than random ones; pre-train it longer (`bertlu pretrain --init {} --corpus …`) or start from an imported checkpoint (`bertlu import-hf`)",
+        dir.path.display(), dir.path.display()
+    ))
 }
 
 #[cfg(test)]

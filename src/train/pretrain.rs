@@ -355,14 +355,13 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
             seconds,
         };
         let mut human = format!("epoch {epoch}: step {}", e.steps);
-        if p.has(Objective::Mlm) {
-            human += &format!(" | mlm train loss {:.4} acc {:.4}, valid loss {:.4} acc {:.4}", e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy);
+        if masks(p) {
+            // with electra the masked LM is the generator's
+            let name = if p.has(Objective::Electra) { "generator" } else { "mlm" };
+            human += &format!(" | {name} train loss {:.4} acc {:.4}, valid loss {:.4} acc {:.4}", e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy);
         }
-        if p.has(Objective::Electra) {
-            human += &format!(" | generator train loss {:.4} acc {:.4}, valid loss {:.4} acc {:.4}", e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy);
-            if let (Some(tl), Some(ta), Some(vl), Some(va), Some(r)) = (e.rtd_train_loss, e.rtd_train_accuracy, e.rtd_valid_loss, e.rtd_valid_accuracy, e.replaced_share) {
-                human += &format!(" | rtd train loss {tl:.4} acc {ta:.4}, valid loss {vl:.4} acc {va:.4} (all-original {:.4})", 1.0 - r);
-            }
+        if let (Some(tl), Some(ta), Some(vl), Some(va), Some(r)) = (e.rtd_train_loss, e.rtd_train_accuracy, e.rtd_valid_loss, e.rtd_valid_accuracy, e.replaced_share) {
+            human += &format!(" | rtd train loss {tl:.4} acc {ta:.4}, valid loss {vl:.4} acc {va:.4} (all-original {:.4})", 1.0 - r);
         }
         if let (Some(tl), Some(ta)) = (e.nsp_train_loss, e.nsp_train_accuracy) {
             human += &format!(" | nsp train loss {tl:.4} acc {ta:.4}, valid loss {:.4} acc {:.4}", v.nsp_loss.unwrap_or(f64::NAN), v.nsp_accuracy.unwrap_or(f64::NAN));
@@ -547,9 +546,9 @@ fn forward(model: &PretrainModel, batch: &PretrainBatch, p: &PretrainConfig, spe
     }
 }
 
-/// The masked example of a sequence: masked with `mlm`, the sequence untouched without.
-fn mask<R: rand::Rng>(masking: &Masking, mlm: bool, ids: &[u32], rng: &mut R) -> MlmExample {
-    if mlm {
+/// The masked example of a sequence when `masked` (see [`masks`]), the sequence untouched without.
+fn mask<R: rand::Rng>(masking: &Masking, masked: bool, ids: &[u32], rng: &mut R) -> MlmExample {
+    if masked {
         masking.apply(ids, rng)
     } else {
         MlmExample { input_ids: ids.to_vec(), positions: Vec::new(), targets: Vec::new() }
