@@ -325,6 +325,16 @@ pub struct PretrainConfig {
     /// With `electra`: λ in `generator MLM loss + λ · replaced-token loss`.
     #[serde(default = "default_rtd_weight", skip_serializing_if = "is_default_rtd_weight")]
     pub rtd_weight: f64,
+    /// Wall-clock seconds the whole run may take (0: no budget). Before training, the steps that
+    /// fit are measured (a few steps on held-out batches) and become the run's `max_steps` and
+    /// `epochs`, so warm-up and decay span exactly the budget (`epochs` is replaced; a
+    /// `max_steps` still caps the steps).
+    #[serde(default, skip_serializing_if = "is_no_budget")]
+    pub time_budget: f64,
+}
+
+fn is_no_budget(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl PretrainConfig {
@@ -473,6 +483,7 @@ impl Config {
                 word_list: String::new(),
                 tasks: default_tasks(),
                 short_seq_prob: default_short_seq_prob(),
+                time_budget: 0.0,
                 generator_size: DEFAULT_GENERATOR_SIZE,
                 rtd_weight: DEFAULT_RTD_WEIGHT,
             },
@@ -592,6 +603,12 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&p.short_seq_prob) {
             bail!("pretrain.short_seq_prob must be in [0, 1] (got {})", p.short_seq_prob);
+        }
+        if !(p.time_budget >= 0.0 && p.time_budget.is_finite()) {
+            bail!("pretrain.time_budget must be a number of seconds ≥ 0 (got {})", p.time_budget);
+        }
+        if p.time_budget > 0.0 && p.valid_fraction == 0.0 {
+            bail!("pretrain.time_budget needs held-out sequences to measure a step on (pretrain.valid_fraction > 0)");
         }
         if !(0.0..0.5).contains(&p.valid_fraction) {
             bail!("pretrain.valid_fraction must be in [0, 0.5) (got {})", p.valid_fraction);

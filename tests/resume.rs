@@ -240,3 +240,32 @@ fn metrics_csv_has_a_row_per_log_interval_and_per_epoch() {
     let e = fails(&["report", s(&p("voc"))]);
     assert!(e.contains("metrics.csv"), "{e}");
 }
+
+#[test]
+fn a_time_budget_becomes_steps_that_resume_and_repeat_exactly() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let (corpus, voc, toml) = (p("corpus.txt"), p("voc"), p("tiny.toml"));
+    let base = ["pretrain", "--corpus", s(&corpus), "--vocab", s(&voc), "--preset", "tiny", "--config", s(&toml), "--checkpoint-every", "4"];
+    // a budget with no room for a step is refused before anything is written
+    let err = fails(&refs(&args(&base, &p("none"), &["--time-budget", "0.001s", "-q"])));
+    assert!(err.contains("no time left to train"), "{err}");
+    assert!(!p("none").exists());
+    // killed mid-run, then resumed with the same command: the steps come from the checkpoint
+    let budget = p("budget");
+    let budget_args = args(&base, &budget, &["--time-budget", "8s", "--epochs", "1", "-q"]);
+    kill_at(&budget_args, &budget, 8);
+    let resumed = ok(&refs(&args(&base, &budget, &["--time-budget", "8s", "--epochs", "1", "--resume"])));
+    assert!(resumed.contains("resumed from") && !resumed.contains("steps fit"), "{resumed}");
+    let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(budget.join("config.toml")).unwrap()).unwrap();
+    let steps = cfg["pretrain"]["max_steps"].as_integer().unwrap();
+    let epochs = cfg["pretrain"]["epochs"].as_integer().unwrap();
+    assert!(steps >= 8, "{steps} steps");
+    // the run the log names as its equal without a budget gives every number and weight again
+    let plain = p("plain");
+    let log = ok(&refs(&args(&base, &plain, &["--epochs", &epochs.to_string(), "--max-steps", &steps.to_string()])));
+    assert!(!log.contains("time budget"), "{log}");
+    assert_eq!(epochs_without_time(&plain), epochs_without_time(&budget));
+    assert_eq!(metric_columns(&plain), metric_columns(&budget));
+    assert!(common::weights_payload(&plain) == common::weights_payload(&budget), "weights differ from the budget's equal");
+}

@@ -36,6 +36,10 @@ pub struct CompareArgs {
     /// Stop pre-training after this many steps.
     #[arg(long)]
     pub pretrain_max_steps: Option<usize>,
+    /// Wall-clock budget of each pre-training (`30m`, `2h`): every pre-trained arm gets the same
+    /// time, not the same steps (see `pretrain --time-budget`).
+    #[arg(long, value_parser = super::parse_duration)]
+    pub pretrain_time_budget: Option<f64>,
     /// Pre-training peak learning rate (default: the config's).
     #[arg(long)]
     pub pretrain_lr: Option<f64>,
@@ -99,6 +103,9 @@ pub fn run(a: CompareArgs) -> Result<()> {
         }
         if let Some(v) = a.pretrain_max_steps {
             p.max_steps = v;
+        }
+        if let Some(v) = a.pretrain_time_budget {
+            p.time_budget = v;
         }
         if let Some(v) = a.pretrain_lr {
             p.optim.lr = v;

@@ -95,6 +95,24 @@ pub struct StepArgs {
     pub batch_size: Option<usize>,
 }
 
+/// A wall-clock duration on the command line: seconds, or a number with `s`, `m`/`min` or
+/// `h` (`90`, `45s`, `30m`, `1.5h`).
+pub fn parse_duration(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        u => return Err(format!("unknown unit '{u}' (use s, m or h, e.g. 30m)")),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x * scale),
+        _ => Err(format!("'{text}' is not a positive duration (e.g. 90s, 30m, 2h)")),
+    }
+}
+
 impl StepArgs {
     /// Writes the given values (and `--seed`) over a config section's optimiser settings.
     pub fn apply(&self, optim: &mut OptimConfig, common: &CommonTrain) {
@@ -261,5 +279,23 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => report::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_in_seconds() {
+        assert_eq!(parse_duration("90"), Ok(90.0));
+        assert_eq!(parse_duration("45s"), Ok(45.0));
+        assert_eq!(parse_duration("30m"), Ok(1800.0));
+        assert_eq!(parse_duration("2 min"), Ok(120.0));
+        assert_eq!(parse_duration("1.5h"), Ok(5400.0));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-3m").is_err());
+        assert!(parse_duration("3d").unwrap_err().contains("unknown unit 'd'"));
+        assert!(parse_duration("m").is_err());
     }
 }

@@ -37,6 +37,12 @@ pub struct PretrainArgs {
     /// Stop after this many steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Wall-clock budget of the whole run (`30m`, `2h`, `900` seconds): the steps that fit are
+    /// measured before training (a few steps on held-out batches) and replace --epochs
+    /// (--max-steps still caps them); warm-up and decay span the budget. The log gives the equivalent
+    /// `--epochs E --max-steps N`, which repeats the run exactly.
+    #[arg(long, value_parser = super::parse_duration)]
+    pub time_budget: Option<f64>,
     /// Keep the model of every epoch as `epochs/epoch-N/` in the output directory, not only the last.
     #[arg(long)]
     pub keep_epochs: bool,
@@ -77,6 +83,9 @@ fn configure(a: &PretrainArgs, base: Option<&ModelDir>) -> Result<Config> {
     a.steps.apply(&mut p.optim, &a.common);
     if let Some(v) = a.max_steps {
         p.max_steps = v;
+    }
+    if let Some(v) = a.time_budget {
+        p.time_budget = v;
     }
     if a.whole_word_mask {
         p.whole_word_mask = true;
