@@ -333,6 +333,17 @@ pub struct PretrainConfig {
     pub time_budget: f64,
 }
 
+/// The settings a config file leaves out while they hold their default (so files stay as
+/// earlier builds wrote them), `(section, key)`: still settings a file or `--set` may give.
+const UNWRITTEN_AT_DEFAULT: &[(&str, &str)] = &[
+    ("model", "max_positions"),
+    ("model", "activation"),
+    ("model", "layer_norm_eps"),
+    ("pretrain", "generator_size"),
+    ("pretrain", "rtd_weight"),
+    ("pretrain", "time_budget"),
+];
+
 fn is_no_budget(x: &f64) -> bool {
     *x == 0.0
 }
@@ -515,6 +526,12 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Whether `[section] key` is a setting: written by [`Config::to_toml`], or one of the
+    /// [`UNWRITTEN_AT_DEFAULT`] keys.
+    fn is_known_key(written: &toml::Table, section: &str, key: &str) -> bool {
+        matches!(written.get(section), Some(toml::Value::Table(keys)) if keys.contains_key(key)) || UNWRITTEN_AT_DEFAULT.contains(&(section, key))
+    }
+
     /// Applies the keys present in a TOML text on top of `self`.
     pub fn merged(&self, toml_text: &str) -> Result<Self> {
         let overrides: toml::Table = toml::from_str(toml_text).map_err(|e| anyhow::anyhow!("invalid TOML: {}", one_line(&e.to_string())))?;
@@ -523,7 +540,7 @@ impl Config {
             match (base.get_mut(&section), value) {
                 (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => {
                     for (k, v) in src {
-                        if !dst.contains_key(&k) && k != "vocab_size" {
+                        if !dst.contains_key(&k) && k != "vocab_size" && !UNWRITTEN_AT_DEFAULT.contains(&(section.as_str(), k.as_str())) {
                             bail!("unknown key '{k}' in [{section}]");
                         }
                         dst.insert(k, v);
@@ -647,8 +664,8 @@ impl Config {
         let read: toml::Table = toml::from_str(&text)?;
         let known = toml::Table::try_from(&cfg)?;
         for (section, keys) in &read {
-            if let (toml::Value::Table(keys), Some(toml::Value::Table(known))) = (keys, known.get(section)) {
-                if let Some(k) = keys.keys().find(|k| !known.contains_key(*k)) {
+            if let (toml::Value::Table(keys), Some(toml::Value::Table(_))) = (keys, known.get(section)) {
+                if let Some(k) = keys.keys().find(|k| !Self::is_known_key(&known, section, k)) {
                     bail!("{}: unknown key '{k}' in [{section}]", path.display());
                 }
             }
@@ -695,6 +712,31 @@ mod tests {
         assert_eq!((tiny.d_model, tiny.d_model / tiny.transformer.n_heads, tiny.transformer.d_ff), (64, 8, 256));
         let c = Config::preset(Preset::Small);
         assert!(c.finetune.optim.lr < c.pretrain.optim.lr);
+    }
+
+    #[test]
+    fn settings_left_out_at_their_default_can_still_be_given() {
+        // each key a config file omits at its default, given a non-default value…
+        let given = ["model.max_positions=512", "model.activation=\"gelu-tanh\"", "model.layer_norm_eps=1e-5", "pretrain.generator_size=0.5", "pretrain.rtd_weight=20", "pretrain.time_budget=60"];
+        let c = Config::preset(Preset::Tiny).with_settings(&given.map(String::from)).unwrap();
+        assert_eq!((c.model.max_positions, c.model.transformer.activation, c.model.transformer.layer_norm_eps), (512, Activation::GeluTanh, 1e-5));
+        assert_eq!((c.pretrain.generator_size, c.pretrain.rtd_weight, c.pretrain.time_budget), (0.5, 20.0, 60.0));
+        // …or its default, in a --config file and in a saved model's config.toml
+        let defaults = "[model]\nmax_positions = 0\nactivation = \"gelu\"\nlayer_norm_eps = 1e-12\n[pretrain]\ngenerator_size = 0.25\nrtd_weight = 50.0\ntime_budget = 0.0\n";
+        assert_eq!(Config::preset(Preset::Tiny).merged(defaults).unwrap(), Config::preset(Preset::Tiny));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, Config::preset(Preset::Tiny).to_toml() + "\n").unwrap();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text = text.replace("[pretrain]\n", "[pretrain]\ntime_budget = 0.0\n").replace("[model]\n", "[model]\nmax_positions = 0\n");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(Config::load(&path).unwrap(), Config::preset(Preset::Tiny));
+        // every field serde leaves out at its default is in the list
+        let source = include_str!("config.rs");
+        let skipped = source.matches(concat!("skip_serializing", "_if")).count();
+        assert_eq!(skipped, UNWRITTEN_AT_DEFAULT.len(), "a setting left out at its default is missing from UNWRITTEN_AT_DEFAULT");
+        // and a key that is no setting is still refused
+        assert!(Config::preset(Preset::Tiny).with_settings(&["pretrain.time_budgett=1".into()]).is_err());
     }
 
     #[test]
