@@ -176,7 +176,7 @@ fn electra_from_the_command_line_for_both_backbones() {
     let out = ok(&[
         "compare", "--corpus", s(&corpus), "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("cmp")),
         "--preset", "tiny", "--config", s(&tiny), "--backbone", "textcnn", "--vocab-size", "150", "--lr-grid", "3e-3", "--epochs", "1",
-        "--pretrain-max-steps", "10", "--pretrain-arms", "mlm,electra", "-q",
+        "--pretrain-max-steps", "10", "--pretrain-time-budget", "20s", "--pretrain-arms", "mlm,electra", "-q",
     ]);
     for row in ["| textcnn | scratch |", "| textcnn | pre-trained-mlm |", "| textcnn | pre-trained-electra |", "| textcnn | **gain** (pre-trained-mlm) |", "| textcnn | **gain** (pre-trained-electra) |"] {
         assert!(out.contains(row), "{row} missing:\n{out}");
@@ -187,6 +187,13 @@ fn electra_from_the_command_line_for_both_backbones() {
     assert_eq!(tasks, [&serde_json::Value::Null, &serde_json::json!(["mlm"]), &serde_json::json!(["electra"])]);
     assert!(arms[2]["pretrain"]["rtd_accuracy"].as_f64().is_some() && arms[1]["pretrain"]["rtd_accuracy"].is_null());
     assert!(std::fs::read_to_string(p("cmp/pretrained-textcnn-electra/config.toml")).unwrap().contains("electra"));
+    // each arm measured its own steps for the same wall-clock budget, capped by --pretrain-max-steps
+    for arm in ["mlm", "electra"] {
+        let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(p(&format!("cmp/pretrained-textcnn-{arm}/config.toml"))).unwrap()).unwrap();
+        assert_eq!(cfg["pretrain"]["time_budget"].as_float(), Some(20.0), "{arm}");
+        let steps = cfg["pretrain"]["max_steps"].as_integer().unwrap();
+        assert!((1..=10).contains(&steps), "{arm}: {steps} steps");
+    }
 
     // electra and mlm together are refused
     let e = common::fails(&["pretrain", "--corpus", s(&p("corpus.txt.gz")), "--out", s(&p("bad")), "--preset", "tiny", "--tasks", "mlm,electra"]);
