@@ -467,7 +467,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     // the seed, so the run is the one `--epochs E --max-steps N` gives).
     let budgeted;
     let cfg = if p.time_budget > 0.0 {
-        budgeted = fit_budget(cfg, out, opts, &valid, &valid_next, tokenizer.specials(), steps_per_epoch, started, &device)?;
+        budgeted = fit_budget(cfg, out, opts, &valid, &valid_next, tokenizer.specials(), steps_per_epoch, init.is_some(), started, &device)?;
         device.seed(p.optim.seed);
         &budgeted
     } else {
@@ -510,10 +510,11 @@ const BUDGET_PROBE_STEPS: usize = 6;
 
 /// `cfg` with `max_steps` and `epochs` set to what fits in the rest of `pretrain.time_budget`
 /// (measured from `started`, the corpus pass included; a `max_steps` already set still caps it): the steps that fit at the step time
-/// measured on held-out batches of a fresh model, less the held-out scoring at each epoch's end.
+/// measured on held-out batches of a fresh model, less the held-out scoring at each epoch's end
+/// (and before the first step when `scored_first`: a continued pre-training scores its start).
 /// A resumed run takes both from its checkpoint instead, so it continues the same schedule.
 #[allow(clippy::too_many_arguments)]
-fn fit_budget(cfg: &Config, out: &Path, opts: &RunOptions, valid: &[MlmExample], valid_next: &[Option<bool>], specials: SpecialIds, steps_per_epoch: usize, started: Instant, device: &Device) -> Result<Config> {
+fn fit_budget(cfg: &Config, out: &Path, opts: &RunOptions, valid: &[MlmExample], valid_next: &[Option<bool>], specials: SpecialIds, steps_per_epoch: usize, scored_first: bool, started: Instant, device: &Device) -> Result<Config> {
     let mut fitted = cfg.clone();
     if opts.resume {
         if let Some(ckpt) = checkpoints::latest(out)? {
@@ -532,8 +533,8 @@ fn fit_budget(cfg: &Config, out: &Path, opts: &RunOptions, valid: &[MlmExample],
     let scoring = valid.len().div_ceil(p.optim.batch_size) as f64 * step / 3.0;
     let left = p.time_budget - started.elapsed().as_secs_f64();
     let mut steps = (left / step).floor().max(0.0) as usize;
-    let epochs = steps.div_ceil(steps_per_epoch).max(1);
-    steps = ((left - epochs as f64 * scoring) / step).floor().max(0.0) as usize;
+    let scorings = steps.div_ceil(steps_per_epoch).max(1) + usize::from(scored_first);
+    steps = ((left - scorings as f64 * scoring) / step).floor().max(0.0) as usize;
     if steps == 0 {
         bail!("pretrain.time_budget {}: no time left to train ({:.1} s went to reading the corpus, one step takes {step:.2} s)", seconds_text(p.time_budget), started.elapsed().as_secs_f64());
     }
