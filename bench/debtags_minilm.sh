@@ -15,13 +15,13 @@
 #
 # MINILM: where the checkpoint is or goes (default ~/.cache/bertlu/all-MiniLM-L6-v2, fetched with
 # ../shared/models/fetch-minilm.sh when absent); BUDGET: the continued pre-training's wall time
-# (default 25m). Each stage is skipped when its output is complete, and an interrupted training
+# (default 20m). Each stage is skipped when its output is complete, and an interrupted training
 # stage resumes from its checkpoint. BERTLU overrides the binary.
 DEFAULT_W=runs/debtags-minilm
 . "$(dirname "$0")/stages.sh"
 M=${MINILM:-$HOME/.cache/bertlu/all-MiniLM-L6-v2}
 EPOCHS=${EPOCHS:-2}
-BUDGET=${BUDGET:-25m}
+BUDGET=${BUDGET:-20m}
 
 [ -f "$M/model.safetensors" ] || bash "$(dirname "$0")/../../shared/models/fetch-minilm.sh" "$M"
 done_model "$W/minilm" || timed import "$B" import-hf "$M" --out "$W/minilm"
