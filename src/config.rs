@@ -526,10 +526,10 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Whether `[section] key` is a setting: written by [`Config::to_toml`], or one of the
-    /// [`UNWRITTEN_AT_DEFAULT`] keys.
+    /// Whether `[section] key` is a setting: one of the keys `written` (the section as
+    /// [`Config::to_toml`] writes it), or one of the [`UNWRITTEN_AT_DEFAULT`] keys.
     fn is_known_key(written: &toml::Table, section: &str, key: &str) -> bool {
-        matches!(written.get(section), Some(toml::Value::Table(keys)) if keys.contains_key(key)) || UNWRITTEN_AT_DEFAULT.contains(&(section, key))
+        written.contains_key(key) || UNWRITTEN_AT_DEFAULT.contains(&(section, key))
     }
 
     /// Applies the keys present in a TOML text on top of `self`.
@@ -540,7 +540,7 @@ impl Config {
             match (base.get_mut(&section), value) {
                 (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => {
                     for (k, v) in src {
-                        if !dst.contains_key(&k) && k != "vocab_size" && !UNWRITTEN_AT_DEFAULT.contains(&(section.as_str(), k.as_str())) {
+                        if k != "vocab_size" && !Self::is_known_key(dst, &section, &k) {
                             bail!("unknown key '{k}' in [{section}]");
                         }
                         dst.insert(k, v);
@@ -664,8 +664,8 @@ impl Config {
         let read: toml::Table = toml::from_str(&text)?;
         let known = toml::Table::try_from(&cfg)?;
         for (section, keys) in &read {
-            if let (toml::Value::Table(keys), Some(toml::Value::Table(_))) = (keys, known.get(section)) {
-                if let Some(k) = keys.keys().find(|k| !Self::is_known_key(&known, section, k)) {
+            if let (toml::Value::Table(keys), Some(toml::Value::Table(known))) = (keys, known.get(section)) {
+                if let Some(k) = keys.keys().find(|k| !Self::is_known_key(known, section, k)) {
                     bail!("{}: unknown key '{k}' in [{section}]", path.display());
                 }
             }

@@ -584,7 +584,7 @@ fn probe_step_seconds(cfg: &Config, valid: &[MlmExample], valid_next: &[Option<b
 }
 
 /// A duration for the log: `90 s`, `30 min`, `2 h 15 min`.
-pub fn seconds_text(seconds: f64) -> String {
+fn seconds_text(seconds: f64) -> String {
     let s = seconds.round() as u64;
     match (s / 3600, s % 3600 / 60, s % 60) {
         (0, 0, s) => format!("{s} s"),
