@@ -272,17 +272,21 @@ pub fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-/// The Markdown table of a model measurement.
+/// The Markdown table of a model measurement (the one-at-a-time row only when some were timed).
 pub fn model_table(m: &ModelMeasurement) -> String {
     let pass = median(&m.pass_seconds);
-    let single = median(&m.single_seconds);
-    let mut sorted = m.single_seconds.clone();
-    sorted.sort_by(f64::total_cmp);
-    let p90 = sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)];
-    format!(
-        "| case | median | examples/s |\n|---|---|---|\n| whole file, batch {} ({} examples, {:.1} pieces each) | {:.3} s | {:.0} |\n| one example at a time ({} examples; p90 {:.2} ms) | {:.2} ms | {:.0} |\n",
-        m.batch_size, m.examples, m.mean_pieces, pass, m.examples as f64 / pass, m.single_seconds.len(), p90 * 1e3, single * 1e3, 1.0 / single
-    )
+    let mut table = format!(
+        "| case | median | examples/s |\n|---|---|---|\n| whole file, batch {} ({} examples, {:.1} pieces each) | {:.3} s | {:.0} |\n",
+        m.batch_size, m.examples, m.mean_pieces, pass, m.examples as f64 / pass
+    );
+    if !m.single_seconds.is_empty() {
+        let single = median(&m.single_seconds);
+        let mut sorted = m.single_seconds.clone();
+        sorted.sort_by(f64::total_cmp);
+        let p90 = sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)];
+        table.push_str(&format!("| one example at a time ({} examples; p90 {:.2} ms) | {:.2} ms | {:.0} |\n", m.single_seconds.len(), p90 * 1e3, single * 1e3, 1.0 / single));
+    }
+    table
 }
 
 /// The Markdown table of measurements: median and min–max per iteration, throughput, peak memory.
@@ -302,6 +306,16 @@ pub fn table(ms: &[Measurement]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_table_without_single_examples_has_no_single_row() {
+        let m = ModelMeasurement { examples: 100, mean_pieces: 10.0, pass_seconds: vec![2.0, 1.0, 4.0], batch_size: 8, single_seconds: vec![], peak_rss_mib: None };
+        let table = model_table(&m);
+        assert!(table.contains("| 2.000 s | 50 |"), "{table}");
+        assert!(!table.contains("one example"), "{table}");
+        let m = ModelMeasurement { single_seconds: vec![0.002, 0.001, 0.004], ..m };
+        assert!(model_table(&m).contains("| one example at a time (3 examples; p90 4.00 ms) | 2.00 ms | 500 |"), "{}", model_table(&m));
+    }
 
     #[test]
     fn statistics_of_a_measurement() {

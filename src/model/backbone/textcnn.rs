@@ -5,6 +5,7 @@
 use super::BackboneOutput;
 use crate::data::batch::TokenBatch;
 use crate::config::ModelConfig;
+use crate::model::kernels;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, PaddingConfig1d};
 use burn::prelude::*;
@@ -71,9 +72,26 @@ pub fn conv_states(convs: &[Conv1d], x: Tensor<3>, pad_mask: &Tensor<2, Bool>) -
     let [b, l] = pad_mask.dims();
     let keep = pad_mask.clone().bool_not().float().reshape([b, l, 1]);
     // Padding embeddings are zeroed so they do not leak into the windows of real positions.
-    let x = (x * keep.clone()).swap_dims(1, 2);
+    let x = x * keep.clone();
+    if kernels::inference_kernels_apply(&x) && convs.iter().all(|c| c.bias.is_some()) {
+        return conv_states_by_product(convs, x, keep.reshape([b, l]));
+    }
+    let x = x.swap_dims(1, 2);
     let maps: Vec<Tensor<3>> = convs.iter().map(|conv| relu(conv.forward(x.clone()))).collect();
     Tensor::cat(maps, 1).swap_dims(1, 2) * keep
+}
+
+/// [`conv_states`] for inference: `x` `[b, l, d]` (zero at padding) times every width's every
+/// weight block at once, then the shifted sums ([`kernels::conv_windows`]).
+fn conv_states_by_product(convs: &[Conv1d], x: Tensor<3>, keep: Tensor<2>) -> Tensor<3> {
+    let [b, l, d] = x.dims();
+    let filters = convs[0].weight.dims()[0];
+    let widths: Vec<usize> = convs.iter().map(|c| c.weight.dims()[2]).collect();
+    // weight [filters, d, w] → [d, w · filters]: column o · filters + f is W_o's filter f
+    let blocks: Vec<Tensor<2>> = convs.iter().zip(&widths).map(|(c, &w)| c.weight.val().permute([1, 2, 0]).reshape([d, w * filters])).collect();
+    let products = x.reshape([b * l, d]).matmul(Tensor::cat(blocks, 1)).reshape([b, l, widths.iter().sum::<usize>() * filters]);
+    let bias = Tensor::cat(convs.iter().map(|c| c.bias.as_ref().expect("checked by the caller").val()).collect(), 0);
+    kernels::conv_windows(products, bias, keep, &widths, filters)
 }
 
 /// `config.textcnn` convolutions from width `d_in`.

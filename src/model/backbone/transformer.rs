@@ -13,7 +13,7 @@ use super::BackboneOutput;
 use crate::data::batch::TokenBatch;
 use crate::config::{Activation, ModelConfig, Pooling};
 use crate::model::dropout::Dropout;
-use crate::model::kernels::{activate, softmax_last, LayerNorm};
+use crate::model::kernels::{activate, attention, softmax_last, LayerNorm};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -72,6 +72,10 @@ impl SelfAttention {
     pub fn forward(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
         let [b, l, d] = x.dims();
         let scale = 1.0 / ((d / self.n_heads) as f32).sqrt();
+        let (q, k, v) = (self.query.forward(x.clone()), self.key.forward(x.clone()), self.value.forward(x.clone()));
+        if let Some(context) = attention(&q, &k, &v, &pad_bias.clone().reshape([b, l]), self.n_heads, scale as f64) {
+            return self.output.forward(context);
+        }
         let q = self.heads(x.clone(), &self.query) * scale;
         let k = self.heads(x.clone(), &self.key);
         let v = self.heads(x, &self.value);

@@ -1,0 +1,95 @@
+//! The TextCNN's convolutions for inference as one matrix product and one pass over its result.
+//!
+//! A width-`w` convolution is a sum of `w` shifted products: `out[t] = b + Σ_o x[t + o - p] W_o`
+//! (`p = (w - 1) / 2`, "same" padding). With every `W_o` of every width side by side, `x` is
+//! multiplied once by a `[d, Σ w · filters]` matrix — one large product where the matrix-product
+//! kernel is at its speed, instead of the unfolded copies of `x` a convolution builds per width
+//! — and this pass adds the shifted blocks, the bias and ReLU, and zeroes padding positions.
+
+use super::values;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::Flex;
+use burn::tensor::TensorData;
+use rayon::prelude::*;
+
+/// `products` `[b, l, Σ w · filters]` (column `base_c + o · filters + f` holding `x[t] W_o` of
+/// convolution `c`), `bias` `[widths · filters]`, `keep` `[b, l]` (1 real, 0 padding; padding rows of
+/// `products` must be 0) → ReLU states `[b, l, widths · filters]`, 0 at padding positions.
+pub(super) fn windows_forward(products: &FloatTensor<Flex>, bias: &FloatTensor<Flex>, keep: &FloatTensor<Flex>, widths: &[usize], filters: usize) -> FloatTensor<Flex> {
+    let shape = products.layout().shape().clone();
+    let (b, l, cols) = (shape[0], shape[1], shape[2]);
+    assert_eq!(cols, widths.iter().sum::<usize>() * filters, "products hold every shift of every width");
+    let (pv, bv, kv) = (values(products), values(bias), values(keep));
+    let width = widths.len() * filters;
+    let mut out = vec![0.0f32; b * l * width];
+    let seq_products = l * cols;
+    out.par_chunks_mut(l * width).zip(pv.par_chunks(seq_products)).zip(kv.par_chunks(l)).for_each(|((o, p), k)| {
+        window_rows(p, &bv, k, widths, filters, o);
+    });
+    FloatTensor::<Flex>::from_data(TensorData::new(out, [b, l, width]))
+}
+
+// One sequence: `products` `[l, cols]`, `keep` `[l]` → `out` `[l, widths · filters]`.
+simd_dispatch!(window_rows(products: &[f32], bias: &[f32], keep: &[f32], widths: &[usize], filters: usize, out: &mut [f32]) {
+    let l = keep.len();
+    let cols = products.len() / l.max(1);
+    let width = widths.len() * filters;
+    for (t, o) in out.chunks_exact_mut(width).enumerate() {
+        if keep[t] == 0.0 {
+            continue;
+        }
+        let mut base = 0;
+        for (c, &w) in widths.iter().enumerate() {
+            let acc = &mut o[c * filters..(c + 1) * filters];
+            acc.copy_from_slice(&bias[c * filters..(c + 1) * filters]);
+            let pad = (w - 1) / 2;
+            for shift in 0..w {
+                // input position t + shift - pad, when inside the sequence's padded length
+                let Some(src) = (t + shift).checked_sub(pad).filter(|&u| u < l) else { continue };
+                let at = src * cols + base + shift * filters;
+                for (a, &y) in acc.iter_mut().zip(&products[at..at + filters]) {
+                    *a += y;
+                }
+            }
+            for a in acc.iter_mut() {
+                *a = a.max(0.0);
+            }
+            base += w * filters;
+        }
+    }
+});
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Preset};
+    use crate::model::backbone::textcnn::{conv_states, init_convs};
+    use burn::module::Module;
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn one_product_and_shifted_sums_equal_burns_convolutions() {
+        let device = Device::flex();
+        device.seed(11);
+        let mut config = Config::preset(Preset::Tiny).model;
+        // even and odd widths ("same" padding puts the extra position on the right for even ones)
+        config.textcnn.filter_widths = vec![1, 2, 3, 4, 5];
+        config.textcnn.filters = 7;
+        let d = 9;
+        let convs = init_convs(d, &config, &device);
+        let ad = device.clone().autodiff();
+        let on_autodiff: Vec<_> = convs.iter().map(|c| c.clone().to_device(&ad)).collect();
+        for (lengths, l) in [(vec![6, 1, 3], 6), (vec![1], 1), (vec![4, 4], 4)] {
+            let b = lengths.len();
+            let x = Tensor::<3>::random([b, l, d], Distribution::Normal(0.0, 1.0), &device);
+            let pad: Vec<bool> = lengths.iter().flat_map(|&n| (0..l).map(move |t| t >= n)).collect();
+            let pad = Tensor::<1, Bool>::from_bool(TensorData::new(pad, [b * l]), &device).reshape([b, l]);
+            let fused = conv_states(&convs, x.clone(), &pad);
+            // the autodiff device records gradients, so it takes Burn's convolutions
+            let reference = conv_states(&on_autodiff, Tensor::from_inner(x), &Tensor::from_inner(pad)).inner();
+            assert_eq!(fused.dims(), reference.dims());
+            let diff: f32 = (fused - reference).abs().max().into_scalar();
+            assert!(diff < 1e-5, "lengths {lengths:?}: max difference {diff}");
+        }
+    }
+}
