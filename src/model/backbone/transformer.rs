@@ -63,22 +63,17 @@ impl SelfAttention {
         }
     }
 
-    fn heads(&self, x: Tensor<3>, proj: &Linear) -> Tensor<4> {
-        let [b, l, d] = x.dims();
-        proj.forward(x).reshape([b, l, self.n_heads, d / self.n_heads]).swap_dims(1, 2)
-    }
-
     /// `x` `[b, l, d]`, `pad_bias` `[b, 1, 1, l]` → `[b, l, d]`.
     pub fn forward(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
         let [b, l, d] = x.dims();
         let scale = 1.0 / ((d / self.n_heads) as f32).sqrt();
-        let (q, k, v) = (self.query.forward(x.clone()), self.key.forward(x.clone()), self.value.forward(x.clone()));
+        let (q, k, v) = (self.query.forward(x.clone()), self.key.forward(x.clone()), self.value.forward(x));
         if let Some(context) = attention(&q, &k, &v, &pad_bias.clone().reshape([b, l]), self.n_heads, scale as f64) {
             return self.output.forward(context);
         }
-        let q = self.heads(x.clone(), &self.query) * scale;
-        let k = self.heads(x.clone(), &self.key);
-        let v = self.heads(x, &self.value);
+        // [b, l, d] → [b, heads, l, d_k]
+        let heads = |t: Tensor<3>| t.reshape([b, l, self.n_heads, d / self.n_heads]).swap_dims(1, 2);
+        let (q, k, v) = (heads(q) * scale, heads(k), heads(v));
         let probs = softmax_last(q.matmul(k.transpose()) + pad_bias);
         let context = self.dropout.forward(probs).matmul(v).swap_dims(1, 2).reshape([b, l, d]);
         self.output.forward(context)
