@@ -151,12 +151,23 @@ impl ClassificationHead {
 
     /// Backbone output (pooled `[batch, d]`, states `[batch, seq, d]`) → logits `[batch, labels]`.
     pub fn forward(&self, out: BackboneOutput, pad_mask: &Tensor<2, Bool>) -> Tensor<2> {
-        let h = tanh(self.dense.forward(self.dropout.forward(out.pooled)));
-        let logits = self.output.forward(self.dropout.forward(h));
+        let logits = self.forward_pooled(out.pooled);
         match &self.attention {
             Some(attention) => logits + attention.forward(self.dropout.forward(out.states), pad_mask),
             None => logits,
         }
+    }
+
+    /// Pooled `[batch, d]` → logits `[batch, labels]` of the pooled part alone: the whole head
+    /// when it has no label attention ([`ClassificationHead::reads_states`] is false).
+    pub fn forward_pooled(&self, pooled: Tensor<2>) -> Tensor<2> {
+        let h = tanh(self.dense.forward(self.dropout.forward(pooled)));
+        self.output.forward(self.dropout.forward(h))
+    }
+
+    /// Whether the head reads every position's state (label attention), not just the pooled vector.
+    pub fn reads_states(&self) -> bool {
+        self.attention.is_some()
     }
 }
 

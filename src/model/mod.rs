@@ -236,6 +236,9 @@ impl Classifier {
 
     /// Logits `[batch, labels]`.
     pub fn forward(&self, tokens: &TokenBatch) -> Tensor<2> {
+        if !self.head.reads_states() {
+            return self.head.forward_pooled(self.backbone.pooled(tokens));
+        }
         self.head.forward(self.backbone.forward(tokens), &tokens.pad_mask)
     }
 

@@ -84,6 +84,15 @@ impl Backbone {
         }
     }
 
+    /// `tokens` `[batch, seq]` → the pooled vector alone `[batch, d_model]` (what a pooled
+    /// classification head reads; the Transformer skips the work only other states need).
+    pub fn pooled(&self, tokens: &TokenBatch) -> Tensor<2> {
+        match self {
+            Backbone::Transformer(b) => b.pooled(tokens),
+            Backbone::TextCnn(b) => b.forward(tokens).pooled,
+        }
+    }
+
     /// The embedded input `[batch, seq, d_model]`: what [`Backbone::encode`] takes, and what an
     /// ELECTRA generator shares with the backbone.
     pub fn embed(&self, tokens: &TokenBatch) -> Tensor<3> {

@@ -13,7 +13,7 @@ use super::BackboneOutput;
 use crate::data::batch::TokenBatch;
 use crate::config::{Activation, ModelConfig, Pooling};
 use crate::model::dropout::Dropout;
-use crate::model::kernels::{activate, attention, softmax_last, LayerNorm};
+use crate::model::kernels::{activate, attention, inference_kernels_apply, softmax_last, LayerNorm};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -76,6 +76,19 @@ impl SelfAttention {
         let (q, k, v) = (heads(q) * scale, heads(k), heads(v));
         let probs = softmax_last(q.matmul(k.transpose()) + pad_bias);
         let context = self.dropout.forward(probs).matmul(v).swap_dims(1, 2).reshape([b, l, d]);
+        self.output.forward(context)
+    }
+}
+
+impl SelfAttention {
+    /// The first position's output alone, `[b, 1, d]`, from `x` `[b, l, d]` (every position's
+    /// key and value, the first one's query). Only where the inference kernels apply.
+    fn forward_first(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
+        let [b, l, d] = x.dims();
+        let scale = 1.0 / ((d / self.n_heads) as f32).sqrt();
+        let q = self.query.forward(x.clone().slice([0..b, 0..1, 0..d]));
+        let (k, v) = (self.key.forward(x.clone()), self.value.forward(x));
+        let context = attention(&q, &k, &v, &pad_bias.reshape([b, l]), self.n_heads, scale as f64).expect("called where the inference kernels apply");
         self.output.forward(context)
     }
 }
@@ -150,6 +163,21 @@ impl EncoderLayer {
     }
 }
 
+impl EncoderLayer {
+    /// The first position's output alone, `[b, 1, d]` (inference: no dropout), from `x` `[b, l, d]`.
+    fn forward_first(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
+        let [b, _, d] = x.dims();
+        let first = |t: Tensor<3>| t.slice([0..b, 0..1, 0..d]);
+        if self.norm_first {
+            let x = first(x.clone()) + self.mha.forward_first(self.norm_2.forward(x), pad_bias);
+            x.clone() + self.pwff.forward(self.norm_1.forward(x))
+        } else {
+            let x = self.norm_1.forward(first(x.clone()) + self.mha.forward_first(x, pad_bias));
+            self.norm_2.forward(x.clone() + self.pwff.forward(x))
+        }
+    }
+}
+
 /// The stack of encoder layers.
 #[derive(Module, Debug)]
 pub struct Encoder {
@@ -165,13 +193,18 @@ impl Encoder {
 
     /// `x` `[b, l, d]` and padding mask `[b, l]` → `[b, l, d]`.
     pub fn forward(&self, mut x: Tensor<3>, pad_mask: &Tensor<2, Bool>) -> Tensor<3> {
-        let [b, l] = pad_mask.dims();
-        let pad_bias = pad_mask.clone().float().mul_scalar(PAD_BIAS).reshape([b, 1, 1, l]);
+        let pad_bias = pad_bias(pad_mask);
         for layer in &self.layers {
             x = layer.forward(x, pad_bias.clone());
         }
         x
     }
+}
+
+/// The padding mask `[b, l]` as the additive bias of attention scores `[b, 1, 1, l]`.
+fn pad_bias(pad_mask: &Tensor<2, Bool>) -> Tensor<4> {
+    let [b, l] = pad_mask.dims();
+    pad_mask.clone().float().mul_scalar(PAD_BIAS).reshape([b, 1, 1, l])
 }
 
 /// The Transformer backbone.
@@ -232,6 +265,28 @@ impl TransformerBackbone {
         self.dropout.forward(self.embed_norm.forward(sum))
     }
 
+    /// `tokens` `[batch, seq]` → the pooled vector alone `[batch, d]`. With `[CLS]` pooling
+    /// where the inference kernels apply, the last layer computes only the first position's
+    /// state (its attention still reads every position's key and value): of that layer's
+    /// matrix products, the keys' and values' are left, a sixth. Elsewhere (training, other
+    /// devices, other poolings) the whole [`TransformerBackbone::forward`].
+    pub fn pooled(&self, tokens: &TokenBatch) -> Tensor<2> {
+        let x = self.embed(tokens);
+        if self.pooling == Pooling::Cls && inference_kernels_apply(&x) {
+            if let Some((last, rest)) = self.encoder.layers.split_last() {
+                let bias = pad_bias(&tokens.pad_mask);
+                let x = rest.iter().fold(x, |x, layer| layer.forward(x, bias.clone()));
+                let mut first = last.forward_first(x, bias);
+                if let Some(norm) = &self.final_norm {
+                    first = norm.forward(first);
+                }
+                let [b, _, d] = first.dims();
+                return first.reshape([b, d]);
+            }
+        }
+        self.encode(x, tokens).pooled
+    }
+
     /// Embedded `x` `[batch, seq, d]` → states and pooled vector.
     pub fn encode(&self, x: Tensor<3>, tokens: &TokenBatch) -> BackboneOutput {
         let mut x = self.encoder.forward(x, &tokens.pad_mask);
@@ -240,5 +295,35 @@ impl TransformerBackbone {
         }
         let pooled = super::pool(x.clone(), &tokens.pad_mask, self.pooling);
         BackboneOutput { states: x, pooled }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn the_cls_state_alone_equals_the_whole_forward_pass() {
+        let device = Device::flex();
+        device.seed(11);
+        for norm_first in [false, true] {
+            let mut config = crate::config::Config::preset(crate::config::Preset::Tiny).model;
+            (config.vocab_size, config.transformer.n_layers, config.transformer.norm_first) = (50, 3, norm_first);
+            let model = TransformerBackbone::init(&config, &device);
+            // two sequences, the second padded after 3 positions
+            let ids = vec![2i64, 7, 9, 11, 13, 3, 2, 5, 3, 0, 0, 0];
+            let pad: Vec<bool> = ids.iter().enumerate().map(|(i, &t)| i >= 6 && t == 0).collect();
+            let tokens = TokenBatch { ids: Tensor::from_data(TensorData::new(ids, [2, 6]), &device), pad_mask: Tensor::from_data(TensorData::new(pad, [2, 6]), &device), segments: None };
+            let whole = model.forward(&tokens).pooled;
+            let first = model.pooled(&tokens);
+            assert_eq!(first.dims(), [2, config.d_model]);
+            let diff: f32 = (whole - first).abs().max().into_scalar();
+            assert!(diff < 1e-5, "norm_first {norm_first}: max difference {diff}");
+            // mean pooling reads every state: the whole pass
+            let mean = TransformerBackbone { pooling: Pooling::Mean, ..model };
+            let diff: f32 = (mean.forward(&tokens).pooled - mean.pooled(&tokens)).abs().max().into_scalar();
+            assert_eq!(diff, 0.0);
+        }
     }
 }

@@ -3,12 +3,15 @@
 //! Composed from Burn operations, attention materialises the `[b, h, l, l]` scores, adds the
 //! padding bias through a broadcast, runs softmax over them as a separate pass, and splits and
 //! merges the heads with strided copies; with head sizes of 16 to 64 the score and context
-//! products are too small for the matrix-product kernel to reach its speed. Here each
-//! (sequence, head) is one task: its keys transposed and its values gathered once (a few KB,
-//! in cache), then for each query one row of scores, its softmax and its weighted sum of
-//! values; the tasks' `[l, dk]` blocks are then copied into the merged-heads layout in one
-//! pass. Keys past a sequence's last non-padding key are skipped (their weight underflows to 0
-//! either way).
+//! products are too small for the matrix-product kernel to reach its speed. Here each sequence
+//! (or, with too few sequences for the threads, each (sequence, head)) is one task: its keys
+//! are transposed once (each key row read in order; a few KB, in cache), then for each head,
+//! four queries at a time, their rows of scores (register tiles of 4 queries × 16 keys), the
+//! rows' softmax and their weighted sums of the values, read in place (4 queries × 16
+//! features), written into the task's block of the merged-heads layout. Keys past a sequence's
+//! last non-padding key are skipped (their weight underflows to 0 either way). The queries
+//! may be fewer than the keys: the last layer of a `[CLS]`-pooled classifier asks only for
+//! the first position's.
 
 use super::{softmax_rows, values};
 use burn::backend::tensor::FloatTensor;
@@ -16,105 +19,167 @@ use burn::backend::Flex;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-// Scores of one query against `n` keys: `scores[j] = bias[j] + Σ_c q[c] · keys_t[c][j]`,
-// with `keys_t` the keys transposed (`[dk][stride]`, row `c` holding feature `c` of every key).
-simd_dispatch!(score_row(q: &[f32], keys_t: &[f32], stride: usize, bias: &[f32], scores: &mut [f32]) {
-    let n = scores.len();
-    scores.copy_from_slice(&bias[..n]);
-    for (c, &qc) in q.iter().enumerate() {
-        let kt = &keys_t[c * stride..c * stride + n];
-        for (s, &k) in scores.iter_mut().zip(kt) {
-            *s += qc * k;
-        }
-    }
-});
-
-/// Query rows [`mix_rows`] combines at once: independent accumulator chains for the FMA units.
+/// Query rows scored and mixed at once: each key or value vector loaded serves all of them.
 const ROWS: usize = 4;
-/// Features a step of [`mix_rows`] accumulates: one AVX2 register.
-const WIDTH: usize = 8;
+/// Keys a step of [`score_rows`] scores (two AVX2 registers a row: 8 accumulators in all).
+const KEYS: usize = 16;
 
-// `out = probs · vals` for [`ROWS`] rows of probabilities (`probs` `[ROWS][n]`, `vals` `[n][dk]`,
-// `out` `[ROWS][dk]`): for each key, its value row is loaded once and added into every row.
-simd_dispatch!(mix_rows(probs: &[f32], vals: &[f32], out: &mut [f32]) {
-    let dk = out.len() / ROWS;
-    let n = probs.len() / ROWS;
-    let mut c0 = 0;
-    while c0 + WIDTH <= dk {
-        let mut acc = [[0.0f32; WIDTH]; ROWS];
-        for j in 0..n {
-            let v: &[f32; WIDTH] = vals[j * dk + c0..j * dk + c0 + WIDTH].try_into().expect("a full chunk");
+// Scores of [`ROWS`] queries (`q` `[ROWS][dk]`, already scaled) against `n` keys:
+// `scores[r][j] = bias[j] + Σ_c q[r][c] · keys_t[c][j]`, with `keys_t` the keys transposed
+// (`[dk][n]`, row `c` holding feature `c` of every key). The sums of [`KEYS`] keys × [`ROWS`]
+// rows stay in registers over the features (a loop over features writing each score back to
+// memory was bound by the stores).
+simd_dispatch!(score_rows(q: &[f32], keys_t: &[f32], bias: &[f32], scores: &mut [f32]) {
+    let dk = q.len() / ROWS;
+    let n = scores.len() / ROWS;
+    let mut j0 = 0;
+    while j0 + KEYS <= n {
+        let start: &[f32; KEYS] = bias[j0..j0 + KEYS].try_into().expect("a full block");
+        let mut acc = [*start; ROWS];
+        for c in 0..dk {
+            let kt: &[f32; KEYS] = keys_t[c * n + j0..c * n + j0 + KEYS].try_into().expect("a full block");
             for (r, a) in acc.iter_mut().enumerate() {
-                let w = probs[r * n + j];
-                for i in 0..WIDTH {
-                    a[i] += w * v[i];
+                let qc = q[r * dk + c];
+                for i in 0..KEYS {
+                    a[i] = qc.mul_add(kt[i], a[i]);
                 }
             }
         }
         for (r, a) in acc.iter().enumerate() {
-            out[r * dk + c0..r * dk + c0 + WIDTH].copy_from_slice(a);
+            scores[r * n + j0..r * n + j0 + KEYS].copy_from_slice(a);
         }
-        c0 += WIDTH;
+        j0 += KEYS;
     }
-    for c in c0..dk {
+    for j in j0..n {
         for r in 0..ROWS {
-            out[r * dk + c] = (0..n).map(|j| probs[r * n + j] * vals[j * dk + c]).sum();
+            scores[r * n + j] = (0..dk).fold(bias[j], |s, c| q[r * dk + c].mul_add(keys_t[c * n + j], s));
         }
     }
 });
 
-/// `softmax(scale · q kᵀ + bias) v` for every head. `q`, `k`, `v`: `[b, l, d]` with head `h` in
-/// features `h·dk .. (h+1)·dk`; `bias`: `[b, l]`, added to the scores of each key (0, or a
-/// large negative number for padding). Returns `[b, l, d]`, heads merged.
+// `out = probs · vals` for [`ROWS`] rows of probabilities (`probs` `[ROWS][n]`, `vals` `n` rows
+// of `dk` values, `stride` apart, `out` `[ROWS][dk]`): for each key, a block of its value row is
+// loaded once and added into every row; blocks of 16 features, then 8, then single ones.
+simd_dispatch!(mix_rows(probs: &[f32], vals: &[f32], stride: usize, out: &mut [f32]) {
+    let dk = out.len() / ROWS;
+    let mut c0 = 0;
+    while c0 + 16 <= dk {
+        mix_block::<16>(probs, vals, stride, out, c0);
+        c0 += 16;
+    }
+    if c0 + 8 <= dk {
+        mix_block::<8>(probs, vals, stride, out, c0);
+        c0 += 8;
+    }
+    let n = probs.len() / ROWS;
+    for c in c0..dk {
+        for r in 0..ROWS {
+            out[r * dk + c] = (0..n).fold(0.0, |s, j| probs[r * n + j].mul_add(vals[j * stride + c], s));
+        }
+    }
+});
+
+/// Features `c0 .. c0 + W` of [`mix_rows`].
+#[inline(always)]
+fn mix_block<const W: usize>(
+    probs: &[f32],
+    vals: &[f32],
+    stride: usize,
+    out: &mut [f32],
+    c0: usize,
+) {
+    let dk = out.len() / ROWS;
+    let n = probs.len() / ROWS;
+    let mut acc = [[0.0f32; W]; ROWS];
+    for j in 0..n {
+        let v: &[f32; W] = vals[j * stride + c0..j * stride + c0 + W]
+            .try_into()
+            .expect("a full block");
+        for (r, a) in acc.iter_mut().enumerate() {
+            let w = probs[r * n + j];
+            for i in 0..W {
+                a[i] = w.mul_add(v[i], a[i]);
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        out[r * dk + c0..r * dk + c0 + W].copy_from_slice(a);
+    }
+}
+
+/// `softmax(scale · q kᵀ + bias) v` for every head. `k`, `v`: `[b, l, d]` with head `h` in
+/// features `h·dk .. (h+1)·dk`; `q`: `[b, lq, d]`, the queries of the first `lq ≤ l` positions
+/// (all of them, or only the first when just the `[CLS]` state is wanted); `bias`: `[b, l]`,
+/// added to the scores of each key (0, or a large negative number for padding). Returns
+/// `[b, lq, d]`, heads merged.
 pub(super) fn attention_forward(q: &FloatTensor<Flex>, k: &FloatTensor<Flex>, v: &FloatTensor<Flex>, bias: &FloatTensor<Flex>, heads: usize, scale: f64) -> FloatTensor<Flex> {
     let shape = q.layout().shape().clone();
-    let (b, l, d) = (shape[0], shape[1], shape[2]);
+    let (b, lq, d) = (shape[0], shape[1], shape[2]);
+    let l = k.layout().shape()[1];
+    assert!(lq <= l, "attention: {lq} queries for {l} keys");
     let dk = d / heads;
     let (qv, kv, vv, bv) = (values(q), values(k), values(v), values(bias));
     let scale = scale as f32;
-    // Keys past the last one with a zero bias are padding in every row: skipped.
-    let keys: Vec<usize> = (0..b).map(|s| bv[s * l..(s + 1) * l].iter().rposition(|&x| x == 0.0).map_or(l, |p| p + 1)).collect();
-    let blocks: Vec<Vec<f32>> = (0..b * heads)
+    // A task is a sequence and a group of its heads: the whole sequence when there are enough
+    // sequences to share among the threads (its keys and values are then read as contiguous
+    // rows, and the blocks are its merged output rows as they are), single heads otherwise.
+    let group = if b >= 2 * rayon::current_num_threads() { heads } else { 1 };
+    let groups = heads / group;
+    let blocks: Vec<Vec<f32>> = (0..b * groups)
         .into_par_iter()
         .map(|task| {
-            let (s, h) = (task / heads, task % heads);
-            let n = keys[s];
-            let at = |t: usize, c: usize| (s * l + t) * d + h * dk + c;
-            let mut keys_t = vec![0.0f32; dk * n];
-            let mut vals = vec![0.0f32; n * dk];
-            for t in 0..n {
-                for c in 0..dk {
-                    keys_t[c * n + t] = kv[at(t, c)];
-                }
-                vals[t * dk..(t + 1) * dk].copy_from_slice(&vv[at(t, 0)..at(t, 0) + dk]);
-            }
+            let (s, g) = (task / groups, task % groups);
+            // Keys past the last one with a zero bias are padding in every row: skipped.
+            let n = bv[s * l..(s + 1) * l].iter().rposition(|&x| x == 0.0).map_or(l, |p| p + 1);
             let bias = &bv[s * l..s * l + n];
-            // Scores, then probabilities, of every query (rows past `l` stay 0: whole blocks).
-            let rows = l.div_ceil(ROWS) * ROWS;
-            let (mut scores, mut probs, mut query) = (vec![0.0f32; l * n], vec![0.0f32; rows * n], vec![0.0f32; dk]);
-            for (t, row) in scores.chunks_exact_mut(n).enumerate() {
-                for (x, &y) in query.iter_mut().zip(&qv[at(t, 0)..at(t, 0) + dk]) {
-                    *x = y * scale;
+            // ROWS queries at a time; rows past `lq` in the last group stay zero and are dropped.
+            let rows = lq.div_ceil(ROWS) * ROWS;
+            let width = group * dk;
+            let (mut keys_t, mut query) = (vec![0.0f32; width * n], vec![0.0f32; rows * dk]);
+            let (mut scores, mut probs, mut out) = (vec![0.0f32; rows * n], vec![0.0f32; rows * n], vec![0.0f32; rows * dk]);
+            let mut block = vec![0.0f32; lq * width];
+            // The group's keys transposed, `[width][n]`: each key row read once, in order.
+            let first = (s * l) * d + g * width;
+            for t in 0..n {
+                for (c, &x) in kv[first + t * d..first + t * d + width].iter().enumerate() {
+                    keys_t[c * n + t] = x;
                 }
-                score_row(&query, &keys_t, n, bias, row);
             }
-            softmax_rows(&scores, &mut probs[..l * n], n);
-            let mut out = vec![0.0f32; rows * dk];
-            for (p, o) in probs.chunks_exact(ROWS * n).zip(out.chunks_exact_mut(ROWS * dk)) {
-                mix_rows(p, &vals, o);
+            for h in g * group..(g + 1) * group {
+                let h0 = (h - g * group) * dk;
+                for t in 0..lq {
+                    let at = (s * lq + t) * d + h * dk;
+                    for (x, &y) in query[t * dk..(t + 1) * dk].iter_mut().zip(&qv[at..at + dk]) {
+                        *x = y * scale;
+                    }
+                }
+                for (qg, sg) in query.chunks_exact(ROWS * dk).zip(scores.chunks_exact_mut(ROWS * n)) {
+                    score_rows(qg, &keys_t[h0 * n..(h0 + dk) * n], bias, sg);
+                }
+                softmax_rows(&scores[..lq * n], &mut probs[..lq * n], n);
+                for (p, o) in probs.chunks_exact(ROWS * n).zip(out.chunks_exact_mut(ROWS * dk)) {
+                    mix_rows(p, &vv[first + h0..first + (n - 1) * d + h0 + dk], d, o);
+                }
+                for (t, row) in out.chunks_exact(dk).take(lq).enumerate() {
+                    block[t * width + h0..t * width + h0 + dk].copy_from_slice(row);
+                }
             }
-            out.truncate(l * dk);
-            out
+            block
         })
         .collect();
-    let mut merged = vec![0.0f32; b * l * d];
-    for (task, block) in blocks.iter().enumerate() {
-        let (s, h) = (task / heads, task % heads);
-        for (t, row) in block.chunks_exact(dk).enumerate() {
-            let at = (s * l + t) * d + h * dk;
-            merged[at..at + dk].copy_from_slice(row);
+    let merged = if groups == 1 {
+        blocks.concat()
+    } else {
+        let mut merged = vec![0.0f32; b * lq * d];
+        for (task, block) in blocks.iter().enumerate() {
+            let (s, h) = (task / heads, task % heads);
+            for (t, row) in block.chunks_exact(dk).enumerate() {
+                let at = (s * lq + t) * d + h * dk;
+                merged[at..at + dk].copy_from_slice(row);
+            }
         }
-    }
+        merged
+    };
     FloatTensor::<Flex>::from_data(TensorData::new(merged, shape))
 }
 
@@ -149,8 +214,9 @@ mod tests {
         let device = Device::flex();
         device.seed(3);
         // (lengths, padded length, heads, head size): a head size off the 8-wide steps, one that
-        // fills them, batch 1 of length 1, sequences with padding and one without
-        for (lengths, l, heads, dk) in [(vec![7, 1, 4], 7, 3, 5), (vec![37, 20], 37, 2, 16), (vec![1], 1, 4, 3), (vec![9, 9], 9, 1, 11)] {
+        // fills them, batch 1 of length 1, sequences with padding and one without, a head of 40,
+        // enough sequences for a task a sequence on up to 35 threads
+        for (lengths, l, heads, dk) in [(vec![7, 1, 4], 7, 3, 5), (vec![37, 20], 37, 2, 16), (vec![1], 1, 4, 3), (vec![9, 9], 9, 1, 11), (vec![19, 40], 40, 2, 40), ((0..70).map(|i| 1 + i % 5).collect(), 5, 2, 8)] {
             let [q, k, v] = inputs(&lengths, l, heads, dk, &device);
             let bias = bias(&lengths, l, &device);
             let scale = 1.0 / (dk as f64).sqrt();
@@ -158,6 +224,26 @@ mod tests {
             let reference = composed(q, k, v, bias, heads, scale);
             let diff: f32 = (fused - reference).abs().max().into_scalar();
             assert!(diff < 1e-5, "lengths {lengths:?}, heads {heads} × {dk}: max difference {diff}");
+        }
+    }
+
+    #[test]
+    fn the_first_positions_queries_alone_give_the_first_rows() {
+        let device = Device::flex();
+        device.seed(5);
+        // (lengths, padded length, heads, head size, queries); the last with enough sequences
+        // for a task a sequence on up to 35 threads
+        for (lengths, l, heads, dk, lq) in [(vec![6, 2, 5], 6, 2, 8, 1), (vec![21, 13], 21, 3, 16, 5), (vec![1], 1, 2, 4, 1), ((0..70).map(|i| 1 + i % 7).collect(), 7, 3, 16, 1)] {
+            let [q, k, v] = inputs(&lengths, l, heads, dk, &device);
+            let bias = bias(&lengths, l, &device);
+            let scale = 1.0 / (dk as f64).sqrt();
+            let b = lengths.len();
+            let first = q.clone().slice([0..b, 0..lq, 0..heads * dk]);
+            let fused = attention(&first, &k, &v, &bias, heads, scale).expect("the plain flex device takes the fused kernel");
+            assert_eq!(fused.dims(), [b, lq, heads * dk]);
+            let reference = composed(q, k, v, bias, heads, scale).slice([0..b, 0..lq, 0..heads * dk]);
+            let diff: f32 = (fused - reference).abs().max().into_scalar();
+            assert!(diff < 1e-5, "lengths {lengths:?}, {lq} queries: max difference {diff}");
         }
     }
 

@@ -50,8 +50,9 @@ pub(crate) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
 /// Multi-head scaled dot-product attention, `softmax(scale · q kᵀ + bias) v` per head, for
 /// inference: on the plain flex device one fused pass ([`attention::attention_forward`]);
 /// where gradients may be recorded (training) or on any other device, `None`, and the caller
-/// composes it from Burn's operations. `q`, `k`, `v`: `[b, l, d]`, head `h` in features
-/// `h·d/heads ..`; `bias`: `[b, l]`, added to every query's score of each key.
+/// composes it from Burn's operations. `k`, `v`: `[b, l, d]`, head `h` in features
+/// `h·d/heads ..`; `q`: `[b, lq, d]`, the queries of the first `lq ≤ l` positions;
+/// `bias`: `[b, l]`, added to every query's score of each key. Returns `[b, lq, d]`.
 pub fn attention(q: &Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, bias: &Tensor<2>, heads: usize, scale: f64) -> Option<Tensor<3>> {
     if !inference_kernels_apply(q) {
         return None;
