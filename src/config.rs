@@ -331,6 +331,12 @@ pub struct PretrainConfig {
     /// `max_steps` still caps the steps).
     #[serde(default, skip_serializing_if = "is_no_budget")]
     pub time_budget: f64,
+    /// Heads of the model a continued pre-training started from (`pretrain --init`) that this
+    /// run does not train (`mlm`, `nsp`): carried over unchanged, so that, e.g., an imported
+    /// BERT's pooler (the next-sentence head's dense layer) still reaches fine-tuning, `embed
+    /// --pooling pooler` and `export-hf` after `--tasks mlm`. Set from the `--init` model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_heads: Vec<Objective>,
 }
 
 /// The settings a config file leaves out while they hold their default (so files stay as
@@ -342,6 +348,7 @@ const UNWRITTEN_AT_DEFAULT: &[(&str, &str)] = &[
     ("pretrain", "generator_size"),
     ("pretrain", "rtd_weight"),
     ("pretrain", "time_budget"),
+    ("pretrain", "kept_heads"),
 ];
 
 fn is_no_budget(x: &f64) -> bool {
@@ -352,6 +359,18 @@ impl PretrainConfig {
     /// Whether `objective` is trained.
     pub fn has(&self, objective: Objective) -> bool {
         self.tasks.contains(&objective)
+    }
+
+    /// Whether the model has `objective`'s head: trained, or kept from the model it continues.
+    pub fn has_head(&self, objective: Objective) -> bool {
+        self.has(objective) || self.kept_heads.contains(&objective)
+    }
+
+    /// The heads a run continuing a model pre-trained with `init` keeps without training them:
+    /// the masked-LM and next-sentence heads `init` has and this run's objectives leave out.
+    /// (An ELECTRA generator is not kept: only pre-training uses it.)
+    pub fn keep_heads_of(&mut self, init: &PretrainConfig) {
+        self.kept_heads = [Objective::Mlm, Objective::Nsp].into_iter().filter(|&o| init.has_head(o) && !self.has(o)).collect();
     }
 
     /// Sets the objectives, each once, in a fixed order (`nsp,mlm` and `mlm,nsp` are one setting).
@@ -495,6 +514,7 @@ impl Config {
                 tasks: default_tasks(),
                 short_seq_prob: default_short_seq_prob(),
                 time_budget: 0.0,
+                kept_heads: Vec::new(),
                 generator_size: DEFAULT_GENERATOR_SIZE,
                 rtd_weight: DEFAULT_RTD_WEIGHT,
             },
@@ -621,6 +641,9 @@ impl Config {
         if !(0.0..=1.0).contains(&p.short_seq_prob) {
             bail!("pretrain.short_seq_prob must be in [0, 1] (got {})", p.short_seq_prob);
         }
+        if let Some(o) = p.kept_heads.iter().find(|o| !matches!(o, Objective::Mlm | Objective::Nsp)) {
+            bail!("pretrain.kept_heads: only the mlm and nsp heads can be kept untrained (got {o})");
+        }
         if !(p.time_budget >= 0.0 && p.time_budget.is_finite()) {
             bail!("pretrain.time_budget must be a number of seconds ≥ 0 (got {})", p.time_budget);
         }
@@ -717,12 +740,13 @@ mod tests {
     #[test]
     fn settings_left_out_at_their_default_can_still_be_given() {
         // each key a config file omits at its default, given a non-default value…
-        let given = ["model.max_positions=512", "model.activation=\"gelu-tanh\"", "model.layer_norm_eps=1e-5", "pretrain.generator_size=0.5", "pretrain.rtd_weight=20", "pretrain.time_budget=60"];
+        let given = ["model.max_positions=512", "model.activation=\"gelu-tanh\"", "model.layer_norm_eps=1e-5", "pretrain.generator_size=0.5", "pretrain.rtd_weight=20", "pretrain.time_budget=60", "pretrain.kept_heads=[\"nsp\"]"];
         let c = Config::preset(Preset::Tiny).with_settings(&given.map(String::from)).unwrap();
         assert_eq!((c.model.max_positions, c.model.transformer.activation, c.model.transformer.layer_norm_eps), (512, Activation::GeluTanh, 1e-5));
         assert_eq!((c.pretrain.generator_size, c.pretrain.rtd_weight, c.pretrain.time_budget), (0.5, 20.0, 60.0));
+        assert_eq!(c.pretrain.kept_heads, vec![Objective::Nsp]);
         // …or its default, in a --config file and in a saved model's config.toml
-        let defaults = "[model]\nmax_positions = 0\nactivation = \"gelu\"\nlayer_norm_eps = 1e-12\n[pretrain]\ngenerator_size = 0.25\nrtd_weight = 50.0\ntime_budget = 0.0\n";
+        let defaults = "[model]\nmax_positions = 0\nactivation = \"gelu\"\nlayer_norm_eps = 1e-12\n[pretrain]\ngenerator_size = 0.25\nrtd_weight = 50.0\ntime_budget = 0.0\nkept_heads = []\n";
         assert_eq!(Config::preset(Preset::Tiny).merged(defaults).unwrap(), Config::preset(Preset::Tiny));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");

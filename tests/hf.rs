@@ -4,6 +4,7 @@
 
 mod common;
 
+use bertlu::config::Objective;
 use bertlu::data::batch::TokenBatch;
 use bertlu::data::classify::encode_texts;
 use bertlu::store::hf::import;
@@ -276,4 +277,40 @@ fn a_shorter_max_len_keeps_the_position_table() {
     assert_eq!(config["max_position_embeddings"], 64);
     let e = fails(&["finetune", "--init", s(&p("tiny")), "--train", s(&p("train.txt")), "--valid", s(&p("train.txt")), "--out", s(&p("x")), "--set", "model.max_len=65"]);
     assert!(e.contains("max_len") && e.contains("64"), "{e}");
+}
+
+/// Continued pre-training with `--tasks mlm` of an imported BERT keeps its next-sentence head
+/// (BERT's pooler) as it is, for fine-tuning, `embed --pooling pooler` and `export-hf`.
+#[test]
+fn continued_masked_lm_pre_training_keeps_the_pooler() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    ok(&["import-hf", s(&fixture()), "--out", s(&p("tiny"))]);
+    common::write(d.path(), "corpus.txt", common::corpus_lines(40, 3).as_bytes());
+    let log = ok(&["pretrain", "--init", s(&p("tiny")), "--corpus", s(&p("corpus.txt")), "--out", s(&p("more")), "--tasks", "mlm", "--max-steps", "3", "--seed", "1"]);
+    assert!(log.contains("nsp head kept as it is"), "{log}");
+    let device = Device::flex();
+    let open = |dir: &Path| {
+        let dir = bertlu::store::model_dir::ModelDir::open(dir).unwrap();
+        let model = bertlu::model::PretrainModel::init_for(&dir.config, &device);
+        (bertlu::store::weights::load_weights(model, &dir.weights(), dir.meta.weights_bytes).unwrap(), dir.config)
+    };
+    let ((before, _), (after, config)) = (open(&p("tiny")), open(&p("more")));
+    assert_eq!((config.pretrain.tasks.clone(), config.pretrain.kept_heads.clone()), (vec![Objective::Mlm], vec![Objective::Nsp]));
+    let values = |t: Tensor<2>| t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+    let nsp = |m: &bertlu::model::PretrainModel| m.nsp.as_ref().map(|h| (values(h.dense.weight.val()), values(h.output.weight.val())));
+    assert_eq!(nsp(&after), nsp(&before), "the kept head is bit for bit the imported one");
+    assert_ne!(values(after.backbone.token_embedding()), values(before.backbone.token_embedding()), "the encoder trained");
+    assert!(bertlu::infer::embed::Embedder::open(&p("more")).unwrap().has_pooler());
+    let out = ok(&["export-hf", s(&p("more")), "--out", s(&p("hf"))]);
+    assert!(out.contains("BertForPreTraining"), "{out}");
+    // fine-tuning starts its head's dense layer from the pooler
+    common::write(d.path(), "train.txt", common::labelled_lines(40, 2).as_bytes());
+    ok(&["finetune", "--init", s(&p("more")), "--train", s(&p("train.txt")), "--valid", s(&p("train.txt")), "--out", s(&p("clf")), "--epochs", "1", "-q"]);
+    let meta = std::fs::read_to_string(p("clf").join("model.json")).unwrap();
+    assert!(meta.contains("(from nsp.dense)"), "{meta}");
+    // training next-sentence prediction again takes the head back: nothing is kept
+    ok(&["pretrain", "--init", s(&p("more")), "--corpus", s(&p("corpus.txt")), "--out", s(&p("again")), "--tasks", "mlm,nsp", "--max-steps", "2", "-q"]);
+    let (_, config) = open(&p("again"));
+    assert!(config.pretrain.kept_heads.is_empty() && config.pretrain.has(Objective::Nsp));
 }

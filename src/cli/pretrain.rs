@@ -96,6 +96,11 @@ fn configure(a: &PretrainArgs, base: Option<&ModelDir>) -> Result<Config> {
     if let Some(tasks) = &a.tasks {
         p.set_tasks(tasks);
     }
+    // a continued model keeps the heads this run does not train (a fresh one has none)
+    match base {
+        Some(init) => p.keep_heads_of(&init.config.pretrain),
+        None => p.kept_heads.clear(),
+    }
     if let Some(v) = a.short_seq_prob {
         p.short_seq_prob = v;
     }

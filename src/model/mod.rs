@@ -120,9 +120,11 @@ impl PretrainModel {
         Self::build(config, tasks, DEFAULT_GENERATOR_SIZE, device)
     }
 
-    /// A random model for the pre-training that `cfg` describes.
+    /// A random model for the pre-training that `cfg` describes (its kept heads included).
     pub fn init_for(cfg: &Config, device: &Device) -> Self {
-        Self::build(&cfg.model, &cfg.pretrain.tasks, cfg.pretrain.generator_size, device)
+        let p = &cfg.pretrain;
+        let heads: Vec<Objective> = [Objective::Mlm, Objective::Nsp, Objective::Electra].into_iter().filter(|&o| p.has_head(o)).collect();
+        Self::build(&cfg.model, &heads, p.generator_size, device)
     }
 
     fn build(config: &ModelConfig, tasks: &[Objective], generator_size: f64, device: &Device) -> Self {

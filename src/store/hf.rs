@@ -284,14 +284,13 @@ pub fn export(dir: &super::model_dir::ModelDir, out: &Path, device: &Device) -> 
     let save_error = |e: burn::store::SafetensorsStoreError| anyhow::anyhow!("{}: cannot write: {e}", weights.display());
     let architecture = match dir.meta.kind {
         ModelKind::Pretrained => {
-            let tasks = &cfg.pretrain.tasks;
             // HuggingFace orders the next-sentence classes the other way round
             let mut model = swap_nsp_classes(super::weights::load_weights(PretrainModel::init_for(cfg, device), &dir.weights(), dir.meta.weights_bytes)?);
             // an ELECTRA generator and detection head have no place in a BERT checkpoint: the
             // encoder (the discriminator) is what fine-tuning starts from
             (model.generator, model.rtd) = (None, None);
             model.save_into(&mut store).map_err(save_error)?;
-            match (tasks.contains(&Objective::Mlm), tasks.contains(&Objective::Nsp)) {
+            match (cfg.pretrain.has_head(Objective::Mlm), cfg.pretrain.has_head(Objective::Nsp)) {
                 (true, true) => "BertForPreTraining",
                 (true, false) => "BertForMaskedLM",
                 _ => "BertModel",

@@ -136,7 +136,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
                 Init::Pretrained(dir) => {
                     let (m, mut names) = load_prefix(model, &dir.weights(), dir.meta.weights_bytes, "backbone.")?;
                     model = m;
-                    if dir.config.pretrain.has(Objective::Nsp) {
+                    if dir.config.pretrain.has_head(Objective::Nsp) {
                         // BERT's pooler: the next-sentence head's dense + tanh is the same
                         // layer as the classification head's first one
                         let (m, pooler) = load_mapped(model, &dir.weights(), dir.meta.weights_bytes, "nsp.dense.", "head.dense.")?;

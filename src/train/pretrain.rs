@@ -619,11 +619,15 @@ fn load_pretrained(model: PretrainModel, dir: &ModelDir, p: &PretrainConfig, opt
     let (w, bytes) = (dir.weights(), dir.meta.weights_bytes);
     let (mut model, mut names) = load_prefix(model, &w, bytes, "backbone.")?;
     let mut fresh = Vec::new();
+    let mut kept = Vec::new();
     for (task, prefixes) in [(Objective::Mlm, &["mlm."][..]), (Objective::Nsp, &["nsp."]), (Objective::Electra, &["generator.", "rtd."])] {
-        if !p.has(task) {
+        if !p.has_head(task) {
             continue;
         }
-        if dir.config.pretrain.has(task) {
+        if !p.has(task) {
+            kept.push(task.to_string());
+        }
+        if dir.config.pretrain.has_head(task) {
             if task == Objective::Electra && dir.config.pretrain.generator_size != p.generator_size {
                 bail!("{}: its generator is {} of the model's width, this run asks for {} (pretrain.generator_size)", dir.path.display(), dir.config.pretrain.generator_size, p.generator_size);
             }
@@ -637,7 +641,8 @@ fn load_pretrained(model: PretrainModel, dir: &ModelDir, p: &PretrainConfig, opt
         }
     }
     let fresh = if fresh.is_empty() { String::new() } else { format!("; {} head starts at random (not in that model)", fresh.join(", ")) };
-    say(opts, &format!("pretrain: loaded {} pre-trained tensors from {}{fresh}", names.len(), dir.path.display()));
+    let kept = if kept.is_empty() { String::new() } else { format!("; {} head kept as it is (not trained by this run)", kept.join(", ")) };
+    say(opts, &format!("pretrain: loaded {} pre-trained tensors from {}{fresh}{kept}", names.len(), dir.path.display()));
     Ok(model)
 }
 
