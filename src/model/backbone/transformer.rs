@@ -13,7 +13,7 @@ use super::BackboneOutput;
 use crate::data::batch::TokenBatch;
 use crate::config::{Activation, ModelConfig, Pooling};
 use crate::model::dropout::Dropout;
-use crate::model::kernels::{activate, attention, inference_kernels_apply, softmax_last, LayerNorm};
+use crate::model::kernels::{activate, attention, inference_kernels_apply, linear, softmax_last, LayerNorm};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -24,7 +24,7 @@ const LINEAR_INIT: Initializer = Initializer::KaimingUniform { gain: 0.577_350_2
 /// Added to the attention scores of padding keys: exp() of it is 0 in f32.
 const PAD_BIAS: f32 = -1.0e4;
 
-fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+fn linear_layer(d_in: usize, d_out: usize, device: &Device) -> Linear {
     LinearConfig::new(d_in, d_out).with_initializer(LINEAR_INIT).init(device)
 }
 
@@ -54,10 +54,10 @@ impl SelfAttention {
     fn init(config: &ModelConfig, device: &Device) -> Self {
         let d = config.d_model;
         Self {
-            query: linear(d, d, device),
-            key: linear(d, d, device),
-            value: linear(d, d, device),
-            output: linear(d, d, device),
+            query: linear_layer(d, d, device),
+            key: linear_layer(d, d, device),
+            value: linear_layer(d, d, device),
+            output: linear_layer(d, d, device),
             dropout: Dropout::new(config.dropout),
             n_heads: config.transformer.n_heads,
         }
@@ -67,9 +67,9 @@ impl SelfAttention {
     pub fn forward(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
         let [b, l, d] = x.dims();
         let scale = 1.0 / ((d / self.n_heads) as f32).sqrt();
-        let (q, k, v) = (self.query.forward(x.clone()), self.key.forward(x.clone()), self.value.forward(x));
+        let (q, k, v) = (linear(&self.query, x.clone()), linear(&self.key, x.clone()), linear(&self.value, x));
         if let Some(context) = attention(&q, &k, &v, &pad_bias.clone().reshape([b, l]), self.n_heads, scale as f64) {
-            return self.output.forward(context);
+            return linear(&self.output, context);
         }
         // [b, l, d] → [b, heads, l, d_k]
         let heads = |t: Tensor<3>| t.reshape([b, l, self.n_heads, d / self.n_heads]).swap_dims(1, 2);
@@ -86,10 +86,10 @@ impl SelfAttention {
     fn forward_first(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
         let [b, l, d] = x.dims();
         let scale = 1.0 / ((d / self.n_heads) as f32).sqrt();
-        let q = self.query.forward(x.clone().slice([0..b, 0..1, 0..d]));
-        let (k, v) = (self.key.forward(x.clone()), self.value.forward(x));
+        let q = linear(&self.query, x.clone().slice([0..b, 0..1, 0..d]));
+        let (k, v) = (linear(&self.key, x.clone()), linear(&self.value, x));
         let context = attention(&q, &k, &v, &pad_bias.reshape([b, l]), self.n_heads, scale as f64).expect("called where the inference kernels apply");
-        self.output.forward(context)
+        linear(&self.output, context)
     }
 }
 
@@ -112,7 +112,7 @@ pub struct FeedForward {
 impl FeedForward {
     /// `[b, l, d]` → `[b, l, d]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.linear_outer.forward(self.dropout.forward(activate(self.linear_inner.forward(x), self.activation)))
+        linear(&self.linear_outer, self.dropout.forward(activate(linear(&self.linear_inner, x), self.activation)))
     }
 }
 
@@ -139,8 +139,8 @@ impl EncoderLayer {
         Self {
             mha: SelfAttention::init(config, device),
             pwff: FeedForward {
-                linear_inner: linear(config.d_model, config.transformer.d_ff, device),
-                linear_outer: linear(config.transformer.d_ff, config.d_model, device),
+                linear_inner: linear_layer(config.d_model, config.transformer.d_ff, device),
+                linear_outer: linear_layer(config.transformer.d_ff, config.d_model, device),
                 dropout: Dropout::new(config.dropout),
                 activation: config.transformer.activation,
             },
