@@ -84,14 +84,13 @@ pub fn conv_states(convs: &[Conv1d], x: Tensor<3>, pad_mask: &Tensor<2, Bool>) -
 /// [`conv_states`] for inference: `x` `[b, l, d]` (zero at padding) times every width's every
 /// weight block at once, then the shifted sums ([`kernels::conv_windows`]).
 fn conv_states_by_product(convs: &[Conv1d], x: Tensor<3>, keep: Tensor<2>) -> Tensor<3> {
-    let [b, l, d] = x.dims();
+    let d = x.dims()[2];
     let filters = convs[0].weight.dims()[0];
     let widths: Vec<usize> = convs.iter().map(|c| c.weight.dims()[2]).collect();
     // weight [filters, d, w] → [d, w · filters]: column o · filters + f is W_o's filter f
     let blocks: Vec<Tensor<2>> = convs.iter().zip(&widths).map(|(c, &w)| c.weight.val().permute([1, 2, 0]).reshape([d, w * filters])).collect();
-    let products = x.reshape([b * l, d]).matmul(Tensor::cat(blocks, 1)).reshape([b, l, widths.iter().sum::<usize>() * filters]);
     let bias = Tensor::cat(convs.iter().map(|c| c.bias.as_ref().expect("checked by the caller").val()).collect(), 0);
-    kernels::conv_windows(products, bias, keep, &widths, filters)
+    kernels::conv_windows(x, Tensor::cat(blocks, 1), bias, keep, &widths, filters)
 }
 
 /// `config.textcnn` convolutions from width `d_in`.

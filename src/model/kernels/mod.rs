@@ -39,8 +39,8 @@ pub trait FusedOps: burn::backend::Backend {
     fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64) -> FloatTensor<Self>;
     /// `x · w + b` without gradients (see [`linear`]).
     fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// Shifted sums of convolution products, bias and ReLU, without gradients (see [`conv_windows`]).
-    fn fused_conv_windows(products: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize) -> FloatTensor<Self>;
+    /// "Same"-padded convolutions with bias and ReLU as products and shifted sums, without gradients (see [`conv_windows`]).
+    fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize) -> FloatTensor<Self>;
 }
 
 /// Whether the kernels of this module serve `x`: f32 on the flex device (with or without
@@ -81,12 +81,12 @@ pub fn inference_kernels_apply<const D: usize>(x: &Tensor<D>) -> bool {
     applies(x) && !x.device().is_autodiff()
 }
 
-/// "Same"-padded convolutions of several widths with ReLU, from one matrix product of the
-/// input by every shifted weight block ([`windows::windows_forward`]), for inference (where
-/// [`inference_kernels_apply`]). `products` `[b, l, Σ w · filters]`, `bias` `[widths · filters]`,
-/// `keep` `[b, l]` → `[b, l, widths · filters]`.
-pub fn conv_windows(products: Tensor<3>, bias: Tensor<1>, keep: Tensor<2>, widths: &[usize], filters: usize) -> Tensor<3> {
-    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_conv_windows(products.into_dispatch(), bias.into_dispatch(), keep.into_dispatch(), widths.to_vec(), filters))
+/// "Same"-padded convolutions of several widths with ReLU, from a matrix product of each
+/// sequence by every shifted weight block ([`windows::windows_forward`]), for inference (where
+/// [`inference_kernels_apply`]). `x` `[b, l, d]` (zero at padding), `weight` `[d, Σ w · filters]`,
+/// `bias` `[widths · filters]`, `keep` `[b, l]` → `[b, l, widths · filters]`.
+pub fn conv_windows(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>, keep: Tensor<2>, widths: &[usize], filters: usize) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_conv_windows(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), keep.into_dispatch(), widths.to_vec(), filters))
 }
 
 /// Softmax over the last dimension.
@@ -484,8 +484,8 @@ fn dropout_apply(x: &FloatTensor<Flex>, prob: f64, base: u64) -> FloatTensor<Fle
 }
 
 impl FusedOps for Flex {
-    fn fused_conv_windows(products: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize) -> FloatTensor<Self> {
-        windows::windows_forward(&products, &bias, &keep, &widths, filters)
+    fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize) -> FloatTensor<Self> {
+        windows::windows_forward(&x, &weight, &bias, &keep, &widths, filters)
     }
     fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64) -> FloatTensor<Self> {
         attention::attention_forward(&q, &k, &v, &bias, heads, scale)
@@ -584,9 +584,9 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         <Self as burn::backend::AutodiffBackend>::from_inner(linear_forward(x.primitive(), w.primitive(), b.primitive()))
     }
 
-    fn fused_conv_windows(products: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize) -> FloatTensor<Self> {
+    fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize) -> FloatTensor<Self> {
         // as for attention: only tensors of the plain device are sent here
-        let y = windows::windows_forward(products.primitive(), bias.primitive(), keep.primitive(), &widths, filters);
+        let y = windows::windows_forward(x.primitive(), weight.primitive(), bias.primitive(), keep.primitive(), &widths, filters);
         <Self as burn::backend::AutodiffBackend>::from_inner(y)
     }
 

@@ -1,10 +1,13 @@
-//! The TextCNN's convolutions for inference as one matrix product and one pass over its result.
+//! The TextCNN's convolutions for inference as matrix products and one pass over their result.
 //!
 //! A width-`w` convolution is a sum of `w` shifted products: `out[t] = b + Σ_o x[t + o - p] W_o`
-//! (`p = (w - 1) / 2`, "same" padding). With every `W_o` of every width side by side, `x` is
-//! multiplied once by a `[d, Σ w · filters]` matrix — one large product where the matrix-product
-//! kernel is at its speed, instead of the unfolded copies of `x` a convolution builds per width
-//! — and this pass adds the shifted blocks, the bias and ReLU, and zeroes padding positions.
+//! (`p = (w - 1) / 2`, "same" padding). With every `W_o` of every width side by side, a sequence
+//! `x` is multiplied once by a `[d, Σ w · filters]` matrix — one large product where the
+//! matrix-product kernel is at its speed, instead of the unfolded copies of `x` a convolution
+//! builds per width — and one pass adds the shifted blocks, the bias and ReLU, and zeroes
+//! padding positions. A task is one sequence: its products (`[l, Σ w · filters]`, a few hundred
+//! KB) stay in cache between the two, where the whole batch's would be tens of MB written to
+//! memory and read back; rows after the last real position are neither multiplied nor summed.
 
 use super::values;
 use burn::backend::tensor::FloatTensor;
@@ -12,19 +15,32 @@ use burn::backend::Flex;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-/// `products` `[b, l, Σ w · filters]` (column `base_c + o · filters + f` holding `x[t] W_o` of
-/// convolution `c`), `bias` `[widths · filters]`, `keep` `[b, l]` (1 real, 0 padding; padding rows of
-/// `products` must be 0) → ReLU states `[b, l, widths · filters]`, 0 at padding positions.
-pub(super) fn windows_forward(products: &FloatTensor<Flex>, bias: &FloatTensor<Flex>, keep: &FloatTensor<Flex>, widths: &[usize], filters: usize) -> FloatTensor<Flex> {
-    let shape = products.layout().shape().clone();
-    let (b, l, cols) = (shape[0], shape[1], shape[2]);
-    assert_eq!(cols, widths.iter().sum::<usize>() * filters, "products hold every shift of every width");
-    let (pv, bv, kv) = (values(products), values(bias), values(keep));
+/// `x` `[b, l, d]` (0 at padding positions), `weight` `[d, Σ w · filters]` (column
+/// `base_c + o · filters + f` holding `W_o` of convolution `c`), `bias` `[widths · filters]`, `keep`
+/// `[b, l]` (1 real, 0 padding) → ReLU states `[b, l, widths · filters]`, 0 at padding positions.
+pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>, bias: &FloatTensor<Flex>, keep: &FloatTensor<Flex>, widths: &[usize], filters: usize) -> FloatTensor<Flex> {
+    let shape = x.layout().shape().clone();
+    let (b, l, d) = (shape[0], shape[1], shape[2]);
+    let cols = weight.layout().shape()[1];
+    assert_eq!(weight.layout().shape()[0], d, "convolution weights for inputs of width {d}");
+    assert_eq!(cols, widths.iter().sum::<usize>() * filters, "the weights hold every shift of every width");
+    let (xv, wv, bv, kv) = (values(x), values(weight), values(bias), values(keep));
     let width = widths.len() * filters;
     let mut out = vec![0.0f32; b * l * width];
-    let seq_products = l * cols;
-    out.par_chunks_mut(l * width).zip(pv.par_chunks(seq_products)).zip(kv.par_chunks(l)).for_each(|((o, p), k)| {
-        window_rows(p, &bv, k, widths, filters, o);
+    // sequences share the threads; with fewer sequences than threads, each product does
+    let inner = if b >= rayon::current_num_threads() { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(0) };
+    out.par_chunks_mut(l * width).zip(xv.par_chunks(l * d)).zip(kv.par_chunks(l)).for_each(|((o, xs), k)| {
+        let n = k.iter().rposition(|&v| v != 0.0).map_or(0, |t| t + 1);
+        if n == 0 {
+            return;
+        }
+        let mut products = vec![0.0f32; n * cols];
+        // SAFETY: `products` is n × cols, `xs` (its first n rows) n × d, `wv` d × cols, all
+        // row-major and contiguous as the strides say; nothing else aliases `products`.
+        unsafe {
+            gemm::gemm(n, cols, d, products.as_mut_ptr(), 1, cols as isize, false, xs.as_ptr(), 1, d as isize, wv.as_ptr(), 1, cols as isize, 0.0f32, 1.0f32, false, false, false, inner);
+        }
+        window_rows(&products, &bv, &k[..n], widths, filters, &mut o[..n * width]);
     });
     FloatTensor::<Flex>::from_data(TensorData::new(out, [b, l, width]))
 }
@@ -79,7 +95,7 @@ mod tests {
         let convs = init_convs(d, &config, &device);
         let ad = device.clone().autodiff();
         let on_autodiff: Vec<_> = convs.iter().map(|c| c.clone().to_device(&ad)).collect();
-        for (lengths, l) in [(vec![6, 1, 3], 6), (vec![1], 1), (vec![4, 4], 4)] {
+        for (lengths, l) in [(vec![6, 1, 3], 6), (vec![1], 1), (vec![4, 4], 4), ((0..40).map(|i| 1 + i % 6).collect(), 6)] {
             let b = lengths.len();
             let x = Tensor::<3>::random([b, l, d], Distribution::Normal(0.0, 1.0), &device);
             let pad: Vec<bool> = lengths.iter().flat_map(|&n| (0..l).map(move |t| t >= n)).collect();
