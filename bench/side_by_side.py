@@ -3,7 +3,8 @@
 
 Runs `bertlu bench --setting reference --case pretrain` and `pytorch_reference.py` in turns
 (ROUNDS rounds, each a fresh process of each), pools the timed steps of each implementation and
-prints medians, ranges, tokens/s, peak memory and the ratio bertlu / PyTorch (> 1: bertlu faster).
+prints medians, ranges, tokens/s, GFLOP/s (the step's matrix products as bertlu counts them, the
+same model for both), peak memory and the ratio bertlu / PyTorch (> 1: bertlu faster).
 `--bertlu` may be given several times, as NAME=PATH, to measure builds before and after a change
 in the same run (`--bench-args` adds arguments to every bertlu run, e.g. "--precision bf16").
 
@@ -42,6 +43,7 @@ def main():
     secs = {n: [] for n in names}
     peak = {n: 0.0 for n in names}
     tokens = 32 * 128
+    flops = 0.0
     for r in range(a.rounds):
         results = []
         for name, path in builds:
@@ -51,13 +53,15 @@ def main():
         for name, m in results:
             secs[name] += m["seconds"]
             peak[name] = max(peak[name], m.get("peak_rss_mib") or 0.0)
+            flops = flops or m.get("flops") or 0.0
         print(f"round {r + 1}: " + ", ".join(f"{n} median {statistics.median(m['seconds']) * 1e3:.0f} ms" for n, m in results), flush=True)
-    print("\n| implementation | median ms/step | min–max ms | tokens/s | peak RSS MiB | speed vs PyTorch |\n|---|---|---|---|---|---|")
+    print("\n| implementation | median ms/step | min–max ms | tokens/s | GFLOP/s | peak RSS MiB | speed vs PyTorch |\n|---|---|---|---|---|---|---|")
     torch_med = statistics.median(secs["pytorch"])
     for name in names:
         s = secs[name]
         med = statistics.median(s)
-        print(f"| {name} | {med * 1e3:.0f} | {min(s) * 1e3:.0f}–{max(s) * 1e3:.0f} | {tokens / med:.0f} | {peak[name]:.0f} | {torch_med / med:.2f}x |")
+        rate = f"{flops / med / 1e9:.0f}" if flops else "–"
+        print(f"| {name} | {med * 1e3:.0f} | {min(s) * 1e3:.0f}–{max(s) * 1e3:.0f} | {tokens / med:.0f} | {rate} | {peak[name]:.0f} | {torch_med / med:.2f}x |")
     print(f"\n({a.rounds} rounds x {a.iters} steps each, {a.threads} threads; speed = PyTorch's median ms / this median ms)")
 
 

@@ -4,7 +4,8 @@
 //! size, so the command runs each case in a process of its own.
 
 use crate::data::batch::{PretrainBatch, TokenBatch};
-use crate::config::{BackboneKind, Config, ModelConfig, Preset};
+use crate::config::{BackboneKind, Config, HeadKind, ModelConfig, Preset};
+use crate::model::flops;
 use crate::model::{Classifier, PretrainModel};
 use crate::data::classify::Problem;
 use crate::data::mlm::MlmExample;
@@ -112,6 +113,9 @@ pub struct Measurement {
     pub examples: usize,
     /// Word pieces an iteration (padding included).
     pub tokens: usize,
+    /// Floating-point operations of an iteration's matrix products (`model::flops`).
+    #[serde(default)]
+    pub flops: f64,
     /// Peak resident memory of the measuring process, in MiB (when the OS tells).
     pub peak_rss_mib: Option<f64>,
 }
@@ -217,7 +221,28 @@ pub fn measure(setting: Setting, case: Case, warmup: usize, iters: usize, seed: 
             (n, secs)
         }
     };
-    Ok(Measurement { setting, case, seconds, examples: batch, tokens: batch * len, peak_rss_mib: peak_rss_mib() })
+    let flops = match case {
+        Case::Pretrain => flops::masked_lm_step(&model_cfg, batch, len, MASKED),
+        Case::Finetune => 3.0 * batch as f64 * flops::classifier_forward(&model_cfg, len, LABELS, HeadKind::Pooled, false),
+        Case::Infer64 | Case::Infer1 => batch as f64 * flops::classifier_forward(&model_cfg, len, LABELS, HeadKind::Pooled, true),
+    };
+    Ok(Measurement { setting, case, seconds, examples: batch, tokens: batch * len, flops, peak_rss_mib: peak_rss_mib() })
+}
+
+/// What one f32 matrix product of 1024 × 1024 × 1024 reaches on every thread here, in GFLOP/s
+/// (best of 5 after one untimed): the peak the benchmark tables compare with. (The kernel is
+/// the `gemm` crate's that Burn's products run on, with the instructions chosen at run time.)
+pub fn matmul_peak_gflops() -> f64 {
+    const N: usize = 1024;
+    let a: Vec<f32> = (0..N * N).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
+    let mut c = vec![0.0f32; N * N];
+    let seconds = timed(1, 5, || {
+        // SAFETY: a and c are N × N, row-major and contiguous, as the strides say; c aliases nothing.
+        unsafe {
+            gemm::gemm(N, N, N, c.as_mut_ptr(), 1, N as isize, false, a.as_ptr(), 1, N as isize, a.as_ptr(), 1, N as isize, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::Rayon(0));
+        }
+    });
+    2.0 * (N * N * N) as f64 / seconds.iter().copied().fold(f64::INFINITY, f64::min) / 1e9
 }
 
 /// Speed of a fine-tuned model on real text: what `predict` does, from raw text to probabilities.
@@ -233,6 +258,13 @@ pub struct ModelMeasurement {
     pub batch_size: usize,
     /// Seconds of each single-example prediction (tokenising included).
     pub single_seconds: Vec<f64>,
+    /// Floating-point operations of the matrix products of one pass over the file (`model::flops`;
+    /// `None` for a linear model).
+    #[serde(default)]
+    pub pass_flops: Option<f64>,
+    /// The same for the examples timed one at a time, all together.
+    #[serde(default)]
+    pub single_flops: Option<f64>,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: Option<f64>,
 }
@@ -253,6 +285,7 @@ pub fn measure_model(model: &std::path::Path, data: &std::path::Path, batch_size
         let _ = clf.probabilities(&texts, batch_size);
     });
     let singles = singles.min(texts.len());
+    let (pass_flops, single_flops) = (clf.forward_flops(&texts), clf.forward_flops(&texts[..singles]));
     let single_seconds = texts[..singles]
         .iter()
         .map(|t| {
@@ -262,7 +295,7 @@ pub fn measure_model(model: &std::path::Path, data: &std::path::Path, batch_size
             start.elapsed().as_secs_f64()
         })
         .collect();
-    Ok(ModelMeasurement { examples: texts.len(), mean_pieces: pieces as f64 / texts.len() as f64, pass_seconds, batch_size, single_seconds, peak_rss_mib: peak_rss_mib() })
+    Ok(ModelMeasurement { examples: texts.len(), mean_pieces: pieces as f64 / texts.len() as f64, pass_seconds, batch_size, single_seconds, pass_flops, single_flops, peak_rss_mib: peak_rss_mib() })
 }
 
 /// The median of `v` (which must not be empty).
@@ -272,31 +305,47 @@ pub fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-/// The Markdown table of a model measurement (the one-at-a-time row only when some were timed).
-pub fn model_table(m: &ModelMeasurement) -> String {
+/// GFLOP/s of `flops` done in `seconds`, and their share of `peak` GFLOP/s, as table cells.
+fn rate_cells(flops: Option<f64>, seconds: f64, peak: Option<f64>) -> String {
+    match flops {
+        Some(f) if f > 0.0 => {
+            let rate = f / seconds / 1e9;
+            let share = peak.map_or_else(|| "–".to_owned(), |p| format!("{:.0} %", 100.0 * rate / p));
+            format!("{rate:.1} | {share}")
+        }
+        _ => "– | –".to_owned(),
+    }
+}
+
+/// The Markdown table of a model measurement (the one-at-a-time row only when some were timed),
+/// with the GFLOP/s reached and their share of `peak` (see [`matmul_peak_gflops`]).
+pub fn model_table(m: &ModelMeasurement, peak: Option<f64>) -> String {
     let pass = median(&m.pass_seconds);
     let mut table = format!(
-        "| case | median | examples/s |\n|---|---|---|\n| whole file, batch {} ({} examples, {:.1} pieces each) | {:.3} s | {:.0} |\n",
-        m.batch_size, m.examples, m.mean_pieces, pass, m.examples as f64 / pass
+        "| case | median | examples/s | GFLOP/s | of peak |\n|---|---|---|---|---|\n| whole file, batch {} ({} examples, {:.1} pieces each) | {:.3} s | {:.0} | {} |\n",
+        m.batch_size, m.examples, m.mean_pieces, pass, m.examples as f64 / pass, rate_cells(m.pass_flops, pass, peak)
     );
     if !m.single_seconds.is_empty() {
         let single = median(&m.single_seconds);
         let mut sorted = m.single_seconds.clone();
         sorted.sort_by(f64::total_cmp);
         let p90 = sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)];
-        table.push_str(&format!("| one example at a time ({} examples; p90 {:.2} ms) | {:.2} ms | {:.0} |\n", m.single_seconds.len(), p90 * 1e3, single * 1e3, 1.0 / single));
+        let per_example = m.single_flops.map(|f| f / m.single_seconds.len() as f64);
+        table.push_str(&format!("| one example at a time ({} examples; p90 {:.2} ms) | {:.2} ms | {:.0} | {} |\n", m.single_seconds.len(), p90 * 1e3, single * 1e3, 1.0 / single, rate_cells(per_example, single, peak)));
     }
     table
 }
 
-/// The Markdown table of measurements: median and min–max per iteration, throughput, peak memory.
-pub fn table(ms: &[Measurement]) -> String {
-    let mut s = String::from("| setting | case | median ms | min–max ms | tokens/s | examples/s | peak RSS MiB |\n|---|---|---|---|---|---|---|\n");
+/// The Markdown table of measurements: median and min–max per iteration, throughput, GFLOP/s
+/// and their share of `peak`, peak memory.
+pub fn table(ms: &[Measurement], peak: Option<f64>) -> String {
+    let mut s = String::from("| setting | case | median ms | min–max ms | tokens/s | examples/s | GFLOP/s | of peak | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n");
     for m in ms {
         let med = m.median();
         s.push_str(&format!(
-            "| {} | {:?} | {:.1} | {:.1}–{:.1} | {:.0} | {:.1} | {} |\n",
+            "| {} | {:?} | {:.1} | {:.1}–{:.1} | {:.0} | {:.1} | {} | {} |\n",
             m.setting.name(), m.case, med * 1e3, m.min() * 1e3, m.max() * 1e3, m.tokens as f64 / med, m.examples as f64 / med,
+            rate_cells(Some(m.flops), med, peak),
             m.peak_rss_mib.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into())
         ));
     }
@@ -309,20 +358,24 @@ mod tests {
 
     #[test]
     fn a_model_table_without_single_examples_has_no_single_row() {
-        let m = ModelMeasurement { examples: 100, mean_pieces: 10.0, pass_seconds: vec![2.0, 1.0, 4.0], batch_size: 8, single_seconds: vec![], peak_rss_mib: None };
-        let table = model_table(&m);
-        assert!(table.contains("| 2.000 s | 50 |"), "{table}");
+        let m = ModelMeasurement { examples: 100, mean_pieces: 10.0, pass_seconds: vec![2.0, 1.0, 4.0], batch_size: 8, single_seconds: vec![], pass_flops: Some(300e9), single_flops: Some(3e9), peak_rss_mib: None };
+        let table = model_table(&m, Some(200.0));
+        // 300 GFLOP in the median 2 s: 150 GFLOP/s, 75 % of a 200 GFLOP/s peak
+        assert!(table.contains("| 2.000 s | 50 | 150.0 | 75 % |"), "{table}");
         assert!(!table.contains("one example"), "{table}");
         let m = ModelMeasurement { single_seconds: vec![0.002, 0.001, 0.004], ..m };
-        assert!(model_table(&m).contains("| one example at a time (3 examples; p90 4.00 ms) | 2.00 ms | 500 |"), "{}", model_table(&m));
+        // 1 GFLOP an example in the median 2 ms: 500 GFLOP/s
+        assert!(model_table(&m, None).contains("| one example at a time (3 examples; p90 4.00 ms) | 2.00 ms | 500 | 500.0 | – |"), "{}", model_table(&m, None));
+        let linear = ModelMeasurement { pass_flops: None, single_flops: None, ..m };
+        assert!(model_table(&linear, Some(200.0)).contains("| 2.000 s | 50 | – | – |"));
     }
 
     #[test]
     fn statistics_of_a_measurement() {
-        let m = Measurement { setting: Setting::TinyTextcnn, case: Case::Infer1, seconds: vec![0.3, 0.1, 0.2, 0.5, 0.4], examples: 1, tokens: 128, peak_rss_mib: None };
+        let m = Measurement { setting: Setting::TinyTextcnn, case: Case::Infer1, seconds: vec![0.3, 0.1, 0.2, 0.5, 0.4], examples: 1, tokens: 128, flops: 3e9, peak_rss_mib: None };
         assert_eq!((m.median(), m.min(), m.max()), (0.3, 0.1, 0.5));
-        let t = table(&[m]);
-        assert!(t.contains("| tiny-textcnn | Infer1 | 300.0 | 100.0–500.0 | 427 | 3.3 | – |"), "{t}");
+        let t = table(&[m], Some(100.0));
+        assert!(t.contains("| tiny-textcnn | Infer1 | 300.0 | 100.0–500.0 | 427 | 3.3 | 10.0 | 10 % | – |"), "{t}");
         assert_eq!(Setting::Reference.model().d_model, 256);
         assert_eq!(Setting::SmallTextcnn.model().backbone, BackboneKind::TextCnn);
     }

@@ -1,7 +1,7 @@
 //! `bertlu bench`: speed and memory of training steps and inference, one case a process.
 
 use anyhow::{bail, Context, Result};
-use bertlu::apps::bench::{measure, table, Case, Measurement, Setting};
+use bertlu::apps::bench::{matmul_peak_gflops, measure, table, Case, Measurement, Setting};
 use clap::Args;
 
 /// Arguments of `bench`.
@@ -83,8 +83,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&m)?);
         } else {
-            print!("{}", bertlu::apps::bench::model_table(&m));
+            let peak = matmul_peak_gflops();
+            print!("{}", bertlu::apps::bench::model_table(&m, Some(peak)));
             println!("{} threads; median of {} passes after one warm-up pass; peak RSS {} MiB.", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), a.iters, m.peak_rss_mib.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into()));
+            println!("{}", peak_note(peak));
         }
         return Ok(());
     }
@@ -118,10 +120,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("{}", table(&out));
+        let peak = matmul_peak_gflops();
+        println!("{}", table(&out, Some(peak)));
         println!("{} threads; median and range over {} iterations after {} warm-up; synthetic batches of 128 word pieces, vocabulary {}.", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), a.iters, a.warmup, bertlu::apps::bench::VOCAB);
+        println!("{}", peak_note(peak));
     }
     Ok(())
+}
+
+/// What the GFLOP/s columns count and compare with.
+fn peak_note(peak: f64) -> String {
+    format!("GFLOP/s: the matrix products' floating-point operations (real word pieces; training steps count forward and backward) a second; of peak: against {peak:.0} GFLOP/s, one 1024³ f32 matrix product on every thread here.")
 }
 
 /// `bench --serve`.

@@ -171,6 +171,18 @@ impl Member {
         }
     }
 
+    /// FLOPs of its forward passes over texts as prediction runs them (`model::flops`); `None`
+    /// for a linear member.
+    pub fn forward_flops(&self, texts: &[String]) -> Option<f64> {
+        match &self.model {
+            MemberModel::Neural { dir, .. } => {
+                let seqs = crate::data::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len);
+                Some(seqs.iter().map(|s| crate::model::flops::classifier_forward(&dir.config.model, s.len(), self.labels.len(), dir.config.finetune.head, true)).sum())
+            }
+            MemberModel::Linear(_) => None,
+        }
+    }
+
     /// Its label probabilities of texts, in its own label order.
     pub fn probabilities(&self, texts: &[String], problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
         self.outputs(texts, problem, batch_size, device).0
@@ -247,6 +259,11 @@ impl LoadedClassifier {
     /// is linear).
     pub fn encode(&self, texts: &[String]) -> Option<Vec<Vec<u32>>> {
         self.members.iter().find_map(|m| m.encode(texts))
+    }
+
+    /// FLOPs of the neural members' forward passes over texts (`None` when every member is linear).
+    pub fn forward_flops(&self, texts: &[String]) -> Option<f64> {
+        self.members.iter().filter_map(|m| m.forward_flops(texts)).reduce(|a, b| a + b)
     }
 
     /// Probabilities of texts: the members', averaged (weighted by the ensemble's member

@@ -3,6 +3,7 @@
 pub mod backbone;
 pub mod dropout;
 pub mod device;
+pub mod flops;
 pub mod generator;
 pub mod kernels;
 pub mod heads;
