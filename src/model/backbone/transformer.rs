@@ -78,9 +78,7 @@ impl SelfAttention {
         let context = self.dropout.forward(probs).matmul(v).swap_dims(1, 2).reshape([b, l, d]);
         self.output.forward(context)
     }
-}
 
-impl SelfAttention {
     /// The first position's output alone, `[b, 1, d]`, from `x` `[b, l, d]` (every position's
     /// key and value, the first one's query). Only where the inference kernels apply.
     fn forward_first(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
@@ -161,9 +159,7 @@ impl EncoderLayer {
             self.norm_2.forward(x.clone() + self.dropout.forward(self.pwff.forward(x)))
         }
     }
-}
 
-impl EncoderLayer {
     /// The first position's output alone, `[b, 1, d]` (inference: no dropout), from `x` `[b, l, d]`.
     fn forward_first(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
         let [b, _, d] = x.dims();
