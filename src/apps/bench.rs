@@ -236,12 +236,7 @@ pub fn matmul_peak_gflops() -> f64 {
     const N: usize = 1024;
     let a: Vec<f32> = (0..N * N).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
     let mut c = vec![0.0f32; N * N];
-    let seconds = timed(1, 5, || {
-        // SAFETY: a and c are N × N, row-major and contiguous, as the strides say; c aliases nothing.
-        unsafe {
-            gemm::gemm(N, N, N, c.as_mut_ptr(), 1, N as isize, false, a.as_ptr(), 1, N as isize, a.as_ptr(), 1, N as isize, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::Rayon(0));
-        }
-    });
+    let seconds = timed(1, 5, || crate::model::kernels::product_into(&mut c, &a, &a, [N, N, N], false, gemm::Parallelism::Rayon(0)));
     2.0 * (N * N * N) as f64 / seconds.iter().copied().fold(f64::INFINITY, f64::min) / 1e9
 }
 
@@ -285,7 +280,8 @@ pub fn measure_model(model: &std::path::Path, data: &std::path::Path, batch_size
         let _ = clf.probabilities(&texts, batch_size);
     });
     let singles = singles.min(texts.len());
-    let (pass_flops, single_flops) = (clf.forward_flops(&texts), clf.forward_flops(&texts[..singles]));
+    let per_text = clf.forward_flops(&texts);
+    let (pass_flops, single_flops) = (per_text.as_ref().map(|f| f.iter().sum()), per_text.as_ref().map(|f| f[..singles].iter().sum()));
     let single_seconds = texts[..singles]
         .iter()
         .map(|t| {

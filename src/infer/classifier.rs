@@ -171,16 +171,12 @@ impl Member {
         }
     }
 
-    /// FLOPs of its forward passes over texts as prediction runs them (`model::flops`); `None`
+    /// FLOPs of its forward pass over each text as prediction runs it (`model::flops`); `None`
     /// for a linear member.
-    pub fn forward_flops(&self, texts: &[String]) -> Option<f64> {
-        match &self.model {
-            MemberModel::Neural { dir, .. } => {
-                let seqs = crate::data::classify::encode_texts(texts, &dir.tokenizer, dir.config.model.max_len);
-                Some(seqs.iter().map(|s| crate::model::flops::classifier_forward(&dir.config.model, s.len(), self.labels.len(), dir.config.finetune.head, true)).sum())
-            }
-            MemberModel::Linear(_) => None,
-        }
+    pub fn forward_flops(&self, texts: &[String]) -> Option<Vec<f64>> {
+        let MemberModel::Neural { dir, .. } = &self.model else { return None };
+        let config = &dir.config;
+        Some(self.encode(texts)?.iter().map(|s| crate::model::flops::classifier_forward(&config.model, s.len(), self.labels.len(), config.finetune.head, true)).collect())
     }
 
     /// Its label probabilities of texts, in its own label order.
@@ -261,9 +257,9 @@ impl LoadedClassifier {
         self.members.iter().find_map(|m| m.encode(texts))
     }
 
-    /// FLOPs of the neural members' forward passes over texts (`None` when every member is linear).
-    pub fn forward_flops(&self, texts: &[String]) -> Option<f64> {
-        self.members.iter().filter_map(|m| m.forward_flops(texts)).reduce(|a, b| a + b)
+    /// FLOPs of the neural members' forward passes over each text (`None` when every member is linear).
+    pub fn forward_flops(&self, texts: &[String]) -> Option<Vec<f64>> {
+        self.members.iter().filter_map(|m| m.forward_flops(texts)).reduce(|a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
     }
 
     /// Probabilities of texts: the members', averaged (weighted by the ensemble's member

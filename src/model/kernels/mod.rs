@@ -250,6 +250,24 @@ mod windows;
 /// Products smaller than this many multiply-adds run on one thread (Burn's flex threshold).
 const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
 
+/// Threads for a product of `m × k × n` multiply-adds on its own: all of them from
+/// [`PARALLEL_PRODUCT`] up, else one.
+pub fn product_threads(m: usize, k: usize, n: usize) -> gemm::Parallelism {
+    if m * k * n >= PARALLEL_PRODUCT { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None }
+}
+
+/// `out = lhs · rhs`, or `out += lhs · rhs` when `accumulate`, for row-major contiguous `lhs`
+/// `[m, k]`, `rhs` `[k, n]` and `out` `[m, n]`, by the `gemm` crate Burn's flex products run on
+/// (its instructions chosen at run time), writing into the caller's buffer.
+pub fn product_into(out: &mut [f32], lhs: &[f32], rhs: &[f32], [m, k, n]: [usize; 3], accumulate: bool, threads: gemm::Parallelism) {
+    assert!(lhs.len() >= m * k && rhs.len() >= k * n && out.len() >= m * n, "product_into: [{m}, {k}] · [{k}, {n}] from {} and {} values into {}", lhs.len(), rhs.len(), out.len());
+    // SAFETY: the lengths checked above hold the m × k, k × n and m × n row-major matrices the
+    // strides describe; `out` is borrowed mutably, so nothing else aliases it.
+    unsafe {
+        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, accumulate, lhs.as_ptr(), 1, k as isize, rhs.as_ptr(), 1, n as isize, 1.0f32, 1.0f32, false, false, false, threads);
+    }
+}
+
 /// `x · w + b` with `x` `[.., k]`, `w` `[k, n]`, `b` `[n]`: the output starts as the bias rows
 /// and the product is accumulated into it.
 fn linear_forward(x: &FloatTensor<Flex>, w: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> FloatTensor<Flex> {
@@ -263,12 +281,7 @@ fn linear_forward(x: &FloatTensor<Flex>, w: &FloatTensor<Flex>, b: &FloatTensor<
     for _ in 0..m {
         out.extend_from_slice(&bv);
     }
-    let parallelism = if m * n * k >= PARALLEL_PRODUCT { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: `out` is m × n, `xv` m × k and `wv` k × n, all row-major and contiguous, as the
-    // strides given say; nothing else aliases `out`.
-    unsafe {
-        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, true, xv.as_ptr(), 1, k as isize, wv.as_ptr(), 1, n as isize, 1.0f32, 1.0f32, false, false, false, parallelism);
-    }
+    product_into(&mut out, &xv, &wv, [m, k, n], true, product_threads(m, k, n));
     let last = shape.num_dims() - 1;
     shape[last] = n;
     flex_tensor(out, shape)

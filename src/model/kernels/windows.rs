@@ -35,11 +35,7 @@ pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>,
             return;
         }
         let mut products = vec![0.0f32; n * cols];
-        // SAFETY: `products` is n × cols, `xs` (its first n rows) n × d, `wv` d × cols, all
-        // row-major and contiguous as the strides say; nothing else aliases `products`.
-        unsafe {
-            gemm::gemm(n, cols, d, products.as_mut_ptr(), 1, cols as isize, false, xs.as_ptr(), 1, d as isize, wv.as_ptr(), 1, cols as isize, 0.0f32, 1.0f32, false, false, false, inner);
-        }
+        super::product_into(&mut products, xs, &wv, [n, d, cols], false, inner);
         window_rows(&products, &bv, &k[..n], widths, filters, &mut o[..n * width]);
     });
     FloatTensor::<Flex>::from_data(TensorData::new(out, [b, l, width]))
