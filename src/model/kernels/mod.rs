@@ -9,8 +9,6 @@
 //! …) the public functions fall back to Burn's own operations, so models run everywhere.
 //! Each kernel is checked against the Burn operation, values and gradients, in the tests.
 
-pub mod mask;
-
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -245,6 +243,7 @@ macro_rules! simd_dispatch {
 }
 
 mod attention;
+pub mod mask;
 mod windows;
 
 /// Products smaller than this many multiply-adds run on one thread (Burn's flex threshold).
