@@ -80,7 +80,7 @@ impl Generator {
     /// embedding `[vocab, d_model]` → logits at the masked positions `[n, vocab]`.
     pub fn forward(&self, embedded: Tensor<3>, pad_mask: &Tensor<2, Bool>, positions: Tensor<1, Int>, embedding: Tensor<2>) -> Tensor<2> {
         let x = match &self.project {
-            Some(p) => p.forward(embedded),
+            Some(p) => crate::model::kernels::linear(p, embedded),
             None => embedded,
         };
         let states = match &self.encoder {

@@ -5,7 +5,7 @@ use burn::module::Param;
 use crate::model::dropout::Dropout;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use crate::model::kernels::{activate, LayerNorm};
+use crate::model::kernels::{activate, linear, linear_transposed, LayerNorm};
 use burn::tensor::activation::{softmax, tanh};
 use crate::config::{Activation, HeadKind, ModelConfig};
 use crate::model::backbone::BackboneOutput;
@@ -38,9 +38,8 @@ impl MlmHead {
 
     /// Selected states `[n, d]` and embedding `[vocab, d]` → logits `[n, vocab]`.
     pub fn forward(&self, states: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
-        let h = self.norm.forward(activate(self.transform.forward(states), self.activation));
-        let v = self.bias.dims()[0];
-        h.matmul(embedding.transpose()) + self.bias.val().reshape([1, v])
+        let h = self.norm.forward(activate(linear(&self.transform, states), self.activation));
+        linear_transposed(h, embedding, self.bias.val())
     }
 }
 
@@ -88,7 +87,7 @@ impl RtdHead {
     /// States `[batch, seq, d]` → logits `[batch, seq]`.
     pub fn forward(&self, states: Tensor<3>) -> Tensor<2> {
         let [b, l, _] = states.dims();
-        self.output.forward(activate(self.dense.forward(states), self.activation)).reshape([b, l])
+        self.output.forward(activate(linear(&self.dense, states), self.activation)).reshape([b, l])
     }
 }
 

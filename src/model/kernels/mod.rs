@@ -35,8 +35,10 @@ pub trait FusedOps: burn::backend::Backend {
     fn fused_layer_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
     /// Multi-head attention without gradients (see [`attention`]).
     fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64) -> FloatTensor<Self>;
-    /// `x · w + b` without gradients (see [`linear`]).
-    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x · w + b` (see [`linear`]).
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool) -> FloatTensor<Self>;
+    /// Mean cross-entropy of rows of logits against one target class a row, `[1]` (see [`cross_entropy`]).
+    fn fused_cross_entropy(logits: FloatTensor<Self>, targets: Vec<usize>) -> FloatTensor<Self>;
     /// "Same"-padded convolutions with bias and ReLU as products and shifted sums, without gradients (see [`conv_windows`]).
     fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize) -> FloatTensor<Self>;
 }
@@ -61,16 +63,30 @@ pub fn attention(q: &Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, bias: &Tensor<2>, 
     Some(Tensor::from_dispatch(<Dispatch as FusedOps>::fused_attention(q, k, v, bias, heads, scale)))
 }
 
-/// A linear layer, `x · w + b` (`x` `[.., d_in]`, `w` `[d_in, d_out]`) → `[.., d_out]`. For
-/// inference on the plain flex device, one matrix product (the `gemm` crate's, as Burn's) into
-/// an output already holding the bias rows: Burn's product allocates a zeroed buffer, copies it
-/// into an aligned one, and the bias is added in another pass (together ≈ 6 % of a small
-/// Transformer's prediction time). Elsewhere, or without a bias, Burn's own layer.
+/// A linear layer, `x · w + b` (`x` `[.., d_in]`, `w` `[d_in, d_out]`) → `[.., d_out]`. On the
+/// flex device (f32, with or without autodiff), one matrix product (the `gemm` crate's, as
+/// Burn's) of all rows at once into an output already holding the bias rows, and in training
+/// a backward pass of two products that read `w` and `x` transposed through strides. Burn's
+/// layer, for a `[b, l, d]` input, runs `b` single-threaded products that each pack the weight
+/// again, allocates every output zeroed and copies it into an aligned buffer, and adds the bias
+/// in another pass (about 8 % of a small Transformer's prediction time, more of a training
+/// step). Elsewhere, or without a bias, Burn's own layer.
 pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
     match &layer.bias {
-        Some(bias) if inference_kernels_apply(&x) => Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), layer.weight.val().into_dispatch(), bias.val().into_dispatch())),
+        Some(bias) if applies(&x) => Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), layer.weight.val().into_dispatch(), bias.val().into_dispatch(), false)),
         _ => layer.forward(x),
     }
+}
+
+/// `x · wᵀ + b` for `x` `[n, k]` and a weight stored `[d_out, k]` (the masked-LM output
+/// projection, tied to the token embedding table) → `[n, d_out]`: on the flex device the
+/// kernels of [`linear`] reading `w` transposed through strides; elsewhere Burn's operations.
+pub fn linear_transposed(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
+    if !applies(&x) {
+        let d_out = b.dims()[0];
+        return x.matmul(w.transpose()) + b.reshape([1, d_out]);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), w.into_dispatch(), b.into_dispatch(), true))
 }
 
 /// Whether the inference kernels ([`attention`], [`conv_windows`]) serve `x`: f32 on the plain
@@ -85,6 +101,19 @@ pub fn inference_kernels_apply<const D: usize>(x: &Tensor<D>) -> bool {
 /// `bias` `[widths · filters]`, `keep` `[b, l]` → `[b, l, widths · filters]`.
 pub fn conv_windows(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>, keep: Tensor<2>, widths: &[usize], filters: usize) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_conv_windows(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), keep.into_dispatch(), widths.to_vec(), filters))
+}
+
+/// Mean cross-entropy of `logits` `[n, classes]` against `targets` `[n]` (Burn's
+/// `CrossEntropyLoss` without smoothing, weights or padding) → `[1]`. On the flex device one
+/// pass a row forward (its log-sum-exp kept) and one backward, `(softmax − one-hot) / n`,
+/// instead of log-softmax, gather and mean composed (several passes over the masked-LM
+/// head's `[n, vocab]` logits, each way); elsewhere Burn's loss.
+pub fn cross_entropy(logits: Tensor<2>, targets: &Tensor<1, Int>) -> Tensor<1> {
+    if !applies(&logits) {
+        return burn::nn::loss::CrossEntropyLossConfig::new().init(&logits.device()).forward(logits, targets.clone());
+    }
+    let targets: Vec<usize> = targets.to_data().convert::<i64>().try_into_vec::<i64>().expect("integer targets").into_iter().map(|t| t as usize).collect();
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_cross_entropy(logits.into_dispatch(), targets))
 }
 
 /// Softmax over the last dimension.
@@ -258,32 +287,133 @@ pub fn product_threads(m: usize, k: usize, n: usize) -> gemm::Parallelism {
 /// `out = lhs · rhs`, or `out += lhs · rhs` when `accumulate`, for row-major contiguous `lhs`
 /// `[m, k]`, `rhs` `[k, n]` and `out` `[m, n]`, by the `gemm` crate Burn's flex products run on
 /// (its instructions chosen at run time), writing into the caller's buffer.
-pub fn product_into(out: &mut [f32], lhs: &[f32], rhs: &[f32], [m, k, n]: [usize; 3], accumulate: bool, threads: gemm::Parallelism) {
-    assert!(lhs.len() >= m * k && rhs.len() >= k * n && out.len() >= m * n, "product_into: [{m}, {k}] · [{k}, {n}] from {} and {} values into {}", lhs.len(), rhs.len(), out.len());
-    // SAFETY: the lengths checked above hold the m × k, k × n and m × n row-major matrices the
-    // strides describe; `out` is borrowed mutably, so nothing else aliases it.
-    unsafe {
-        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, accumulate, lhs.as_ptr(), 1, k as isize, rhs.as_ptr(), 1, n as isize, 1.0f32, 1.0f32, false, false, false, threads);
+pub fn product_into(out: &mut [f32], lhs: &[f32], rhs: &[f32], dims: [usize; 3], accumulate: bool, threads: gemm::Parallelism) {
+    product_of_stored(out, (lhs, Stored::AsIs), (rhs, Stored::AsIs), dims, accumulate, threads);
+}
+
+/// How an operand of [`product_of_stored`] is held in memory: row-major as it is, or row-major
+/// as its transpose (a `[k, n]` operand stored as `[n, k]`), read through strides, not copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// The matrix itself, row-major.
+    AsIs,
+    /// Its transpose, row-major.
+    Transposed,
+}
+
+impl Stored {
+    fn of(transposed: bool) -> Self {
+        if transposed { Stored::Transposed } else { Stored::AsIs }
     }
 }
 
-/// `x · w + b` with `x` `[.., k]`, `w` `[k, n]`, `b` `[n]`: the output starts as the bias rows
-/// and the product is accumulated into it.
-fn linear_forward(x: &FloatTensor<Flex>, w: &FloatTensor<Flex>, b: &FloatTensor<Flex>) -> FloatTensor<Flex> {
+/// [`product_into`] with either operand possibly stored transposed: `out` `[m, n]` (row-major,
+/// contiguous) `= lhs [m, k] · rhs [k, n]` (`+=` when `accumulate`).
+pub fn product_of_stored(out: &mut [f32], lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m, k, n]: [usize; 3], accumulate: bool, threads: gemm::Parallelism) {
+    assert!(out.len() >= m * n, "product: [{m}, {n}] into {} values", out.len());
+    // SAFETY: `out` holds the m × n output and is borrowed mutably, so nothing else aliases it.
+    unsafe { gemm_stored(out.as_mut_ptr(), lhs, rhs, [m, k, n], accumulate, threads) }
+}
+
+/// A new `[m, n]` buffer holding `lhs · rhs` (see [`product_of_stored`]), written by the
+/// product alone (not zero-filled first).
+fn product_new(lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m, k, n]: [usize; 3]) -> Vec<f32> {
+    if k == 0 {
+        return vec![0.0; m * n];
+    }
+    let mut out = Vec::with_capacity(m * n);
+    // SAFETY: the buffer has room for m × n values; a product that does not read its
+    // destination writes every one of them (k > 0) before `set_len` exposes them.
+    unsafe {
+        gemm_stored(out.as_mut_ptr(), lhs, rhs, [m, k, n], false, product_threads(m, k, n));
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// # Safety
+/// `out` must be valid for writing (and, when `accumulate`, reading) `m × n` values, not
+/// aliased by `lhs` or `rhs`.
+unsafe fn gemm_stored(out: *mut f32, (lhs, lhs_stored): (&[f32], Stored), (rhs, rhs_stored): (&[f32], Stored), [m, k, n]: [usize; 3], accumulate: bool, threads: gemm::Parallelism) {
+    assert!(lhs.len() >= m * k && rhs.len() >= k * n, "product: [{m}, {k}] · [{k}, {n}] from {} and {} values", lhs.len(), rhs.len());
+    // (column stride, row stride) of each operand as the product reads it
+    let (lhs_cs, lhs_rs) = if lhs_stored == Stored::AsIs { (1, k) } else { (m, 1) };
+    let (rhs_cs, rhs_rs) = if rhs_stored == Stored::AsIs { (1, n) } else { (k, 1) };
+    // SAFETY: the lengths checked above hold the m × k and k × n matrices the strides describe
+    // (a transposed operand spans the same elements); the caller vouches for `out`.
+    unsafe {
+        gemm::gemm(m, n, k, out, 1, n as isize, accumulate, lhs.as_ptr(), lhs_cs as isize, lhs_rs as isize, rhs.as_ptr(), rhs_cs as isize, rhs_rs as isize, 1.0f32, 1.0f32, false, false, false, threads);
+    }
+}
+
+/// The weight of a linear layer as the product reads it: `[k, n]` as it is, or `[n, k]`
+/// stored transposed (a tied embedding table used as the output projection).
+fn weight_dims(w: &FloatTensor<Flex>, stored: Stored) -> (usize, usize) {
+    let s = w.layout().shape();
+    if stored == Stored::AsIs { (s[0], s[1]) } else { (s[1], s[0]) }
+}
+
+/// `x · w + b` with `x` `[.., k]`, `w` `[k, n]` (or stored `[n, k]`), `b` `[n]`: the output
+/// starts as the bias rows and the product is accumulated into it.
+fn linear_forward(x: &FloatTensor<Flex>, w: &FloatTensor<Flex>, b: &FloatTensor<Flex>, w_stored: Stored) -> FloatTensor<Flex> {
     let mut shape = x.layout().shape().clone();
     let k = last_dim(x);
-    let n = last_dim(w);
-    assert_eq!(w.layout().shape()[0], k, "linear: input width {k}, weight {:?}", w.layout().shape());
+    let (w_k, n) = weight_dims(w, w_stored);
+    assert_eq!(w_k, k, "linear: input width {k}, weight {:?}", w.layout().shape());
     let m = shape.num_elements() / k.max(1);
     let (xv, wv, bv) = (values(x), values(w), values(b));
     let mut out = Vec::with_capacity(m * n);
     for _ in 0..m {
         out.extend_from_slice(&bv);
     }
-    product_into(&mut out, &xv, &wv, [m, k, n], true, product_threads(m, k, n));
+    product_of_stored(&mut out, (&xv, Stored::AsIs), (&wv, w_stored), [m, k, n], true, product_threads(m, k, n));
     let last = shape.num_dims() - 1;
     shape[last] = n;
     flex_tensor(out, shape)
+}
+
+/// What the linear layer's backward pass needs: its input and weight (shared, not copied).
+#[derive(Debug, Clone)]
+struct LinearState {
+    x: FloatTensor<Flex>,
+    w: FloatTensor<Flex>,
+    w_stored: Stored,
+}
+
+/// Gradients of `x · w + b` from the output's gradient `g` `[.., n]`: `dx = g · wᵀ` `[.., k]`,
+/// `dw = xᵀ · g` `[k, n]` (or its transpose `gᵀ · x` for a weight stored `[n, k]`; the rows of
+/// every leading dimension summed by the product) and `db` `[n]`, the column sums of `g`; each
+/// computed only when asked (`want`: x, w, b).
+fn linear_backward(st: &LinearState, g: &FloatTensor<Flex>, want: [bool; 3]) -> [Option<FloatTensor<Flex>>; 3] {
+    let (k, n) = weight_dims(&st.w, st.w_stored);
+    let gv = values(g);
+    let m = gv.len() / n.max(1);
+    let flip = |s: Stored| if s == Stored::AsIs { Stored::Transposed } else { Stored::AsIs };
+    let dx = want[0].then(|| flex_tensor(product_new((&gv, Stored::AsIs), (&values(&st.w), flip(st.w_stored)), [m, n, k]), st.x.layout().shape().clone()));
+    let dw = want[1].then(|| match st.w_stored {
+        Stored::AsIs => flex_tensor(product_new((&values(&st.x), Stored::Transposed), (&gv, Stored::AsIs), [k, m, n]), burn::tensor::Shape::new([k, n])),
+        Stored::Transposed => flex_tensor(product_new((&gv, Stored::Transposed), (&values(&st.x), Stored::AsIs), [n, m, k]), burn::tensor::Shape::new([n, k])),
+    });
+    let db = want[2].then(|| flex_tensor(column_sums(&gv, n), burn::tensor::Shape::new([n])));
+    [dx, dw, db]
+}
+
+/// Sums of the columns of row-major `x` `[rows, n]`: rows in fixed blocks summed in parallel,
+/// the blocks' sums then added in order, so the result does not depend on the threads.
+fn column_sums(x: &[f32], n: usize) -> Vec<f32> {
+    let block = rows_per_task(n) * n;
+    let partial: Vec<Vec<f32>> = x
+        .par_chunks(block.max(1))
+        .map(|rows| {
+            let mut acc = vec![0.0f32; n];
+            rows.chunks_exact(n).for_each(|r| acc.iter_mut().zip(r).for_each(|(a, v)| *a += v));
+            acc
+        })
+        .collect();
+    partial.into_iter().fold(vec![0.0f32; n], |mut sum, p| {
+        sum.iter_mut().zip(&p).for_each(|(s, v)| *s += v);
+        sum
+    })
 }
 
 /// Lanes of the partial sums and maxima below: independent accumulators let the compiler
@@ -363,6 +493,31 @@ simd_dispatch!(softmax_backward_rows(y: &[f32], g: &[f32], out: &mut [f32], row:
     }
 });
 
+// log Σ exp of each row of `x` into `out`.
+simd_dispatch!(log_sum_exp_rows(x: &[f32], out: &mut [f32], row: usize) {
+    for (xr, o) in x.chunks_exact(row).zip(out.iter_mut()) {
+        let max = row_max(xr);
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = xr.chunks_exact(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                acc[i] += exp_approx(c[i] - max);
+            }
+        }
+        let rest: f32 = chunks.remainder().iter().map(|&v| exp_approx(v - max)).sum();
+        *o = max + (acc.iter().sum::<f32>() + rest).ln();
+    }
+});
+
+// `scale · softmax` of each row of `x` from its log-sum-exp.
+simd_dispatch!(scaled_softmax_rows(x: &[f32], lse: &[f32], scale: f32, out: &mut [f32], row: usize) {
+    for ((xr, or), &l) in x.chunks_exact(row).zip(out.chunks_exact_mut(row)).zip(lse) {
+        for (o, &v) in or.iter_mut().zip(xr) {
+            *o = scale * exp_approx(v - l);
+        }
+    }
+});
+
 // Normalises rows: writes the mean and 1/σ of each row into `mean`, `rstd`, and x̂ γ + β into
 // `out` (which holds x - mean on the way).
 simd_dispatch!(layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, mean: &mut [f32], rstd: &mut [f32], out: &mut [f32]) {
@@ -433,6 +588,47 @@ fn gelu_backward(x: &FloatTensor<Flex>, g: &FloatTensor<Flex>) -> FloatTensor<Fl
     flex_tensor(out, x.layout().shape().clone())
 }
 
+/// What the cross-entropy backward needs: the logits (shared), each row's log-sum-exp, the targets.
+#[derive(Debug, Clone)]
+struct CrossEntropyState {
+    logits: FloatTensor<Flex>,
+    lse: Vec<f32>,
+    targets: Vec<usize>,
+}
+
+fn cross_entropy_forward(logits: &FloatTensor<Flex>, targets: Vec<usize>) -> (FloatTensor<Flex>, CrossEntropyState) {
+    let classes = last_dim(logits);
+    let xv = values(logits);
+    let rows = xv.len() / classes.max(1);
+    assert_eq!(rows, targets.len(), "cross-entropy: {rows} rows of logits, {} targets", targets.len());
+    if let Some(t) = targets.iter().find(|&&t| t >= classes) {
+        panic!("cross-entropy: target class {t} of {classes}");
+    }
+    let mut lse = vec![0.0f32; rows];
+    let per = rows_per_task(classes);
+    lse.par_chunks_mut(per).enumerate().for_each(|(i, o)| log_sum_exp_rows(&xv[i * per * classes..(i * per + o.len()) * classes], o, classes));
+    let total: f64 = targets.iter().enumerate().map(|(r, &t)| (lse[r] - xv[r * classes + t]) as f64).sum();
+    let loss = flex_tensor(vec![(total / rows as f64) as f32], burn::tensor::Shape::new([1]));
+    (loss, CrossEntropyState { logits: logits.clone(), lse, targets })
+}
+
+/// `g / n · (softmax(logits) − one-hot(targets))` for the loss's upstream gradient `g` `[1]`.
+fn cross_entropy_backward(st: &CrossEntropyState, g: &FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let classes = last_dim(&st.logits);
+    let xv = values(&st.logits);
+    let scale = values(g)[0] / st.targets.len() as f32;
+    let mut out = vec![0.0f32; xv.len()];
+    let per = rows_per_task(classes);
+    out.par_chunks_mut(per * classes).enumerate().for_each(|(i, o)| {
+        let (r0, rows) = (i * per, o.len() / classes);
+        scaled_softmax_rows(&xv[r0 * classes..(r0 + rows) * classes], &st.lse[r0..r0 + rows], scale, o, classes);
+        for (r, &t) in st.targets[r0..r0 + rows].iter().enumerate() {
+            o[r * classes + t] -= scale;
+        }
+    });
+    flex_tensor(out, st.logits.layout().shape().clone())
+}
+
 /// What the LayerNorm backward needs: the input (shared with its producer, not copied), the
 /// mean and `1/σ` of each row, and `γ`.
 #[derive(Debug, Clone)]
@@ -496,14 +692,17 @@ fn dropout_apply(x: &FloatTensor<Flex>, prob: f64, base: u64) -> FloatTensor<Fle
 }
 
 impl FusedOps for Flex {
+    fn fused_cross_entropy(logits: FloatTensor<Self>, targets: Vec<usize>) -> FloatTensor<Self> {
+        cross_entropy_forward(&logits, targets).0
+    }
     fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize) -> FloatTensor<Self> {
         windows::windows_forward(&x, &weight, &bias, &keep, &widths, filters)
     }
     fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64) -> FloatTensor<Self> {
         attention::attention_forward(&q, &k, &v, &bias, heads, scale)
     }
-    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        linear_forward(&x, &w, &b)
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool) -> FloatTensor<Self> {
+        linear_forward(&x, &w, &b, Stored::of(transposed_weight))
     }
     fn fused_dropout(x: FloatTensor<Self>, prob: f64, base: u64) -> FloatTensor<Self> {
         dropout_apply(&x, prob, base)
@@ -552,7 +751,31 @@ impl Backward<Flex, 3> for LayerNormBackward {
     }
 }
 
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = LinearState;
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let want = ops.parents.each_ref().map(|p| p.is_some());
+        for (node, grad) in ops.parents.into_iter().zip(linear_backward(&ops.state, &g, want)) {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_cross_entropy(logits: FloatTensor<Self>, targets: Vec<usize>) -> FloatTensor<Self> {
+        let (loss, state) = cross_entropy_forward(logits.primitive(), targets);
+        match UnaryBackward(cross_entropy_backward).prepare::<C>([logits.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, loss),
+            OpsKind::UnTracked(prep) => prep.finish(loss),
+        }
+    }
+
     fn fused_dropout(x: FloatTensor<Self>, prob: f64, base: u64) -> FloatTensor<Self> {
         let y = dropout_apply(x.primitive(), prob, base);
         // the gradient is the upstream gradient times the same mask, redrawn from its seed
@@ -591,9 +814,13 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         <Self as burn::backend::AutodiffBackend>::from_inner(y)
     }
 
-    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        // as for attention: only tensors of the plain device are sent here
-        <Self as burn::backend::AutodiffBackend>::from_inner(linear_forward(x.primitive(), w.primitive(), b.primitive()))
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool) -> FloatTensor<Self> {
+        let w_stored = Stored::of(transposed_weight);
+        let y = linear_forward(x.primitive(), w.primitive(), b.primitive(), w_stored);
+        match LinearBackward.prepare::<C>([x.node(), w.node(), b.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(LinearState { x: x.primitive().clone(), w: w.primitive().clone(), w_stored }, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
     }
 
     fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize) -> FloatTensor<Self> {
@@ -635,6 +862,89 @@ mod tests {
         assert!(max_diff(linear(&layer, x.clone()), layer.forward(x)) < 1e-5);
         let x = Tensor::<2>::random([4, 6], Distribution::Normal(0.0, 1.0), &device);
         assert!(max_diff(linear(&layer, x.clone()), layer.forward(x)) < 1e-5);
+    }
+
+    #[test]
+    fn the_trained_linear_layer_matches_burns_in_values_and_all_gradients() {
+        let device = Device::flex().autodiff();
+        device.seed(13);
+        // [b, l, d_in] → d_out: length 1, batch 1, widths off multiples of 16, and products
+        // large enough to run on several threads
+        for (b, l, d_in, d_out) in [(1, 1, 3, 5), (3, 7, 17, 9), (2, 64, 100, 33), (8, 128, 256, 300)] {
+            let layer = burn::nn::LinearConfig::new(d_in, d_out).init(&device);
+            let x0 = Tensor::<3>::random([b, l, d_in], Distribution::Normal(0.0, 1.0), &device);
+            let up = Tensor::<3>::random([b, l, d_out], Distribution::Normal(0.0, 1.0), &device);
+            let run = |ours: bool| {
+                let x = x0.clone().detach().require_grad();
+                let y = if ours { linear(&layer, x.clone()) } else { layer.forward(x.clone()) };
+                let grads = (y.clone() * up.clone()).sum().backward();
+                let w = layer.weight.val().grad(&grads).unwrap();
+                let bias = layer.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+                (y.inner(), x.grad(&grads).unwrap(), w, bias)
+            };
+            let ((y1, gx1, gw1, gb1), (y2, gx2, gw2, gb2)) = (run(true), run(false));
+            let scale = (b * l) as f32; // the weight and bias gradients sum b·l rows
+            for (what, diff, tol) in [("output", max_diff(y1, y2), 1e-4), ("x", max_diff(gx1, gx2), 1e-4), ("weight", max_diff(gw1, gw2), 1e-5 * scale.max(10.0)), ("bias", max_diff(gb1, gb2), 1e-5 * scale.max(10.0))] {
+                assert!(diff < tol, "[{b}, {l}, {d_in}] → {d_out}: {what} differs by {diff}");
+            }
+        }
+        // no gradient asked of the input (the embeddings' first layer): weight gradient alone
+        let layer = burn::nn::LinearConfig::new(6, 4).init(&device);
+        let x = Tensor::<2>::random([5, 6], Distribution::Normal(0.0, 1.0), &device);
+        let grads = linear(&layer, x.clone()).sum().backward();
+        let expected = x.clone().inner().transpose().matmul(Tensor::ones([5, 4], &Device::flex()));
+        assert!(max_diff(layer.weight.val().grad(&grads).unwrap(), expected) < 1e-5);
+        assert!(x.grad(&grads).is_none());
+    }
+
+    #[test]
+    fn the_output_projection_by_a_stored_transposed_weight_matches_burns() {
+        let device = Device::flex().autodiff();
+        device.seed(17);
+        for (rows, d, vocab) in [(1, 3, 7), (13, 20, 101), (300, 64, 700)] {
+            let x0 = Tensor::<2>::random([rows, d], Distribution::Normal(0.0, 1.0), &device);
+            let table = Tensor::<2>::random([vocab, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let bias = Tensor::<1>::random([vocab], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let up = Tensor::<2>::random([rows, vocab], Distribution::Normal(0.0, 1.0), &device);
+            let run = |ours: bool| {
+                let x = x0.clone().detach().require_grad();
+                let y = if ours { linear_transposed(x.clone(), table.clone(), bias.clone()) } else { x.clone().matmul(table.clone().transpose()) + bias.clone().reshape([1, vocab]) };
+                let grads = (y.clone() * up.clone()).sum().backward();
+                [y.inner(), x.grad(&grads).unwrap(), table.grad(&grads).unwrap()].map(|t| t.reshape([-1])).into_iter().chain([bias.grad(&grads).unwrap()]).collect::<Vec<_>>()
+            };
+            for (i, (a, b)) in run(true).into_iter().zip(run(false)).enumerate() {
+                let diff = max_diff(a, b);
+                assert!(diff < 1e-5 * (rows as f32).max(10.0), "[{rows}, {d}] · [{vocab}, {d}]ᵀ: output/x/table/bias #{i} differs by {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn cross_entropy_matches_burns_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        device.seed(19);
+        for (rows, classes) in [(1, 2), (7, 37), (40, 1000)] {
+            let x0 = Tensor::<2>::random([rows, classes], Distribution::Normal(0.0, 3.0), &device);
+            let targets = Tensor::<1, Int>::from_data(TensorData::new((0..rows).map(|r| ((r * 7919) % classes) as i64).collect::<Vec<_>>(), [rows]), &device);
+            let run = |ours: bool| {
+                let x = x0.clone().detach().require_grad();
+                let loss = if ours { cross_entropy(x.clone(), &targets) } else { burn::nn::loss::CrossEntropyLossConfig::new().init(&device).forward(x.clone(), targets.clone()) };
+                // an upstream gradient other than 1, as a loss weight gives
+                let grads = (loss.clone() * 2.5).backward();
+                (loss.inner(), x.grad(&grads).unwrap())
+            };
+            let ((l1, g1), (l2, g2)) = (run(true), run(false));
+            assert!(max_diff(l1, l2) < 1e-5, "[{rows}, {classes}]: loss differs");
+            assert!(max_diff(g1, g2) < 1e-6, "[{rows}, {classes}]: gradient differs");
+        }
+    }
+
+    #[test]
+    fn column_sums_add_every_row() {
+        let x: Vec<f32> = (0..3 * 40_000).map(|i| (i % 7) as f32).collect();
+        let sums = column_sums(&x, 3);
+        let expected: Vec<f32> = (0..3).map(|c| (0..40_000).map(|r| ((3 * r + c) % 7) as f32).sum()).collect();
+        assert_eq!(sums, expected);
     }
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
