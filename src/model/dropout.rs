@@ -52,6 +52,12 @@ impl Dropout {
         Self { prob }
     }
 
+    /// The mask this layer would draw for a tensor on `device`: its probability and seed (a
+    /// fused kernel applies it itself), or `None` where the layer is the identity.
+    pub fn draw(&self, device: &Device) -> Option<(f64, u64)> {
+        (self.prob > 0.0 && device.is_autodiff()).then(|| (self.prob, next_base()))
+    }
+
     /// Zeroes each element with probability `prob` and scales the rest by `1 / (1 - prob)`.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         let device = input.device();

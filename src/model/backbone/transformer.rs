@@ -13,7 +13,7 @@ use super::BackboneOutput;
 use crate::data::batch::TokenBatch;
 use crate::config::{Activation, ModelConfig, Pooling};
 use crate::model::dropout::Dropout;
-use crate::model::kernels::{activate, attention, inference_kernels_apply, linear, softmax_last, LayerNorm};
+use crate::model::kernels::{activate, attention, inference_kernels_apply, linear, softmax_last, trained_attention, LayerNorm};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -66,9 +66,13 @@ impl SelfAttention {
     /// `x` `[b, l, d]`, `pad_bias` `[b, 1, 1, l]` → `[b, l, d]`.
     pub fn forward(&self, x: Tensor<3>, pad_bias: Tensor<4>) -> Tensor<3> {
         let [b, l, d] = x.dims();
+        let x_device = x.device();
         let scale = 1.0 / ((d / self.n_heads) as f32).sqrt();
         let (q, k, v) = (linear(&self.query, x.clone()), linear(&self.key, x.clone()), linear(&self.value, x));
         if let Some(context) = attention(&q, &k, &v, &pad_bias.clone().reshape([b, l]), self.n_heads, scale as f64) {
+            return linear(&self.output, context);
+        }
+        if let Some(context) = trained_attention(&q, &k, &v, &pad_bias.clone().reshape([b, l]), self.n_heads, scale as f64, self.dropout.draw(&x_device)) {
             return linear(&self.output, context);
         }
         // [b, l, d] → [b, heads, l, d_k]

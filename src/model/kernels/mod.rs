@@ -35,6 +35,8 @@ pub trait FusedOps: burn::backend::Backend {
     fn fused_layer_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self>;
     /// Multi-head attention without gradients (see [`attention`]).
     fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64) -> FloatTensor<Self>;
+    /// Multi-head attention with dropout on the probabilities, differentiable (see [`trained_attention`]).
+    fn fused_trained_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64, dropout_prob: f64, dropout_base: u64) -> FloatTensor<Self>;
     /// `x · w + b` (see [`linear`]).
     fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool) -> FloatTensor<Self>;
     /// Mean cross-entropy of rows of logits against one target class a row, `[1]` (see [`cross_entropy`]).
@@ -61,6 +63,20 @@ pub fn attention(q: &Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, bias: &Tensor<2>, 
     }
     let [q, k, v, bias] = [q.clone().into_dispatch(), k.clone().into_dispatch(), v.clone().into_dispatch(), bias.clone().into_dispatch()];
     Some(Tensor::from_dispatch(<Dispatch as FusedOps>::fused_attention(q, k, v, bias, heads, scale)))
+}
+
+/// Multi-head scaled dot-product attention as [`attention`] computes it, with dropout on the
+/// probabilities (`dropout`: probability and mask seed, `None` for none), where gradients may
+/// be recorded: on the flex device (f32) one operation forward and one backward over
+/// (sequence, head) tasks ([`attention_train`]); elsewhere `None`, and the caller composes it
+/// from Burn's operations.
+pub fn trained_attention(q: &Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, bias: &Tensor<2>, heads: usize, scale: f64, dropout: Option<(f64, u64)>) -> Option<Tensor<3>> {
+    if !applies(q) {
+        return None;
+    }
+    let (prob, base) = dropout.unwrap_or((0.0, 0));
+    let [q, k, v, bias] = [q.clone().into_dispatch(), k.clone().into_dispatch(), v.clone().into_dispatch(), bias.clone().into_dispatch()];
+    Some(Tensor::from_dispatch(<Dispatch as FusedOps>::fused_trained_attention(q, k, v, bias, heads, scale, prob, base)))
 }
 
 /// A linear layer, `x · w + b` (`x` `[.., d_in]`, `w` `[d_in, d_out]`) → `[.., d_out]`. On the
@@ -272,6 +288,7 @@ macro_rules! simd_dispatch {
 }
 
 mod attention;
+mod attention_train;
 pub mod mask;
 mod windows;
 
@@ -692,6 +709,9 @@ fn dropout_apply(x: &FloatTensor<Flex>, prob: f64, base: u64) -> FloatTensor<Fle
 }
 
 impl FusedOps for Flex {
+    fn fused_trained_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64, dropout_prob: f64, dropout_base: u64) -> FloatTensor<Self> {
+        attention_train::forward(&q, &k, &v, &bias, heads, scale as f32, (dropout_prob > 0.0).then_some((dropout_prob, dropout_base))).0
+    }
     fn fused_cross_entropy(logits: FloatTensor<Self>, targets: Vec<usize>) -> FloatTensor<Self> {
         cross_entropy_forward(&logits, targets).0
     }
@@ -767,7 +787,32 @@ impl Backward<Flex, 3> for LinearBackward {
     }
 }
 
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 3> for AttentionBackward {
+    type State = attention_train::AttentionState;
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        for (node, grad) in ops.parents.into_iter().zip(attention_train::backward(&ops.state, &g)) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_trained_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64, dropout_prob: f64, dropout_base: u64) -> FloatTensor<Self> {
+        let dropout = (dropout_prob > 0.0).then_some((dropout_prob, dropout_base));
+        let (y, state) = attention_train::forward(q.primitive(), k.primitive(), v.primitive(), bias.primitive(), heads, scale as f32, dropout);
+        // the bias (padding) is a constant: no gradient flows to it
+        match AttentionBackward.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
     fn fused_cross_entropy(logits: FloatTensor<Self>, targets: Vec<usize>) -> FloatTensor<Self> {
         let (loss, state) = cross_entropy_forward(logits.primitive(), targets);
         match UnaryBackward(cross_entropy_backward).prepare::<C>([logits.node()]).compute_bound().stateful() {
