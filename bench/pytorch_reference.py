@@ -8,7 +8,10 @@ against the tied token embedding (plus a bias) after a dense + GELU + LayerNorm 
 the peak resident memory.
 
     pip install torch      # CPU is enough
-    python3 bench/pytorch_reference.py --threads 2 --iters 20
+    python3 bench/pytorch_reference.py --threads 2 --iters 20 [--bf16]
+
+`--bf16` runs the forward pass under PyTorch's CPU autocast to bfloat16 (matrix products in bf16,
+f32 weights and optimiser state), the counterpart of `bertlu bench --precision bf16`.
 """
 import argparse
 import json
@@ -49,6 +52,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--bf16", action="store_true", help="forward pass under torch.autocast('cpu', dtype=torch.bfloat16)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -67,7 +71,8 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = model(masked, pad, positions, targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            loss = model(masked, pad, positions, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -81,7 +86,7 @@ def main():
         step()
         secs.append(time.perf_counter() - t)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": a.threads, "seconds": secs,
+    print(json.dumps({"impl": "pytorch-bf16" if a.bf16 else "pytorch", "torch": torch.__version__, "threads": a.threads, "seconds": secs,
                       "tokens": BATCH * LEN, "examples": BATCH, "peak_rss_mib": peak_mib}))
 
 

@@ -6,7 +6,8 @@ Runs `bertlu bench --setting reference --case pretrain` and `pytorch_reference.p
 prints medians, ranges, tokens/s, GFLOP/s (the step's matrix products as bertlu counts them, the
 same model for both), peak memory and the ratio bertlu / PyTorch (> 1: bertlu faster).
 `--bertlu` may be given several times, as NAME=PATH, to measure builds before and after a change
-in the same run (`--bench-args` adds arguments to every bertlu run, e.g. "--precision bf16").
+in the same run (`--bench-args` adds arguments to every bertlu run, e.g. "--precision bf16";
+`--python-args "--bf16"` runs PyTorch's step under bf16 autocast).
 
     cargo build --release && pip install torch
     python3 bench/side_by_side.py --rounds 3 --iters 20 [--bertlu before=/tmp/bertlu-before --bertlu after=target/release/bertlu] [--python python3]
@@ -30,6 +31,7 @@ def main():
     ap.add_argument("--bertlu", action="append", help="PATH or NAME=PATH; repeatable")
     ap.add_argument("--bench-args", default="", help="extra arguments for every bertlu run")
     ap.add_argument("--python", default="python3")
+    ap.add_argument("--python-args", default="", help="extra arguments for the PyTorch run, e.g. --bf16")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
@@ -49,7 +51,7 @@ def main():
         for name, path in builds:
             cmd = [path, "bench", "--setting", "reference", "--case", "pretrain", "--iters", str(a.iters), "--warmup", str(a.warmup), "--json"]
             results.append((name, run(cmd + a.bench_args.split())[0]))
-        results.append(("pytorch", run([a.python, os.path.join(HERE, "pytorch_reference.py"), "--threads", str(a.threads), "--iters", str(a.iters), "--warmup", str(a.warmup)])))
+        results.append(("pytorch", run([a.python, os.path.join(HERE, "pytorch_reference.py"), "--threads", str(a.threads), "--iters", str(a.iters), "--warmup", str(a.warmup)] + a.python_args.split())))
         for name, m in results:
             secs[name] += m["seconds"]
             peak[name] = max(peak[name], m.get("peak_rss_mib") or 0.0)

@@ -190,6 +190,29 @@ pub struct OptimConfig {
     pub epochs: usize,
     /// Random seed (data order, masking, initial weights, dropout).
     pub seed: u64,
+    /// Number format of the training step's matrix-product inputs: `f32`, or `bf16` (mixed
+    /// precision: weights, gradients and optimiser state stay f32).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+/// Number format of the training step's matrix-product inputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Precision {
+    /// Single precision throughout.
+    #[default]
+    F32,
+    /// The linear layers' products take bf16 inputs (rounded from the f32 values) and sum in
+    /// f32, with AVX-512 BF16 instructions; where the CPU lacks them, f32 (the log says so).
+    Bf16,
+}
+
+impl Precision {
+    fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
 }
 
 impl OptimConfig {
@@ -349,6 +372,8 @@ const UNWRITTEN_AT_DEFAULT: &[(&str, &str)] = &[
     ("pretrain", "rtd_weight"),
     ("pretrain", "time_budget"),
     ("pretrain", "kept_heads"),
+    ("pretrain", "precision"),
+    ("finetune", "precision"),
 ];
 
 fn is_no_budget(x: &f64) -> bool {
@@ -503,7 +528,7 @@ impl Config {
                 textcnn: TextCnnConfig { filter_widths: default_filter_widths(), filters },
             },
             pretrain: PretrainConfig {
-                optim: OptimConfig { batch_size: 32, lr, warmup_ratio: 0.06, weight_decay: 0.01, grad_clip: 1.0, epochs: 1, seed: 42 },
+                optim: OptimConfig { batch_size: 32, lr, warmup_ratio: 0.06, weight_decay: 0.01, grad_clip: 1.0, epochs: 1, seed: 42, precision: Precision::F32 },
                 max_steps: 0,
                 mask_prob: 0.15,
                 max_predictions: 20,
@@ -519,7 +544,7 @@ impl Config {
                 rtd_weight: DEFAULT_RTD_WEIGHT,
             },
             finetune: FinetuneConfig {
-                optim: OptimConfig { batch_size: 32, lr: lr / 2.0, warmup_ratio: 0.06, weight_decay: 0.01, grad_clip: 1.0, epochs: 5, seed: 42 },
+                optim: OptimConfig { batch_size: 32, lr: lr / 2.0, warmup_ratio: 0.06, weight_decay: 0.01, grad_clip: 1.0, epochs: 5, seed: 42, precision: Precision::F32 },
                 patience: 2,
                 threshold: 0.5,
                 loss: MultiLabelLoss::Bce,

@@ -22,6 +22,9 @@ pub struct BenchArgs {
     /// Print one JSON array instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Number format of the training cases' matrix-product inputs (bf16: mixed precision, on CPUs with AVX-512 BF16).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: bertlu::config::Precision,
     /// Measure in this process and print one JSON object (what each child process runs).
     #[arg(long, hide = true)]
     pub child: bool,
@@ -95,8 +98,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.child {
         let [setting] = settings[..] else { bail!("--child measures one setting") };
         let [case] = cases[..] else { bail!("--child measures one case") };
+        let _precision = bertlu::model::kernels::precision_scope(a.precision);
         println!("{}", serde_json::to_string(&measure(setting, case, a.warmup, a.iters, a.seed)?)?);
         return Ok(());
+    }
+    if a.precision == bertlu::config::Precision::Bf16 && !bertlu::model::kernels::bf16::supported() {
+        eprintln!("bench: precision bf16 asked, but this CPU has no AVX-512 BF16 instructions: measuring f32");
     }
     // A process per case, so each peak-memory figure is that case's alone.
     let exe = std::env::current_exe().context("cannot find the bertlu executable")?;
@@ -109,6 +116,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let o = std::process::Command::new(&exe)
                 .args(["bench", "--child", "--setting", &setting.name(), "--case", &format!("{case:?}").to_lowercase()])
                 .args(["--warmup", &a.warmup.to_string(), "--iters", &a.iters.to_string(), "--seed", &a.seed.to_string()])
+                .args(["--precision", &format!("{:?}", a.precision).to_lowercase()])
                 .output()
                 .context("cannot run a bench process")?;
             if !o.status.success() {

@@ -93,6 +93,9 @@ pub struct StepArgs {
     /// Examples (sequences) a batch.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Number format of the matrix products' inputs: f32, or bf16 (mixed precision, AVX-512 BF16 CPUs).
+    #[arg(long, value_enum)]
+    pub precision: Option<bertlu::config::Precision>,
 }
 
 /// A wall-clock duration on the command line: seconds, or a number with `s`, `m`/`min` or
@@ -124,6 +127,9 @@ impl StepArgs {
         }
         if let Some(v) = self.batch_size {
             optim.batch_size = v;
+        }
+        if let Some(v) = self.precision {
+            optim.precision = v;
         }
         if let Some(v) = common.seed {
             optim.seed = v;

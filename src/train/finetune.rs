@@ -84,6 +84,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     let (device, plain) = devices();
     let f = &cfg.finetune;
     device.seed(f.optim.seed);
+    let _precision = super::precision(&f.optim, "finetune", opts);
     let labels = LabelSet::from_examples(train);
     let enc_train = encode_examples(train, tokenizer, &labels, cfg.model.max_len);
     let enc_valid = encode_examples(valid, tokenizer, &labels, cfg.model.max_len);

@@ -408,6 +408,7 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     let (device, plain) = devices();
     device.seed(cfg.pretrain.optim.seed);
     let p = &cfg.pretrain;
+    let _precision = super::precision(&p.optim, "pretrain", opts);
     let whole_words = if p.whole_word_mask {
         let words = if p.word_list.is_empty() {
             Vec::new()

@@ -17,6 +17,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Dispatch, Flex};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
+use crate::config::Precision;
 use rayon::prelude::*;
 
 /// Elements a parallel task handles (large enough to amortise scheduling).
@@ -38,11 +39,37 @@ pub trait FusedOps: burn::backend::Backend {
     /// Multi-head attention with dropout on the probabilities, differentiable (see [`trained_attention`]).
     fn fused_trained_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64, dropout_prob: f64, dropout_base: u64) -> FloatTensor<Self>;
     /// `x · w + b` (see [`linear`]).
-    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool) -> FloatTensor<Self>;
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool, bf16: bool) -> FloatTensor<Self>;
     /// Mean cross-entropy of rows of logits against one target class a row, `[1]` (see [`cross_entropy`]).
     fn fused_cross_entropy(logits: FloatTensor<Self>, targets: Vec<usize>) -> FloatTensor<Self>;
     /// "Same"-padded convolutions with bias and ReLU as products and shifted sums, without gradients (see [`conv_windows`]).
     fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize) -> FloatTensor<Self>;
+}
+
+thread_local! {
+    static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::F32) };
+}
+
+/// Sets the precision of the training products made on this thread (the thread that runs the
+/// forward and backward passes) until the returned guard is dropped. `bf16` where the CPU
+/// lacks AVX-512 BF16 stays f32 (see [`bf16::supported`]; the caller reports it).
+pub fn precision_scope(precision: Precision) -> PrecisionScope {
+    PrecisionScope(PRECISION.replace(precision))
+}
+
+/// Restores the previous precision when dropped (see [`precision_scope`]).
+#[must_use = "the precision holds until the guard is dropped"]
+pub struct PrecisionScope(Precision);
+
+impl Drop for PrecisionScope {
+    fn drop(&mut self) {
+        PRECISION.set(self.0);
+    }
+}
+
+/// Whether the products recorded for gradients on this thread take bf16 inputs.
+fn bf16_products() -> bool {
+    PRECISION.get() == Precision::Bf16 && bf16::supported()
 }
 
 /// Whether the kernels of this module serve `x`: f32 on the flex device (with or without
@@ -89,7 +116,10 @@ pub fn trained_attention(q: &Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, bias: &Ten
 /// step). Elsewhere, or without a bias, Burn's own layer.
 pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
     match &layer.bias {
-        Some(bias) if applies(&x) => Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), layer.weight.val().into_dispatch(), bias.val().into_dispatch(), false)),
+        Some(bias) if applies(&x) => {
+            let bf16 = x.device().is_autodiff() && bf16_products();
+            Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), layer.weight.val().into_dispatch(), bias.val().into_dispatch(), false, bf16))
+        }
         _ => layer.forward(x),
     }
 }
@@ -102,7 +132,8 @@ pub fn linear_transposed(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> 
         let d_out = b.dims()[0];
         return x.matmul(w.transpose()) + b.reshape([1, d_out]);
     }
-    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), w.into_dispatch(), b.into_dispatch(), true))
+    let bf16 = x.device().is_autodiff() && bf16_products();
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), w.into_dispatch(), b.into_dispatch(), true, bf16))
 }
 
 /// Whether the inference kernels ([`attention`], [`conv_windows`]) serve `x`: f32 on the plain
@@ -289,6 +320,7 @@ macro_rules! simd_dispatch {
 
 mod attention;
 mod attention_train;
+pub mod bf16;
 pub mod mask;
 mod windows;
 
@@ -334,9 +366,13 @@ pub fn product_of_stored(out: &mut [f32], lhs: (&[f32], Stored), rhs: (&[f32], S
 
 /// A new `[m, n]` buffer holding `lhs · rhs` (see [`product_of_stored`]), written by the
 /// product alone (not zero-filled first).
-fn product_new(lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m, k, n]: [usize; 3]) -> Vec<f32> {
-    if k == 0 {
-        return vec![0.0; m * n];
+fn product_new(lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m, k, n]: [usize; 3], bf16: bool) -> Vec<f32> {
+    if k == 0 || bf16 {
+        let mut out = vec![0.0; m * n];
+        if bf16 && k > 0 {
+            bf16::product(&mut out, lhs, rhs, [m, k, n], false);
+        }
+        return out;
     }
     let mut out = Vec::with_capacity(m * n);
     // SAFETY: the buffer has room for m × n values; a product that does not read its
@@ -372,7 +408,7 @@ fn weight_dims(w: &FloatTensor<Flex>, stored: Stored) -> (usize, usize) {
 
 /// `x · w + b` with `x` `[.., k]`, `w` `[k, n]` (or stored `[n, k]`), `b` `[n]`: the output
 /// starts as the bias rows and the product is accumulated into it.
-fn linear_forward(x: &FloatTensor<Flex>, w: &FloatTensor<Flex>, b: &FloatTensor<Flex>, w_stored: Stored) -> FloatTensor<Flex> {
+fn linear_forward(x: &FloatTensor<Flex>, w: &FloatTensor<Flex>, b: &FloatTensor<Flex>, w_stored: Stored, bf16: bool) -> FloatTensor<Flex> {
     let mut shape = x.layout().shape().clone();
     let k = last_dim(x);
     let (w_k, n) = weight_dims(w, w_stored);
@@ -383,7 +419,11 @@ fn linear_forward(x: &FloatTensor<Flex>, w: &FloatTensor<Flex>, b: &FloatTensor<
     for _ in 0..m {
         out.extend_from_slice(&bv);
     }
-    product_of_stored(&mut out, (&xv, Stored::AsIs), (&wv, w_stored), [m, k, n], true, product_threads(m, k, n));
+    if bf16 {
+        bf16::product(&mut out, (&xv, Stored::AsIs), (&wv, w_stored), [m, k, n], true);
+    } else {
+        product_of_stored(&mut out, (&xv, Stored::AsIs), (&wv, w_stored), [m, k, n], true, product_threads(m, k, n));
+    }
     let last = shape.num_dims() - 1;
     shape[last] = n;
     flex_tensor(out, shape)
@@ -395,6 +435,8 @@ struct LinearState {
     x: FloatTensor<Flex>,
     w: FloatTensor<Flex>,
     w_stored: Stored,
+    /// The products take bf16 inputs (as the forward pass's did).
+    bf16: bool,
 }
 
 /// Gradients of `x · w + b` from the output's gradient `g` `[.., n]`: `dx = g · wᵀ` `[.., k]`,
@@ -406,10 +448,10 @@ fn linear_backward(st: &LinearState, g: &FloatTensor<Flex>, want: [bool; 3]) -> 
     let gv = values(g);
     let m = gv.len() / n.max(1);
     let flip = |s: Stored| if s == Stored::AsIs { Stored::Transposed } else { Stored::AsIs };
-    let dx = want[0].then(|| flex_tensor(product_new((&gv, Stored::AsIs), (&values(&st.w), flip(st.w_stored)), [m, n, k]), st.x.layout().shape().clone()));
+    let dx = want[0].then(|| flex_tensor(product_new((&gv, Stored::AsIs), (&values(&st.w), flip(st.w_stored)), [m, n, k], st.bf16), st.x.layout().shape().clone()));
     let dw = want[1].then(|| match st.w_stored {
-        Stored::AsIs => flex_tensor(product_new((&values(&st.x), Stored::Transposed), (&gv, Stored::AsIs), [k, m, n]), burn::tensor::Shape::new([k, n])),
-        Stored::Transposed => flex_tensor(product_new((&gv, Stored::Transposed), (&values(&st.x), Stored::AsIs), [n, m, k]), burn::tensor::Shape::new([n, k])),
+        Stored::AsIs => flex_tensor(product_new((&values(&st.x), Stored::Transposed), (&gv, Stored::AsIs), [k, m, n], st.bf16), burn::tensor::Shape::new([k, n])),
+        Stored::Transposed => flex_tensor(product_new((&gv, Stored::Transposed), (&values(&st.x), Stored::AsIs), [n, m, k], st.bf16), burn::tensor::Shape::new([n, k])),
     });
     let db = want[2].then(|| flex_tensor(column_sums(&gv, n), burn::tensor::Shape::new([n])));
     [dx, dw, db]
@@ -721,8 +763,8 @@ impl FusedOps for Flex {
     fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64) -> FloatTensor<Self> {
         attention::attention_forward(&q, &k, &v, &bias, heads, scale)
     }
-    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool) -> FloatTensor<Self> {
-        linear_forward(&x, &w, &b, Stored::of(transposed_weight))
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool, bf16: bool) -> FloatTensor<Self> {
+        linear_forward(&x, &w, &b, Stored::of(transposed_weight), bf16)
     }
     fn fused_dropout(x: FloatTensor<Self>, prob: f64, base: u64) -> FloatTensor<Self> {
         dropout_apply(&x, prob, base)
@@ -859,11 +901,11 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         <Self as burn::backend::AutodiffBackend>::from_inner(y)
     }
 
-    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool) -> FloatTensor<Self> {
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool, bf16: bool) -> FloatTensor<Self> {
         let w_stored = Stored::of(transposed_weight);
-        let y = linear_forward(x.primitive(), w.primitive(), b.primitive(), w_stored);
+        let y = linear_forward(x.primitive(), w.primitive(), b.primitive(), w_stored, bf16);
         match LinearBackward.prepare::<C>([x.node(), w.node(), b.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(LinearState { x: x.primitive().clone(), w: w.primitive().clone(), w_stored }, y),
+            OpsKind::Tracked(prep) => prep.finish(LinearState { x: x.primitive().clone(), w: w.primitive().clone(), w_stored, bf16 }, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -982,6 +1024,43 @@ mod tests {
             assert!(max_diff(l1, l2) < 1e-5, "[{rows}, {classes}]: loss differs");
             assert!(max_diff(g1, g2) < 1e-6, "[{rows}, {classes}]: gradient differs");
         }
+    }
+
+    #[test]
+    fn under_bf16_precision_the_trained_linear_layer_multiplies_rounded_inputs() {
+        if !bf16::supported() {
+            eprintln!("no AVX-512 BF16 on this CPU: bf16 precision trains in f32, nothing to test");
+            return;
+        }
+        let device = Device::flex().autodiff();
+        device.seed(29);
+        let layer = burn::nn::LinearConfig::new(40, 24).init(&device);
+        let x0 = Tensor::<3>::random([3, 10, 40], Distribution::Normal(0.0, 1.0), &device);
+        let up = Tensor::<3>::random([3, 10, 24], Distribution::Normal(0.0, 1.0), &device);
+        let rounded = |t: Tensor<2>| {
+            let values: Vec<f32> = t.to_data().try_into_vec::<f32>().unwrap().into_iter().map(|v| bf16::from_bf16(bf16::to_bf16(v))).collect();
+            Tensor::<2>::from_data(TensorData::new(values, t.dims()), &Device::flex())
+        };
+        let run = |precision: Precision| {
+            let _scope = precision_scope(precision);
+            let x = x0.clone().detach().require_grad();
+            let y = linear(&layer, x.clone());
+            let grads = (y.clone() * up.clone()).sum().backward();
+            (y.inner(), x.grad(&grads).unwrap(), layer.weight.val().grad(&grads).unwrap())
+        };
+        let (y16, gx16, gw16) = run(Precision::Bf16);
+        let (y32, gx32, gw32) = run(Precision::F32);
+        // the forward product is that of the rounded input and weight, summed in f32
+        let want = rounded(x0.clone().inner().reshape([30, 40])).matmul(rounded(layer.weight.val().inner())) + layer.bias.as_ref().unwrap().val().inner().reshape([1, 24]);
+        assert!(max_diff(y16.clone().reshape([30, 24]), want) < 1e-4);
+        // and within bf16 rounding of f32, gradients included, but not equal to it
+        for (what, a, b) in [("output", y16.reshape([-1]), y32.reshape([-1])), ("x gradient", gx16.reshape([-1]), gx32.reshape([-1])), ("weight gradient", gw16.reshape([-1]), gw32.reshape([-1]))] {
+            let scale: f32 = b.clone().abs().max().into_scalar();
+            let diff = max_diff(a, b);
+            assert!(diff > 0.0 && diff < 0.03 * scale, "{what}: bf16 vs f32 differ by {diff} (largest value {scale})");
+        }
+        // the scope ended: f32 again
+        assert_eq!(PRECISION.get(), Precision::F32);
     }
 
     #[test]

@@ -1,0 +1,278 @@
+//! bf16 matrix products with f32 accumulation, for mixed-precision training (`--precision
+//! bf16`): the operands are rounded to bf16 (nearest, ties to even) while they are packed, and
+//! multiplied with AVX-512 BF16's `vdpbf16ps`, which sums the products of two bf16 pairs into
+//! each f32 lane — twice the multiply-adds of an f32 FMA per instruction. Weights, gradients and
+//! optimiser state stay f32; only the products' inputs lose precision (8 bits of mantissa).
+//!
+//! Layout: the right operand is packed into panels of [`NR`] columns, `[k/2][NR]` pairs a panel
+//! (a pair = rows `2i`, `2i + 1` of one column, one 32-bit lane); the left into blocks of [`MR`]
+//! rows, `[k/2][MR]` pairs. A tile of `MR × NR` outputs lives in 24 registers over the whole `k`;
+//! each step loads two registers of the panel and broadcasts one pair a row.
+
+use super::Stored;
+use rayon::prelude::*;
+
+/// Rows of an output tile.
+const MR: usize = 12;
+/// Columns of an output tile: two 16-lane registers.
+const NR: usize = 32;
+/// Row blocks a parallel task computes (against every panel in turn, the panel staying in cache).
+const BLOCKS_PER_TASK: usize = 8;
+
+/// Whether this CPU has the instructions (AVX-512 F and BF16); checked once.
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SUPPORTED.get_or_init(|| std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `x` rounded to bf16, to nearest with ties to even (a NaN stays a NaN).
+#[inline(always)]
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 value of a bf16.
+#[inline(always)]
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16
+}
+
+/// Packs columns `c0 .. c0 + NR` of `rhs` `[k, n]` as `[k/2][NR]` pairs (zero past the edges),
+/// reading memory in order for either storage.
+fn pack_b((x, stored): (&[f32], Stored), [k, n]: [usize; 2], c0: usize, panel: &mut [u32]) {
+    let cols = (n - c0).min(NR);
+    match stored {
+        Stored::AsIs => {
+            for (kk, step) in panel.chunks_exact_mut(NR).enumerate() {
+                let r = 2 * kk;
+                let lo = &x[r * n + c0..r * n + c0 + cols];
+                if r + 1 < k {
+                    let hi = &x[(r + 1) * n + c0..(r + 1) * n + c0 + cols];
+                    step.iter_mut().zip(lo.iter().zip(hi)).for_each(|(o, (&a, &b))| *o = pair(a, b));
+                } else {
+                    step.iter_mut().zip(lo).for_each(|(o, &a)| *o = pair(a, 0.0));
+                }
+            }
+        }
+        Stored::Transposed => {
+            for j in 0..cols {
+                let column = &x[(c0 + j) * k..(c0 + j + 1) * k];
+                let mut pairs = column.chunks_exact(2);
+                for (kk, p) in (&mut pairs).enumerate() {
+                    panel[kk * NR + j] = pair(p[0], p[1]);
+                }
+                if let [last] = pairs.remainder() {
+                    panel[(k / 2) * NR + j] = pair(*last, 0.0);
+                }
+            }
+        }
+    }
+}
+
+/// Packs rows `r0 .. r0 + MR` of `lhs` `[m, k]` as `[k/2][MR]` pairs (zero past the edges).
+fn pack_a((x, stored): (&[f32], Stored), [m, k]: [usize; 2], r0: usize, block: &mut [u32]) {
+    let rows = (m - r0).min(MR);
+    match stored {
+        Stored::AsIs => {
+            for i in 0..rows {
+                let row = &x[(r0 + i) * k..(r0 + i + 1) * k];
+                let mut pairs = row.chunks_exact(2);
+                for (kk, p) in (&mut pairs).enumerate() {
+                    block[kk * MR + i] = pair(p[0], p[1]);
+                }
+                if let [last] = pairs.remainder() {
+                    block[(k / 2) * MR + i] = pair(*last, 0.0);
+                }
+            }
+        }
+        Stored::Transposed => {
+            for (kk, step) in block.chunks_exact_mut(MR).enumerate() {
+                let r = 2 * kk;
+                let lo = &x[r * m + r0..r * m + r0 + rows];
+                if r + 1 < k {
+                    let hi = &x[(r + 1) * m + r0..(r + 1) * m + r0 + rows];
+                    step.iter_mut().zip(lo.iter().zip(hi)).for_each(|(o, (&a, &b))| *o = pair(a, b));
+                } else {
+                    step.iter_mut().zip(lo).for_each(|(o, &a)| *o = pair(a, 0.0));
+                }
+            }
+        }
+    }
+}
+
+/// `out` `[m, n]` `= lhs [m, k] · rhs [k, n]` (`+=` when `accumulate`), the operands rounded to
+/// bf16, the sums in f32. Panics where [`supported`] is false: the caller falls back to f32.
+pub fn product(out: &mut [f32], lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m, k, n]: [usize; 3], accumulate: bool) {
+    assert!(supported(), "bf16 products need AVX-512 BF16");
+    assert!(lhs.0.len() >= m * k && rhs.0.len() >= k * n && out.len() >= m * n, "bf16 product: [{m}, {k}] · [{k}, {n}] from {} and {} values into {}", lhs.0.len(), rhs.0.len(), out.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let kp = k.div_ceil(2);
+    // right operand: panels of NR columns, [kp][NR] pairs each (padding zero)
+    let mut packed_b = vec![0u32; n.div_ceil(NR) * kp * NR];
+    packed_b.par_chunks_mut((kp * NR).max(1)).enumerate().for_each(|(p, panel)| pack_b(rhs, [k, n], p * NR, panel));
+    // left operand: blocks of MR rows, [kp][MR] pairs each
+    let mut packed_a = vec![0u32; m.div_ceil(MR) * kp * MR];
+    packed_a.par_chunks_mut((kp * MR).max(1)).enumerate().for_each(|(blk, block)| pack_a(lhs, [m, k], blk * MR, block));
+    let out = &mut out[..m * n];
+    out.par_chunks_mut(BLOCKS_PER_TASK * MR * n).enumerate().for_each(|(task, rows)| {
+        let first_block = task * BLOCKS_PER_TASK;
+        for (p, panel) in packed_b.chunks_exact((kp * NR).max(1)).enumerate() {
+            let cols = (n - p * NR).min(NR);
+            for (b, tile_rows) in rows.chunks_mut(MR * n).enumerate() {
+                let block = &packed_a[(first_block + b) * kp * MR..(first_block + b + 1) * kp * MR];
+                let valid = tile_rows.len() / n;
+                // SAFETY: `supported` was checked; the block and panel hold `kp` steps, the tile's
+                // `valid` rows of `n` outputs start at column `p · NR` and `cols` of them are written.
+                unsafe { tile(block, panel, kp, &mut tile_rows[p * NR..], n, valid, cols, accumulate) };
+            }
+        }
+    });
+}
+
+/// One `MR × NR` tile: `out[i][j] (+)= Σ_kk a[kk][i] · b[kk][j]` over pairs, the first `rows`
+/// rows and `cols` columns written (row stride `ldo`).
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BF16; `a` must hold `kp · MR` pairs and `b` `kp · NR`;
+/// `out` must hold `(rows - 1) · ldo + cols` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(a: &[u32], b: &[u32], kp: usize, out: &mut [f32], ldo: usize, rows: usize, cols: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
+    debug_assert!(a.len() >= kp * MR && b.len() >= kp * NR && out.len() >= (rows - 1) * ldo + cols);
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    for kk in 0..kp {
+        // SAFETY (loads): kk < kp and the lengths above.
+        let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(kk * NR) as *const _));
+        let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(kk * NR + 16) as *const _));
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(kk * MR + i) as i32));
+            acc[0] = _mm512_dpbf16_ps(acc[0], ai, b0);
+            acc[1] = _mm512_dpbf16_ps(acc[1], ai, b1);
+        }
+    }
+    for (i, acc) in acc.iter().enumerate().take(rows) {
+        for (h, &v) in acc.iter().enumerate() {
+            let c0 = h * 16;
+            if c0 >= cols {
+                break;
+            }
+            let mask: __mmask16 = if cols - c0 >= 16 { 0xffff } else { (1u16 << (cols - c0)) - 1 };
+            let p = out.as_mut_ptr().add(i * ldo + c0);
+            let v = if accumulate { _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, p)) } else { v };
+            _mm512_mask_storeu_ps(p, mask, v);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(_: &[u32], _: &[u32], _: usize, _: &mut [f32], _: usize, _: usize, _: usize, _: bool) {
+    unreachable!("bf16 products are checked `supported` first")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+/// Element `(r, c)` of an `[rows, cols]` operand stored as it is or transposed.
+#[inline(always)]
+fn at((x, stored): (&[f32], Stored), rows: usize, cols: usize, r: usize, c: usize) -> f32 {
+    match stored {
+        Stored::AsIs => x[r * cols + c],
+        Stored::Transposed => x[c * rows + r],
+    }
+}
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rounding_to_bf16_is_to_nearest_even() {
+        assert_eq!(from_bf16(to_bf16(1.0)), 1.0);
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even one, 1
+        assert_eq!(from_bf16(to_bf16(1.0 + 1.0 / 256.0)), 1.0);
+        assert_eq!(from_bf16(to_bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+    }
+
+    /// The product of the bf16-rounded operands in f64, as the kernel should compute it (up to
+    /// the order of the f32 sums).
+    fn reference(lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m, k, n]: [usize; 3]) -> Vec<f32> {
+        let r = |x: f32| from_bf16(to_bf16(x)) as f64;
+        let mut out = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|c| r(at(lhs, m, k, i, c)) * r(at(rhs, k, n, c, j))).sum::<f64>() as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bf16_products_equal_the_rounded_operands_product_on_odd_shapes() {
+        if !supported() {
+            eprintln!("no AVX-512 BF16 on this CPU: bf16 products are not used here, nothing to test");
+            return;
+        }
+        // odd k (a half-empty last pair), tiles cut by the edges, one row, one column, and
+        // enough rows for several parallel tasks; both storage orders of both operands
+        for (i, &[m, k, n]) in [[1, 1, 1], [3, 5, 7], [13, 33, 31], [25, 64, 65], [200, 17, 40]].iter().enumerate() {
+            for (ls, rs) in [(Stored::AsIs, Stored::AsIs), (Stored::AsIs, Stored::Transposed), (Stored::Transposed, Stored::AsIs)] {
+                let (a, b) = (random(m * k, 2 * i as u64 + 1), random(k * n, 2 * i as u64 + 2));
+                let want = reference((&a, ls), (&b, rs), [m, k, n]);
+                let mut got = vec![0.5f32; m * n];
+                product(&mut got, (&a, ls), (&b, rs), [m, k, n], false);
+                let diff = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                assert!(diff < 1e-5 * k as f32, "[{m}, {k}] · [{k}, {n}] {ls:?}/{rs:?}: max difference {diff}");
+                // accumulating adds to what is there
+                product(&mut got, (&a, ls), (&b, rs), [m, k, n], true);
+                let diff = got.iter().zip(&want).map(|(x, y)| (x - 2.0 * y).abs()).fold(0.0, f32::max);
+                assert!(diff < 2e-5 * k as f32, "accumulated: max difference {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_products_stay_within_bf16_rounding_of_the_f32_product() {
+        if !supported() {
+            return;
+        }
+        let [m, k, n] = [64, 256, 48];
+        let (a, b) = (random(m * k, 9), random(k * n, 10));
+        let mut got = vec![0.0f32; m * n];
+        product(&mut got, (&a, Stored::AsIs), (&b, Stored::AsIs), [m, k, n], false);
+        let exact: Vec<f64> = (0..m * n).map(|o| (0..k).map(|c| a[(o / n) * k + c] as f64 * b[c * n + o % n] as f64).sum()).collect();
+        // each product carries two roundings of 2^-9 relative; over 256 terms of size ≤ 1 the
+        // error is a random walk of a few × 2^-9 × √256
+        let worst = got.iter().zip(&exact).map(|(&g, &e)| (g as f64 - e).abs()).fold(0.0, f64::max);
+        assert!(worst < 0.1, "max difference {worst} from the f32 product");
+        assert!(worst > 1e-4, "bf16 products should differ from f32 ones by their rounding ({worst})");
+    }
+}
