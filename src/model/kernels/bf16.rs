@@ -19,12 +19,12 @@ const NR: usize = 32;
 /// Row blocks a parallel task computes (against every panel in turn, the panel staying in cache).
 const BLOCKS_PER_TASK: usize = 8;
 
-/// Whether this CPU has the instructions (AVX-512 F and BF16); checked once.
+/// Whether this CPU has the instructions (AVX-512 F, BW and BF16); checked once.
 pub fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *SUPPORTED.get_or_init(|| std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16"))
+        *SUPPORTED.get_or_init(|| std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512bf16"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -59,13 +59,9 @@ fn pack_b((x, stored): (&[f32], Stored), [k, n]: [usize; 2], c0: usize, panel: &
         Stored::AsIs => {
             for (kk, step) in panel.chunks_exact_mut(NR).enumerate() {
                 let r = 2 * kk;
-                let lo = &x[r * n + c0..r * n + c0 + cols];
-                if r + 1 < k {
-                    let hi = &x[(r + 1) * n + c0..(r + 1) * n + c0 + cols];
-                    step.iter_mut().zip(lo.iter().zip(hi)).for_each(|(o, (&a, &b))| *o = pair(a, b));
-                } else {
-                    step.iter_mut().zip(lo).for_each(|(o, &a)| *o = pair(a, 0.0));
-                }
+                let hi = (r + 1 < k).then(|| &x[(r + 1) * n + c0..(r + 1) * n + c0 + cols]);
+                // SAFETY: `product` runs only where `supported`.
+                unsafe { interleave(&x[r * n + c0..r * n + c0 + cols], hi, step) };
             }
         }
         Stored::Transposed => {
@@ -83,34 +79,91 @@ fn pack_b((x, stored): (&[f32], Stored), [k, n]: [usize; 2], c0: usize, panel: &
     }
 }
 
-/// Packs rows `r0 .. r0 + MR` of `lhs` `[m, k]` as `[k/2][MR]` pairs (zero past the edges).
+/// Packs rows `r0 .. r0 + MR` of `lhs` `[m, k]` (zero past the edges): stored as it is, as
+/// `[MR][k/2]` pairs (a row converts in one contiguous pass); stored transposed, as `[k/2][MR]`.
 fn pack_a((x, stored): (&[f32], Stored), [m, k]: [usize; 2], r0: usize, block: &mut [u32]) {
     let rows = (m - r0).min(MR);
+    let kp = k.div_ceil(2);
     match stored {
         Stored::AsIs => {
             for i in 0..rows {
-                let row = &x[(r0 + i) * k..(r0 + i + 1) * k];
-                let mut pairs = row.chunks_exact(2);
-                for (kk, p) in (&mut pairs).enumerate() {
-                    block[kk * MR + i] = pair(p[0], p[1]);
-                }
-                if let [last] = pairs.remainder() {
-                    block[(k / 2) * MR + i] = pair(*last, 0.0);
-                }
+                // SAFETY: `product` runs only where `supported`.
+                unsafe { convert_pairs(&x[(r0 + i) * k..(r0 + i + 1) * k], &mut block[i * kp..(i + 1) * kp]) };
             }
         }
         Stored::Transposed => {
+            // [k/2][MR] (the rows of a step adjacent in memory, as they are read here)
             for (kk, step) in block.chunks_exact_mut(MR).enumerate() {
                 let r = 2 * kk;
-                let lo = &x[r * m + r0..r * m + r0 + rows];
-                if r + 1 < k {
-                    let hi = &x[(r + 1) * m + r0..(r + 1) * m + r0 + rows];
-                    step.iter_mut().zip(lo.iter().zip(hi)).for_each(|(o, (&a, &b))| *o = pair(a, b));
-                } else {
-                    step.iter_mut().zip(lo).for_each(|(o, &a)| *o = pair(a, 0.0));
-                }
+                let hi = (r + 1 < k).then(|| &x[(r + 1) * m + r0..(r + 1) * m + r0 + rows]);
+                // SAFETY: `product` runs only where `supported`.
+                unsafe { interleave(&x[r * m + r0..r * m + r0 + rows], hi, step) };
             }
         }
+    }
+}
+
+/// Pairs of two rows: `dst[j]` = the bf16 pair of `lo[j]`, `hi[j]` (`hi` 0 when absent), for up
+/// to 32 columns.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and BF16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn interleave(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
+    use std::arch::x86_64::*;
+    // lane 2j ← value j (from `lo`), lane 2j + 1 ← value 16 + j (from `hi`)
+    const ORDER: [u16; 32] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
+    debug_assert!(lo.len() <= 32 && dst.len() >= lo.len() && hi.is_none_or(|h| h.len() == lo.len()));
+    let order = _mm512_loadu_si512(ORDER.as_ptr() as *const _);
+    for c0 in (0..lo.len()).step_by(16) {
+        let n = (lo.len() - c0).min(16);
+        let mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+        let l = _mm512_maskz_loadu_ps(mask, lo.as_ptr().add(c0));
+        let h = match hi {
+            Some(h) => _mm512_maskz_loadu_ps(mask, h.as_ptr().add(c0)),
+            None => _mm512_setzero_ps(),
+        };
+        let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
+        _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(c0) as *mut _, mask, _mm512_permutexvar_epi16(order, both));
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn interleave(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
+    for (j, &l) in lo.iter().enumerate() {
+        dst[j] = pair(l, hi.map_or(0.0, |h| h[j]));
+    }
+}
+
+/// `dst[j]` = the bf16 pair of `src[2j]`, `src[2j + 1]` (0 past the end), 32 values at a time.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BF16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn convert_pairs(src: &[f32], dst: &mut [u32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(dst.len() >= src.len().div_ceil(2));
+    let mut s = src.chunks_exact(32);
+    let mut d = dst.chunks_exact_mut(16);
+    for (sc, dc) in (&mut s).zip(&mut d) {
+        // the low half of the result holds the second argument's 16 values, the high half the first's
+        let lo = _mm512_loadu_ps(sc.as_ptr());
+        let hi = _mm512_loadu_ps(sc.as_ptr().add(16));
+        let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+        _mm512_storeu_si512(dc.as_mut_ptr() as *mut _, both);
+    }
+    let done = src.len() - s.remainder().len();
+    for (j, p) in s.remainder().chunks(2).enumerate() {
+        dst[done / 2 + j] = pair(p[0], p.get(1).copied().unwrap_or(0.0));
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn convert_pairs(src: &[f32], dst: &mut [u32]) {
+    for (j, p) in src.chunks(2).enumerate() {
+        dst[j] = pair(p[0], p.get(1).copied().unwrap_or(0.0));
     }
 }
 
@@ -129,34 +182,57 @@ pub fn product(out: &mut [f32], lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m
     // left operand: blocks of MR rows, [kp][MR] pairs each
     let mut packed_a = vec![0u32; m.div_ceil(MR) * kp * MR];
     packed_a.par_chunks_mut((kp * MR).max(1)).enumerate().for_each(|(blk, block)| pack_a(lhs, [m, k], blk * MR, block));
-    let out = &mut out[..m * n];
-    out.par_chunks_mut(BLOCKS_PER_TASK * MR * n).enumerate().for_each(|(task, rows)| {
-        let first_block = task * BLOCKS_PER_TASK;
-        for (p, panel) in packed_b.chunks_exact((kp * NR).max(1)).enumerate() {
+    // tasks: runs of row blocks × groups of panels, at least four a thread when the shape allows
+    let (blocks, panels) = (m.div_ceil(MR), n.div_ceil(NR));
+    let want = 4 * rayon::current_num_threads();
+    let per_task = BLOCKS_PER_TASK.min(blocks.div_ceil(want).max(1));
+    let row_tasks = blocks.div_ceil(per_task);
+    let panel_groups = want.div_ceil(row_tasks).clamp(1, panels);
+    let panels_per_group = panels.div_ceil(panel_groups);
+    let dst = Shared(out.as_mut_ptr());
+    (0..row_tasks * panel_groups).into_par_iter().for_each(|task| {
+        let dst = dst;
+        let (rt, pg) = (task / panel_groups, task % panel_groups);
+        for p in pg * panels_per_group..((pg + 1) * panels_per_group).min(panels) {
+            let panel = &packed_b[p * kp * NR..(p + 1) * kp * NR];
             let cols = (n - p * NR).min(NR);
-            for (b, tile_rows) in rows.chunks_mut(MR * n).enumerate() {
-                let block = &packed_a[(first_block + b) * kp * MR..(first_block + b + 1) * kp * MR];
-                let valid = tile_rows.len() / n;
-                // SAFETY: `supported` was checked; the block and panel hold `kp` steps, the tile's
-                // `valid` rows of `n` outputs start at column `p · NR` and `cols` of them are written.
-                unsafe { tile(block, panel, kp, &mut tile_rows[p * NR..], n, valid, cols, accumulate) };
+            for blk in rt * per_task..((rt + 1) * per_task).min(blocks) {
+                let block = &packed_a[blk * kp * MR..(blk + 1) * kp * MR];
+                let rows = (m - blk * MR).min(MR);
+                // SAFETY: `supported` was checked; the block and panel hold `kp` steps; this task
+                // alone writes rows `blk · MR ..` × columns `p · NR ..` of `out` (m × n values).
+                unsafe {
+                    let at = dst.0.add(blk * MR * n + p * NR);
+                    match lhs.1 {
+                        Stored::AsIs => tile::<false>(block, panel, kp, at, n, rows, cols, accumulate),
+                        Stored::Transposed => tile::<true>(block, panel, kp, at, n, rows, cols, accumulate),
+                    }
+                }
             }
         }
     });
 }
 
-/// One `MR × NR` tile: `out[i][j] (+)= Σ_kk a[kk][i] · b[kk][j]` over pairs, the first `rows`
-/// rows and `cols` columns written (row stride `ldo`).
+/// A pointer to disjoint tiles of the output, written by parallel tasks.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: each task writes tiles no other task writes.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+/// One `MR × NR` tile: `out[i][j] (+)= Σ_kk a[i][kk] · b[kk][j]` over pairs (`a` laid out
+/// `[kp][MR]` when `STEP_MAJOR`, else `[MR][kp]`), the first `rows` rows and `cols` columns
+/// written (row stride `ldo`).
 ///
 /// # Safety
-/// The CPU must have AVX-512 F and BF16; `a` must hold `kp · MR` pairs and `b` `kp · NR`;
-/// `out` must hold `(rows - 1) · ldo + cols` values.
+/// The CPU must have AVX-512 F and BF16; `a` must hold `MR · kp` pairs and `b` `kp · NR`;
+/// `out` must be valid for `(rows - 1) · ldo + cols` values and written by no one else.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile(a: &[u32], b: &[u32], kp: usize, out: &mut [f32], ldo: usize, rows: usize, cols: usize, accumulate: bool) {
+unsafe fn tile<const STEP_MAJOR: bool>(a: &[u32], b: &[u32], kp: usize, out: *mut f32, ldo: usize, rows: usize, cols: usize, accumulate: bool) {
     use std::arch::x86_64::*;
-    debug_assert!(a.len() >= kp * MR && b.len() >= kp * NR && out.len() >= (rows - 1) * ldo + cols);
+    debug_assert!(a.len() >= kp * MR && b.len() >= kp * NR && rows >= 1);
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (a, b) = (a.as_ptr(), b.as_ptr());
     for kk in 0..kp {
@@ -164,7 +240,7 @@ unsafe fn tile(a: &[u32], b: &[u32], kp: usize, out: &mut [f32], ldo: usize, row
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(kk * NR) as *const _));
         let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(kk * NR + 16) as *const _));
         for (i, acc) in acc.iter_mut().enumerate() {
-            let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(kk * MR + i) as i32));
+            let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(if STEP_MAJOR { kk * MR + i } else { i * kp + kk }) as i32));
             acc[0] = _mm512_dpbf16_ps(acc[0], ai, b0);
             acc[1] = _mm512_dpbf16_ps(acc[1], ai, b1);
         }
@@ -176,7 +252,7 @@ unsafe fn tile(a: &[u32], b: &[u32], kp: usize, out: &mut [f32], ldo: usize, row
                 break;
             }
             let mask: __mmask16 = if cols - c0 >= 16 { 0xffff } else { (1u16 << (cols - c0)) - 1 };
-            let p = out.as_mut_ptr().add(i * ldo + c0);
+            let p = out.add(i * ldo + c0);
             let v = if accumulate { _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, p)) } else { v };
             _mm512_mask_storeu_ps(p, mask, v);
         }
@@ -185,7 +261,7 @@ unsafe fn tile(a: &[u32], b: &[u32], kp: usize, out: &mut [f32], ldo: usize, row
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile(_: &[u32], _: &[u32], _: usize, _: &mut [f32], _: usize, _: usize, _: usize, _: bool) {
+unsafe fn tile<const STEP_MAJOR: bool>(_: &[u32], _: &[u32], _: usize, _: *mut f32, _: usize, _: usize, _: usize, _: bool) {
     unreachable!("bf16 products are checked `supported` first")
 }
 
