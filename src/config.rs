@@ -800,6 +800,17 @@ mod tests {
     }
 
     #[test]
+    fn precision_is_a_training_setting_written_only_when_not_f32() {
+        let base = Config::preset(Preset::Tiny);
+        assert!(!base.to_toml().contains("precision"), "configs written at the default stay as they were");
+        let c = base.with_settings(&["finetune.precision=bf16".into()]).unwrap();
+        assert_eq!((c.pretrain.optim.precision, c.finetune.optim.precision), (Precision::F32, Precision::Bf16));
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+        assert!(base.with_settings(&["pretrain.precision=fp8".into()]).is_err());
+    }
+
+    #[test]
     fn toml_overrides_and_errors() {
         let c = Config::preset(Preset::Tiny).merged("[model]\nn_layers = 3\n[pretrain]\nlr = 0.01\n").unwrap();
         assert_eq!(c.model.transformer.n_layers, 3);

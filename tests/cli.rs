@@ -136,6 +136,12 @@ fn scratch_single_label_and_chinese() {
     let e = fails(&["tune-thresholds", "--model", s(&p("clf")), "--data", s(&p("valid.txt.gz"))]);
     assert!(e.contains("multi-label"), "{e}");
 
+    // mixed precision: the same task learns with bf16 products (a CPU without them says so and trains in f32)
+    let log = ok(&["finetune", "--train", s(&p("train.txt")), "--valid", s(&p("valid.txt.gz")), "--out", s(&p("clf16")), "--preset", "tiny", "--config", s(&p("tiny.toml")), "--vocab-size", "60", "--precision", "bf16"]);
+    assert!(log.contains("bf16 matrix products in the linear layers") || log.contains("no AVX-512 BF16 instructions: training in f32"), "{log}");
+    let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("clf16")), "--data", s(&p("valid.txt.gz")), "--json"]).trim()).unwrap();
+    assert!(v["micro_f1"].as_f64().unwrap() > 0.9, "{v}");
+
     // whole-word masking of Chinese with a word list: the run records both and trains
     let corpus: String = train.lines().map(|l| l.split('\t').next().unwrap().to_string() + "\n").collect();
     write(d.path(), "corpus.txt", corpus.as_bytes());
