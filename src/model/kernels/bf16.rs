@@ -170,8 +170,20 @@ unsafe fn convert_pairs(src: &[f32], dst: &mut [u32]) {
 /// `out` `[m, n]` `= lhs [m, k] · rhs [k, n]` (`+=` when `accumulate`), the operands rounded to
 /// bf16, the sums in f32. Panics where [`supported`] is false: the caller falls back to f32.
 pub fn product(out: &mut [f32], lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m, k, n]: [usize; 3], accumulate: bool) {
+    assert!(out.len() >= m * n, "bf16 product: [{m}, {n}] into {} values", out.len());
+    // SAFETY: `out` holds the m × n output and is borrowed mutably, so nothing else aliases it.
+    unsafe { product_raw(out.as_mut_ptr(), lhs, rhs, [m, k, n], accumulate) }
+}
+
+/// [`product`] into a raw buffer: without `accumulate` every one of the `m × n` outputs is
+/// written (none read), so the buffer may start uninitialised.
+///
+/// # Safety
+/// `out` must be valid for writing (and, when `accumulate`, reading) `m × n` values, not
+/// aliased by `lhs` or `rhs`.
+pub unsafe fn product_raw(out: *mut f32, lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m, k, n]: [usize; 3], accumulate: bool) {
     assert!(supported(), "bf16 products need AVX-512 BF16");
-    assert!(lhs.0.len() >= m * k && rhs.0.len() >= k * n && out.len() >= m * n, "bf16 product: [{m}, {k}] · [{k}, {n}] from {} and {} values into {}", lhs.0.len(), rhs.0.len(), out.len());
+    assert!(lhs.0.len() >= m * k && rhs.0.len() >= k * n, "bf16 product: [{m}, {k}] · [{k}, {n}] from {} and {} values", lhs.0.len(), rhs.0.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -189,7 +201,7 @@ pub fn product(out: &mut [f32], lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m
     let row_tasks = blocks.div_ceil(per_task);
     let panel_groups = want.div_ceil(row_tasks).clamp(1, panels);
     let panels_per_group = panels.div_ceil(panel_groups);
-    let dst = Shared(out.as_mut_ptr());
+    let dst = Shared(out);
     (0..row_tasks * panel_groups).into_par_iter().for_each(|task| {
         let dst = dst;
         let (rt, pg) = (task / panel_groups, task % panel_groups);

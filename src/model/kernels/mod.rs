@@ -367,18 +367,18 @@ pub fn product_of_stored(out: &mut [f32], lhs: (&[f32], Stored), rhs: (&[f32], S
 /// A new `[m, n]` buffer holding `lhs · rhs` (see [`product_of_stored`]), written by the
 /// product alone (not zero-filled first).
 fn product_new(lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m, k, n]: [usize; 3], bf16: bool) -> Vec<f32> {
-    if k == 0 || bf16 {
-        let mut out = vec![0.0; m * n];
-        if bf16 && k > 0 {
-            bf16::product(&mut out, lhs, rhs, [m, k, n], false);
-        }
-        return out;
+    if k == 0 {
+        return vec![0.0; m * n];
     }
     let mut out = Vec::with_capacity(m * n);
     // SAFETY: the buffer has room for m × n values; a product that does not read its
     // destination writes every one of them (k > 0) before `set_len` exposes them.
     unsafe {
-        gemm_stored(out.as_mut_ptr(), lhs, rhs, [m, k, n], false, product_threads(m, k, n));
+        if bf16 {
+            bf16::product_raw(out.as_mut_ptr(), lhs, rhs, [m, k, n], false);
+        } else {
+            gemm_stored(out.as_mut_ptr(), lhs, rhs, [m, k, n], false, product_threads(m, k, n));
+        }
         out.set_len(m * n);
     }
     out
