@@ -721,7 +721,9 @@ fn layer_norm_backward(st: &LayerNormState, g: &FloatTensor<Flex>) -> (FloatTens
     let (gv, xv) = (values(g), values(&st.x));
     let mut dx = vec![0.0f32; gv.len()];
     let per = rows_per_task(d);
-    let (dgamma, dbeta) = dx
+    // each block of rows' γ and β gradients, then their sums in block order: the same result
+    // on any number of threads (a `reduce` would add them in a tree that work stealing shapes)
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(per * d)
         .zip(st.mean.par_chunks(per).zip(st.rstd.par_chunks(per)))
         .enumerate()
@@ -731,14 +733,12 @@ fn layer_norm_backward(st: &LayerNormState, g: &FloatTensor<Flex>) -> (FloatTens
             layer_norm_backward_rows(&gv[s..s + dxc.len()], &xv[s..s + dxc.len()], m, rs, &st.gamma, &mut xhat, dxc, &mut dg, &mut db);
             (dg, db)
         })
-        .reduce(
-            || (vec![0.0f32; d], vec![0.0f32; d]),
-            |(mut a, mut b), (c, e)| {
-                a.iter_mut().zip(&c).for_each(|(x, y)| *x += y);
-                b.iter_mut().zip(&e).for_each(|(x, y)| *x += y);
-                (a, b)
-            },
-        );
+        .collect();
+    let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+    for (dg, db) in &partial {
+        dgamma.iter_mut().zip(dg).for_each(|(x, y)| *x += y);
+        dbeta.iter_mut().zip(db).for_each(|(x, y)| *x += y);
+    }
     let vec_shape = burn::tensor::Shape::new([d]);
     (flex_tensor(dx, st.x.layout().shape().clone()), flex_tensor(dgamma, vec_shape.clone()), flex_tensor(dbeta, vec_shape))
 }
