@@ -6,8 +6,9 @@
 //!
 //! Layout: the right operand is packed into panels of [`NR`] columns, `[k/2][NR]` pairs a panel
 //! (a pair = rows `2i`, `2i + 1` of one column, one 32-bit lane); the left into blocks of [`MR`]
-//! rows, `[k/2][MR]` pairs. A tile of `MR × NR` outputs lives in 24 registers over the whole `k`;
-//! each step loads two registers of the panel and broadcasts one pair a row.
+//! rows, `[MR][k/2]` pairs (`[k/2][MR]` when it is stored transposed: each packed in the order
+//! it is read). A tile of `MR × NR` outputs lives in 24 registers over the whole `k`; each step
+//! loads two registers of the panel and broadcasts one pair a row.
 
 use super::Stored;
 use rayon::prelude::*;
@@ -191,7 +192,7 @@ pub unsafe fn product_raw(out: *mut f32, lhs: (&[f32], Stored), rhs: (&[f32], St
     // right operand: panels of NR columns, [kp][NR] pairs each (padding zero)
     let mut packed_b = vec![0u32; n.div_ceil(NR) * kp * NR];
     packed_b.par_chunks_mut((kp * NR).max(1)).enumerate().for_each(|(p, panel)| pack_b(rhs, [k, n], p * NR, panel));
-    // left operand: blocks of MR rows, [kp][MR] pairs each
+    // left operand: blocks of MR rows, [MR][kp] pairs each ([kp][MR] when stored transposed)
     let mut packed_a = vec![0u32; m.div_ceil(MR) * kp * MR];
     packed_a.par_chunks_mut((kp * MR).max(1)).enumerate().for_each(|(blk, block)| pack_a(lhs, [m, k], blk * MR, block));
     // tasks: runs of row blocks × groups of panels, at least four a thread when the shape allows
