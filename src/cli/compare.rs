@@ -97,6 +97,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
         if let Some(s) = a.common.seed {
             base.pretrain.optim.seed = s;
         }
+        // the products' precision holds for the pre-training arms as for the fine-tuning
+        if let Some(precision) = a.steps.precision {
+            base.pretrain.optim.precision = precision;
+        }
         let p = &mut base.pretrain;
         if let Some(v) = a.pretrain_epochs {
             p.optim.epochs = v;
