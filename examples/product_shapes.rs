@@ -4,19 +4,12 @@
 //!     cargo run --release --example product_shapes
 //!
 //! (Without AVX-512 BF16 on the CPU it prints so and times f32 alone.)
+use bertlu::apps::bench::{median, timed};
 use bertlu::model::kernels::{bf16, product_of_stored, product_threads, Stored};
-use std::time::Instant;
+
 /// Median seconds of 9 runs of `f`.
-fn med(mut f: impl FnMut()) -> f64 {
-    let mut t: Vec<f64> = (0..9)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    t[4]
+fn med(f: impl FnMut()) -> f64 {
+    median(&timed(0, 9, f))
 }
 
 fn main() {

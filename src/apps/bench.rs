@@ -146,7 +146,8 @@ fn random_seqs(rng: &mut StdRng, n: usize, len: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn timed(warmup: usize, iters: usize, mut f: impl FnMut()) -> Vec<f64> {
+/// Seconds of each of `iters` timed calls of `f`, after `warmup` untimed ones.
+pub fn timed(warmup: usize, iters: usize, mut f: impl FnMut()) -> Vec<f64> {
     for _ in 0..warmup {
         f();
     }

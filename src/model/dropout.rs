@@ -31,8 +31,13 @@ pub(crate) fn next_base() -> u64 {
 
 /// A mask of `n` values: 0 with probability `prob` (to 1/65536), else `1 / (1 - prob)`.
 pub fn mask(n: usize, prob: f64) -> Vec<f32> {
+    mask_of(next_base(), n, prob)
+}
+
+/// The mask of `n` values drawn from `base` (see [`masked`]).
+fn mask_of(base: u64, n: usize, prob: f64) -> Vec<f32> {
     let mut out = vec![0.0f32; n];
-    masked(next_base(), prob, None, &mut out);
+    masked(base, prob, None, &mut out);
     out
 }
 
@@ -61,15 +66,13 @@ impl Dropout {
     /// Zeroes each element with probability `prob` and scales the rest by `1 / (1 - prob)`.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         let device = input.device();
-        if self.prob == 0.0 || !device.is_autodiff() {
-            return input;
-        }
+        let Some((prob, base)) = self.draw(&device) else { return input };
         if kernels::applies(&input) {
             // one parallel pass that draws and applies the mask; the backward pass redraws it
-            return kernels::dropout(input, self.prob, next_base());
+            return kernels::dropout(input, prob, base);
         }
         let shape = input.shape();
-        let m = Tensor::<D>::from_data(TensorData::new(mask(shape.num_elements(), self.prob), shape), &device);
+        let m = Tensor::<D>::from_data(TensorData::new(mask_of(base, shape.num_elements(), prob), shape), &device);
         input * m
     }
 }

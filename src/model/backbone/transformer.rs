@@ -69,10 +69,9 @@ impl SelfAttention {
         let x_device = x.device();
         let scale = 1.0 / ((d / self.n_heads) as f32).sqrt();
         let (q, k, v) = (linear(&self.query, x.clone()), linear(&self.key, x.clone()), linear(&self.value, x));
-        if let Some(context) = attention(&q, &k, &v, &pad_bias.clone().reshape([b, l]), self.n_heads, scale as f64) {
-            return linear(&self.output, context);
-        }
-        if let Some(context) = trained_attention(&q, &k, &v, &pad_bias.clone().reshape([b, l]), self.n_heads, scale as f64, self.dropout.draw(&x_device)) {
+        let bias = pad_bias.clone().reshape([b, l]);
+        let fused = attention(&q, &k, &v, &bias, self.n_heads, scale as f64).or_else(|| trained_attention(&q, &k, &v, &bias, self.n_heads, scale as f64, self.dropout.draw(&x_device)));
+        if let Some(context) = fused {
             return linear(&self.output, context);
         }
         // [b, l, d] → [b, heads, l, d_k]

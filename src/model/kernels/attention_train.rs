@@ -77,6 +77,14 @@ unsafe fn product(m: usize, k: usize, n: usize, dst: *mut f32, (dat, drs, dcs): 
     }
 }
 
+/// `x` times the dropout mask of (probability, seed) — the same mask for the probabilities
+/// forward and for their gradient backward.
+fn dropped_out(x: &[f32], (prob, base): (f64, u64)) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    mask::masked(base, prob, Some(x), &mut out);
+    out
+}
+
 /// `softmax(scale · q kᵀ + bias) v` per head, with dropout on the probabilities when `dropout`
 /// is given; `q`, `k`, `v` `[b, l, d]`, `bias` `[b, l]` (added to every query's score of each key).
 pub(super) fn forward(q: &FloatTensor<Flex>, k: &FloatTensor<Flex>, v: &FloatTensor<Flex>, bias: &FloatTensor<Flex>, heads: usize, scale: f32, dropout: Option<(f64, u64)>) -> (FloatTensor<Flex>, AttentionState) {
@@ -96,11 +104,7 @@ pub(super) fn forward(q: &FloatTensor<Flex>, k: &FloatTensor<Flex>, v: &FloatTen
         scores.chunks_exact_mut(l).for_each(|row| row.iter_mut().zip(bias_row).for_each(|(s, &bb)| *s += bb));
         softmax_rows(&scores, p, l);
     });
-    let dropped = dropout.map(|(prob, base)| {
-        let mut out = vec![0.0f32; probs.len()];
-        mask::masked(base, prob, Some(&probs), &mut out);
-        out
-    });
+    let dropped = dropout.map(|drop| dropped_out(&probs, drop));
     let mixed = dropped.as_deref().unwrap_or(&probs);
     let mut out = vec![0.0f32; b * l * d];
     let dst = Shared(out.as_mut_ptr());
@@ -120,11 +124,7 @@ pub(super) fn backward(st: &AttentionState, g: &FloatTensor<Flex>) -> [FloatTens
     let Dims { b, l, d, heads } = dims;
     let dk = dims.dk();
     let (qv, kv, vv, gv) = (values(&st.q), values(&st.k), values(&st.v), values(g));
-    let dropped = st.dropout.map(|(prob, base)| {
-        let mut out = vec![0.0f32; st.probs.len()];
-        mask::masked(base, prob, Some(&st.probs), &mut out);
-        out
-    });
+    let dropped = st.dropout.map(|drop| dropped_out(&st.probs, drop));
     let mixed = dropped.as_deref().unwrap_or(&st.probs);
     // gradient of the (dropped-out) probabilities, g · vᵀ, and of the values, pᵀ · g
     let mut dmixed = vec![0.0f32; st.probs.len()];
@@ -141,11 +141,7 @@ pub(super) fn backward(st: &AttentionState, g: &FloatTensor<Flex>) -> [FloatTens
     });
     // through the dropout: the same mask
     let dprobs = match st.dropout {
-        Some((prob, base)) => {
-            let mut out = vec![0.0f32; dmixed.len()];
-            mask::masked(base, prob, Some(&dmixed), &mut out);
-            out
-        }
+        Some(drop) => dropped_out(&dmixed, drop),
         None => dmixed,
     };
     // through the softmax, then the score product: dq = scale · ds · k, dk = scale · dsᵀ · q
