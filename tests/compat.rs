@@ -60,3 +60,26 @@ fn an_unknown_key_in_a_saved_config_is_refused_by_name() {
     let e = Config::load(&path).unwrap_err().to_string();
     assert!(e.contains("config.toml") && e.contains("unknown key 'n_layerz' in [model]"), "{e}");
 }
+
+#[test]
+fn bf16_prediction_moves_the_fixture_models_probabilities_by_rounding_only() {
+    use bertlu::config::Precision;
+    use bertlu::model::kernels::bf16;
+    let texts: Vec<String> = std::fs::read_to_string(fixture("v0.1-texts.txt")).unwrap().lines().map(str::to_owned).collect();
+    for model in ["v0.1-transformer", "v0.1-textcnn"] {
+        let f32_probs = LoadedClassifier::open(&fixture(model)).unwrap().probabilities(&texts, 64);
+        let clf = LoadedClassifier::open(&fixture(model)).unwrap().with_precision(Precision::Bf16);
+        let bf16_probs = clf.probabilities(&texts, 64);
+        let diff = f32_probs.iter().flatten().zip(bf16_probs.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        if bf16::supported() {
+            assert!(diff > 0.0 && diff < 0.01, "{model}: bf16 vs f32 probabilities differ by {diff}");
+        } else {
+            assert_eq!(diff, 0.0, "{model}: without AVX-512 BF16, bf16 prediction is f32");
+        }
+        // the precision belongs to this classifier: a plain one opened after it predicts in f32
+        assert_eq!(LoadedClassifier::open(&fixture(model)).unwrap().probabilities(&texts, 64), f32_probs);
+    }
+    let embed = |p: Precision| bertlu::infer::embed::Embedder::open(&fixture("v0.1-transformer")).unwrap().with_precision(p).embed(&texts, bertlu::infer::embed::EmbedPooling::Mean, true, 64);
+    let diff = embed(Precision::F32).iter().flatten().zip(embed(Precision::Bf16).iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 0.02 && (diff > 0.0) == bf16::supported(), "embeddings: bf16 vs f32 differ by {diff}");
+}

@@ -266,12 +266,13 @@ pub struct ModelMeasurement {
 }
 
 /// Times `passes` passes of batched prediction over the texts of `data` (after one untimed
-/// pass) and one-at-a-time prediction of its first `singles` examples.
-pub fn measure_model(model: &std::path::Path, data: &std::path::Path, batch_size: usize, passes: usize, singles: usize) -> Result<ModelMeasurement> {
+/// pass) and one-at-a-time prediction of its first `singles` examples, the products' inputs in
+/// `precision`.
+pub fn measure_model(model: &std::path::Path, data: &std::path::Path, batch_size: usize, passes: usize, singles: usize, precision: crate::config::Precision) -> Result<ModelMeasurement> {
     if passes == 0 || batch_size == 0 {
         bail!("--iters and --batch-size must be positive");
     }
-    let clf = crate::infer::classifier::LoadedClassifier::open(model)?;
+    let clf = crate::infer::classifier::LoadedClassifier::open(model)?.with_precision(precision);
     let texts: Vec<String> = crate::text::labelled::read_examples(data)?.into_iter().map(|e| e.text).collect();
     if texts.is_empty() {
         bail!("{}: no examples", data.display());

@@ -22,7 +22,7 @@ pub struct BenchArgs {
     /// Print one JSON array instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Number format of the training cases' matrix-product inputs (bf16: mixed precision, on CPUs with AVX-512 BF16).
+    /// Number format of the matrix-product inputs of the training cases and of --model's passes (bf16: mixed precision, on CPUs with AVX-512 BF16).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: bertlu::config::Precision,
     /// Measure in this process and print one JSON object (what each child process runs).
@@ -82,7 +82,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bail!("--data needs --model (or --serve)");
     }
     if let (Some(model), Some(data)) = (&a.model, &a.data) {
-        let m = bertlu::apps::bench::measure_model(model, data, a.batch_size, a.iters, a.singles)?;
+        if let Some(note) = bertlu::model::kernels::bf16_unavailable(a.precision, "bench", "measuring") {
+            eprintln!("{note}");
+        }
+        let m = bertlu::apps::bench::measure_model(model, data, a.batch_size, a.iters, a.singles, a.precision)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&m)?);
         } else {
@@ -102,8 +105,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&measure(setting, case, a.warmup, a.iters, a.seed)?)?);
         return Ok(());
     }
-    if a.precision == bertlu::config::Precision::Bf16 && !bertlu::model::kernels::bf16::supported() {
-        eprintln!("bench: precision bf16 asked, but this CPU has no AVX-512 BF16 instructions: measuring f32");
+    if let Some(note) = bertlu::model::kernels::bf16_unavailable(a.precision, "bench", "measuring") {
+        eprintln!("{note}");
     }
     // A process per case, so each peak-memory figure is that case's alone.
     let exe = std::env::current_exe().context("cannot find the bertlu executable")?;

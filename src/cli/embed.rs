@@ -32,6 +32,8 @@ pub struct EmbedArgs {
     /// Texts a pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub precision: super::PredictionPrecision,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -42,7 +44,7 @@ const CHUNK: usize = 256;
 
 /// Runs `embed`.
 pub fn run(a: EmbedArgs) -> Result<()> {
-    let embedder = Embedder::open(&a.model)?;
+    let embedder = Embedder::open(&a.model)?.with_precision(a.precision.checked("embed"));
     if a.pooling == EmbedPooling::Pooler && !embedder.has_pooler() {
         bail!("{}: --pooling pooler: the model has no pooler (a pre-trained model without a next-sentence head, or a label-attention classifier)", a.model.display());
     }

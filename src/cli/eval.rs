@@ -27,12 +27,14 @@ pub struct EvalArgs {
     /// Examples a batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub precision: super::PredictionPrecision,
 }
 
 /// Runs `eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
     bertlu::apps::setup::check_threshold(a.threshold)?;
-    let clf = LoadedClassifier::open(&a.model)?;
+    let clf = LoadedClassifier::open(&a.model)?.with_precision(a.precision.checked("eval"));
     let examples = read_examples(&a.data)?;
     let unknown: std::collections::BTreeSet<&str> = examples.iter().flat_map(|e| e.labels.iter()).filter(|l| clf.labels.get(l).is_none()).map(String::as_str).collect();
     if !unknown.is_empty() {

@@ -138,6 +138,27 @@ impl StepArgs {
 }
 
 /// The files of a classifier's training run (`finetune`, `linear`).
+/// The number format of prediction's matrix products (`predict`, `eval`, `embed`, `serve`).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct PredictionPrecision {
+    /// Number format of the matrix products' inputs: f32, or bf16 (f32 sums; faster on CPUs with
+    /// AVX-512 BF16; probabilities move by bf16's rounding, about 1e-3, so a label near its
+    /// threshold can change).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: bertlu::config::Precision,
+}
+
+impl PredictionPrecision {
+    /// The precision asked for; says on stderr when bf16 was asked of a CPU without the
+    /// instructions (it then predicts in f32).
+    pub fn checked(self, task: &str) -> bertlu::config::Precision {
+        if let Some(note) = bertlu::model::kernels::bf16_unavailable(self.precision, task, "predicting") {
+            eprintln!("{note}");
+        }
+        self.precision
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ClassifierFiles {
     /// Labelled training file(s) (.txt or .txt.gz): `text __label__a __label__b`; several,

@@ -30,12 +30,14 @@ pub struct PredictArgs {
     /// Lines scored together.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub precision: super::PredictionPrecision,
 }
 
 /// Runs `predict`.
 pub fn run(a: PredictArgs) -> Result<()> {
     bertlu::apps::setup::check_threshold(a.threshold)?;
-    let clf = LoadedClassifier::open(&a.model)?;
+    let clf = LoadedClassifier::open(&a.model)?.with_precision(a.precision.checked("predict"));
     let thresholds = clf.thresholds(a.threshold);
     let lines = if a.input == "-" {
         Lines::from_reader("<stdin>", Box::new(std::io::BufReader::new(std::io::stdin())))

@@ -34,6 +34,8 @@ pub struct ServeArgs {
     /// Threads answering HTTP (parsing, JSON); the model runs on its own thread and the backend's.
     #[arg(long, default_value_t = 2)]
     pub http_threads: usize,
+    #[command(flatten)]
+    pub precision: super::PredictionPrecision,
 }
 
 /// Runs `serve`.
@@ -45,6 +47,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_queue: a.max_queue,
         max_body: a.max_body,
         api_key_file: a.api_key_file,
+        precision: a.precision.checked("serve"),
         ..ServeOptions::new(a.model)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(a.http_threads.max(1)).enable_all().build()?;

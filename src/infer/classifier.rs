@@ -10,6 +10,7 @@ use crate::data::classify::{LabelSet, Problem};
 use crate::text::labelled::Example;
 use crate::text::tokenizer::SpecialIds;
 use crate::eval::thresholds::{Objective, Thresholds};
+use crate::config::Precision;
 use anyhow::{bail, Result};
 use burn::prelude::*;
 
@@ -223,6 +224,9 @@ pub struct LoadedClassifier {
     pub problem: Problem,
     /// The device it runs on.
     pub device: Device,
+    /// Number format of its products' inputs: f32 (as loaded), or bf16 (see
+    /// [`LoadedClassifier::with_precision`]).
+    pub precision: Precision,
 }
 
 impl LoadedClassifier {
@@ -233,7 +237,7 @@ impl LoadedClassifier {
         if meta.kind != ModelKind::Ensemble {
             let member = Member::load(path, meta, &device)?;
             let (labels, problem) = (member.labels.clone(), member.problem());
-            return Ok(Self { path: path.to_path_buf(), meta: member.meta.clone(), members: vec![member], labels, problem, device });
+            return Ok(Self { path: path.to_path_buf(), meta: member.meta.clone(), members: vec![member], labels, problem, device, precision: Precision::F32 });
         }
         let labels = read_labels(path)?;
         let problem = meta.problem.unwrap_or(Problem::MultiLabel);
@@ -248,7 +252,15 @@ impl LoadedClassifier {
         for m in &mut members {
             m.order = member_order(m, &labels, problem)?;
         }
-        Ok(Self { path: path.to_path_buf(), meta, members, labels, problem, device })
+        Ok(Self { path: path.to_path_buf(), meta, members, labels, problem, device, precision: Precision::F32 })
+    }
+
+    /// The same classifier predicting with `precision`: with bf16 the neural members' linear
+    /// layers and convolutions take bf16 inputs and sum in f32 (AVX-512 BF16 CPUs; elsewhere f32,
+    /// see [`crate::model::kernels::bf16::supported`]) — faster, and the probabilities move by
+    /// bf16's rounding (about 1e-3), so a label near its threshold can change.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
     }
 
     /// Model inputs of texts as the first neural member reads them (`None` when every member
@@ -281,6 +293,7 @@ impl LoadedClassifier {
     }
 
     fn member_outputs(&self, texts: &[String], batch_size: usize) -> Vec<(Vec<Vec<f32>>, Vec<bool>)> {
+        let _precision = crate::model::kernels::prediction_precision_scope(self.precision);
         self.members
             .iter()
             .map(|m| {

@@ -4,7 +4,7 @@
 //! optionally scaled to unit length — with mean pooling and unit length, what
 //! sentence-transformers computes.
 
-use crate::config::Pooling;
+use crate::config::{Pooling, Precision};
 use crate::store::model_dir::ModelKind;
 use crate::store::weights::load_mapped;
 use burn::nn::{Linear, LinearConfig};
@@ -54,6 +54,7 @@ pub struct Embedder {
     /// BERT's pooler dense, when the model has one.
     pooler: Option<Linear>,
     device: Device,
+    precision: Precision,
 }
 
 impl Embedder {
@@ -68,7 +69,13 @@ impl Embedder {
         let fresh = PoolerOnly { dense: LinearConfig::new(d, d).init(&device) };
         // absent (no next-sentence head, a label-attention head of another width): no pooler
         let pooler = load_mapped(fresh, &dir.weights(), dir.meta.weights_bytes, from, "dense.").ok().map(|(p, _)| p.dense);
-        Ok(Self { dir, backbone: loaded.backbone, pooler, device })
+        Ok(Self { dir, backbone: loaded.backbone, pooler, device, precision: Precision::F32 })
+    }
+
+    /// The same embedder with its products' inputs in `precision` (as
+    /// [`crate::infer::classifier::LoadedClassifier::with_precision`]).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
     }
 
     /// Whether [`EmbedPooling::Pooler`] can be asked for.
@@ -90,6 +97,7 @@ impl Embedder {
     /// [`EmbedPooling::Pooler`] on a model without a pooler gives its pooled vector unchanged;
     /// callers check [`Embedder::has_pooler`] first.
     pub fn embed_flagged(&self, texts: &[String], pooling: EmbedPooling, normalize: bool, batch_size: usize) -> (Vec<Vec<f32>>, Vec<bool>) {
+        let _precision = crate::model::kernels::prediction_precision_scope(self.precision);
         let (seqs, cut) = encode_texts_flagged(texts, &self.dir.tokenizer, self.dir.config.model.max_len);
         let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let mut out = vec![Vec::new(); seqs.len()];

@@ -11,6 +11,7 @@
 use super::metrics::Metrics;
 use crate::infer::embed::EmbedPooling;
 use crate::data::batch::length_groups;
+use crate::config::Precision;
 use crate::data::classify::{LabelSet, Problem};
 use crate::eval::thresholds::Thresholds;
 use crate::infer::classifier::LoadedClassifier;
@@ -125,7 +126,8 @@ enum Engine {
 }
 
 impl Engine {
-    fn open(path: &Path) -> Result<(Self, ModelInfo)> {
+    /// Loads the model at `path`, its products' inputs in `precision`.
+    fn open(path: &Path, precision: Precision) -> Result<(Self, ModelInfo)> {
         let meta = ModelMeta::read(path)?;
         let mut info = ModelInfo {
             kind: meta.kind,
@@ -141,7 +143,7 @@ impl Engine {
             bertlu_version: meta.bertlu_version.clone(),
         };
         let embedder = match meta.kind {
-            ModelKind::Pretrained | ModelKind::Classifier => Some(Embedder::open(path)?),
+            ModelKind::Pretrained | ModelKind::Classifier => Some(Embedder::open(path)?.with_precision(precision)),
             ModelKind::Linear | ModelKind::Ensemble => None,
         };
         if let Some(e) = &embedder {
@@ -153,7 +155,7 @@ impl Engine {
         if meta.kind == ModelKind::Pretrained {
             return Ok((Engine::Encoder(embedder.expect("a pre-trained model has a backbone")), info));
         }
-        let clf = LoadedClassifier::open(path)?;
+        let clf = LoadedClassifier::open(path)?.with_precision(precision);
         info.problem = Some(clf.problem);
         info.labels = clf.labels.names().to_vec();
         info.threshold = Some(clf.meta.threshold);
@@ -236,7 +238,7 @@ pub struct Batching {
 
 /// Loads the model on a new thread that then serves the queue; returns once the model is
 /// loaded (or failed to load).
-pub fn start(path: &Path, batching: Batching, metrics: Arc<Metrics>) -> Result<(Arc<Queue>, ModelInfo, std::thread::JoinHandle<()>)> {
+pub fn start(path: &Path, batching: Batching, precision: Precision, metrics: Arc<Metrics>) -> Result<(Arc<Queue>, ModelInfo, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Job>();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<ModelInfo>>();
     let waiting = Arc::new(AtomicUsize::new(0));
@@ -246,7 +248,7 @@ pub fn start(path: &Path, batching: Batching, metrics: Arc<Metrics>) -> Result<(
     let handle = std::thread::Builder::new()
         .name("bertlu-inference".into())
         .spawn(move || {
-            let engine = match Engine::open(&path) {
+            let engine = match Engine::open(&path, precision) {
                 Ok((engine, info)) => {
                     let _ = ready_tx.send(Ok(info));
                     engine

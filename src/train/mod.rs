@@ -81,12 +81,10 @@ pub(crate) fn say(opts: &RunOptions, line: &str) {
 /// and says what it is when it is not f32: bf16, or f32 because the CPU lacks the instructions.
 pub(crate) fn precision(optim: &crate::config::OptimConfig, task: &str, opts: &RunOptions) -> crate::model::kernels::PrecisionScope {
     use crate::config::Precision;
-    if optim.precision == Precision::Bf16 {
-        if crate::model::kernels::bf16::supported() {
-            say(opts, &format!("{task}: bf16 matrix products in the linear layers (f32 sums, f32 weights and optimiser state)"));
-        } else {
-            say(opts, &format!("{task}: precision bf16 asked, but this CPU has no AVX-512 BF16 instructions: training in f32"));
-        }
+    if let Some(note) = crate::model::kernels::bf16_unavailable(optim.precision, task, "training") {
+        say(opts, &note);
+    } else if optim.precision == Precision::Bf16 {
+        say(opts, &format!("{task}: bf16 matrix products in the linear layers (f32 sums, f32 weights and optimiser state)"));
     }
     crate::model::kernels::precision_scope(optim.precision)
 }

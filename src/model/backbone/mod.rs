@@ -32,7 +32,7 @@ pub fn pool(states: Tensor<3>, pad_mask: &Tensor<2, Bool>, pooling: Pooling) -> 
         Pooling::Max => {
             // Padding states can be the largest values, so they are pushed below any real one.
             let pad = pad_mask.clone().float().reshape([b, l, 1]) * -1e9;
-            (states + pad).max_dim(1).reshape([b, d])
+            crate::model::kernels::max_over_positions(states + pad)
         }
     }
 }

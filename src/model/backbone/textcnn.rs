@@ -57,11 +57,9 @@ impl TextCnnBackbone {
 
     /// Embedded `x` `[batch, seq, d_model]` → states and pooled vector.
     pub fn encode(&self, x: Tensor<3>, tokens: &TokenBatch) -> BackboneOutput {
-        let [b, _] = tokens.dims();
         let states = conv_states(&self.convs, x, &tokens.pad_mask);
-        let width = states.dims()[2];
         // After ReLU every value is ≥ 0 and padding states are 0, so the max ignores padding.
-        let pooled = states.clone().max_dim(1).reshape([b, width]);
+        let pooled = kernels::max_over_positions(states.clone());
         BackboneOutput { states, pooled }
     }
 }

@@ -183,15 +183,55 @@ pub fn product(out: &mut [f32], lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m
 /// `out` must be valid for writing (and, when `accumulate`, reading) `m × n` values, not
 /// aliased by `lhs` or `rhs`.
 pub unsafe fn product_raw(out: *mut f32, lhs: (&[f32], Stored), rhs: (&[f32], Stored), [m, k, n]: [usize; 3], accumulate: bool) {
-    assert!(supported(), "bf16 products need AVX-512 BF16");
-    assert!(lhs.0.len() >= m * k && rhs.0.len() >= k * n, "bf16 product: [{m}, {k}] · [{k}, {n}] from {} and {} values", lhs.0.len(), rhs.0.len());
+    assert!(lhs.0.len() >= m * k, "bf16 product: [{m}, {k}] from {} values", lhs.0.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: as this function's
+    unsafe { product_packed_raw(out, lhs, &PackedRight::new(rhs, [k, n]), m, accumulate) }
+}
+
+/// A right operand `[k, n]` rounded to bf16 and packed as the products read it: packed once
+/// and multiplied by many left operands (the TextCNN's convolution weights, by every sequence).
+pub struct PackedRight {
+    /// Panels of [`NR`] columns, `[k/2][NR]` pairs each (zero past the edges).
+    panels: Vec<u32>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedRight {
+    /// Packs `rhs` `[k, n]` (stored as it is or transposed).
+    pub fn new(rhs: (&[f32], Stored), [k, n]: [usize; 2]) -> Self {
+        assert!(supported(), "bf16 products need AVX-512 BF16");
+        assert!(rhs.0.len() >= k * n, "bf16 product: [{k}, {n}] from {} values", rhs.0.len());
+        let kp = k.div_ceil(2);
+        let mut panels = vec![0u32; n.div_ceil(NR) * kp * NR];
+        panels.par_chunks_mut((kp * NR).max(1)).enumerate().for_each(|(p, panel)| pack_b(rhs, [k, n], p * NR, panel));
+        Self { panels, k, n }
+    }
+}
+
+/// `out` `[m, n]` (row-major) `= lhs [m, k] · rhs` (`+=` when `accumulate`) for a right operand
+/// packed beforehand; as [`product`] otherwise.
+pub fn product_packed(out: &mut [f32], lhs: (&[f32], Stored), rhs: &PackedRight, m: usize, accumulate: bool) {
+    assert!(out.len() >= m * rhs.n, "bf16 product: [{m}, {}] into {} values", rhs.n, out.len());
+    // SAFETY: `out` holds the m × n output and is borrowed mutably, so nothing else aliases it.
+    unsafe { product_packed_raw(out.as_mut_ptr(), lhs, rhs, m, accumulate) }
+}
+
+/// [`product_packed`] into a raw buffer (see [`product_raw`]).
+///
+/// # Safety
+/// As [`product_raw`]'s.
+pub unsafe fn product_packed_raw(out: *mut f32, lhs: (&[f32], Stored), rhs: &PackedRight, m: usize, accumulate: bool) {
+    let (k, n) = (rhs.k, rhs.n);
+    assert!(lhs.0.len() >= m * k, "bf16 product: [{m}, {k}] from {} values", lhs.0.len());
     if m == 0 || n == 0 {
         return;
     }
     let kp = k.div_ceil(2);
-    // right operand: panels of NR columns, [kp][NR] pairs each (padding zero)
-    let mut packed_b = vec![0u32; n.div_ceil(NR) * kp * NR];
-    packed_b.par_chunks_mut((kp * NR).max(1)).enumerate().for_each(|(p, panel)| pack_b(rhs, [k, n], p * NR, panel));
+    let packed_b = &rhs.panels;
     // left operand: blocks of MR rows, [MR][kp] pairs each ([kp][MR] when stored transposed)
     let mut packed_a = vec![0u32; m.div_ceil(MR) * kp * MR];
     packed_a.par_chunks_mut((kp * MR).max(1)).enumerate().for_each(|(blk, block)| pack_a(lhs, [m, k], blk * MR, block));
@@ -212,8 +252,9 @@ pub unsafe fn product_raw(out: *mut f32, lhs: (&[f32], Stored), rhs: (&[f32], St
             for blk in rt * per_task..((rt + 1) * per_task).min(blocks) {
                 let block = &packed_a[blk * kp * MR..(blk + 1) * kp * MR];
                 let rows = (m - blk * MR).min(MR);
-                // SAFETY: `supported` was checked; the block and panel hold `kp` steps; this task
-                // alone writes rows `blk · MR ..` × columns `p · NR ..` of `out` (m × n values).
+                // SAFETY: `supported` was checked when `rhs` was packed; the block and panel hold
+                // `kp` steps; this task alone writes rows `blk · MR ..` × columns `p · NR ..` of
+                // `out` (m × n values).
                 unsafe {
                     let at = dst.0.add(blk * MR * n + p * NR);
                     match lhs.1 {

@@ -18,24 +18,36 @@ use rayon::prelude::*;
 /// `x` `[b, l, d]` (0 at padding positions), `weight` `[d, Σ w · filters]` (column
 /// `base_c + o · filters + f` holding `W_o` of convolution `c`), `bias` `[widths · filters]`, `keep`
 /// `[b, l]` (1 real, 0 padding) → ReLU states `[b, l, widths · filters]`, 0 at padding positions.
-pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>, bias: &FloatTensor<Flex>, keep: &FloatTensor<Flex>, widths: &[usize], filters: usize) -> FloatTensor<Flex> {
+/// With `bf16`, the products take bf16 inputs ([`super::bf16::product`]).
+pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>, bias: &FloatTensor<Flex>, keep: &FloatTensor<Flex>, widths: &[usize], filters: usize, bf16: bool) -> FloatTensor<Flex> {
     let shape = x.layout().shape().clone();
     let (b, l, d) = (shape[0], shape[1], shape[2]);
     let cols = weight.layout().shape()[1];
     assert_eq!(weight.layout().shape()[0], d, "convolution weights for inputs of width {d}");
+    assert!(d > 0, "convolutions of inputs of width 0");
     assert_eq!(cols, widths.iter().sum::<usize>() * filters, "the weights hold every shift of every width");
     let (xv, wv, bv, kv) = (values(x), values(weight), values(bias), values(keep));
     let width = widths.len() * filters;
     let mut out = vec![0.0f32; b * l * width];
     // sequences share the threads; with fewer sequences than threads, each product does
     let inner = if b >= rayon::current_num_threads() { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(0) };
+    // bf16: the weights rounded and packed once for every sequence
+    let packed = bf16.then(|| super::bf16::PackedRight::new((&wv, super::Stored::AsIs), [d, cols]));
     out.par_chunks_mut(l * width).zip(xv.par_chunks(l * d)).zip(kv.par_chunks(l)).for_each(|((o, xs), k)| {
         let n = k.iter().rposition(|&v| v != 0.0).map_or(0, |t| t + 1);
         if n == 0 {
             return;
         }
-        let mut products = vec![0.0f32; n * cols];
-        super::product_into(&mut products, xs, &wv, [n, d, cols], false, inner);
+        let mut products = Vec::with_capacity(n * cols);
+        // SAFETY: room for n × cols values, every one written by the product (which does not
+        // read its destination; d > 0) before `set_len`.
+        unsafe {
+            match &packed {
+                Some(w) => super::bf16::product_packed_raw(products.as_mut_ptr(), (xs, super::Stored::AsIs), w, n, false),
+                None => super::gemm_stored(products.as_mut_ptr(), (xs, super::Stored::AsIs), (&wv, super::Stored::AsIs), [n, d, cols], false, inner),
+            }
+            products.set_len(n * cols);
+        }
         window_rows(&products, &bv, &k[..n], widths, filters, &mut o[..n * width]);
     });
     FloatTensor::<Flex>::from_data(TensorData::new(out, [b, l, width]))
