@@ -7,6 +7,9 @@ first N examples one at a time. Run both on the same model and file:
     bertlu bench --model CLF --data test.txt.gz --iters 3 --singles 200
     python3 bench/hf_predict_speed.py CLF_HF test.txt.gz --passes 3 --singles 200 --threads 2
 
+With `--bf16` the model runs under `torch.autocast("cpu", dtype=torch.bfloat16)`: PyTorch's own
+mixed precision, to set beside `bertlu bench --model CLF --precision bf16`.
+
 Label words (`__label__x`) are dropped; a TAB makes a text a sentence pair. That both sides
 compute the same probabilities is `bench/hf_classifier_reference.py`'s check. Needs `pip install
 torch transformers`.
@@ -34,6 +37,7 @@ def main():
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--singles", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="run under torch.autocast(cpu, bfloat16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(args.model)
@@ -61,7 +65,8 @@ def main():
         for s in range(0, len(order), args.batch_size):
             predict([features[i] for i in order[s:s + args.batch_size]])
 
-    with torch.inference_mode():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+    with torch.inference_mode(), autocast:
         whole_file()
         passes = []
         for _ in range(args.passes):
@@ -79,7 +84,7 @@ def main():
     if singles:
         s = statistics.median(singles)
         print(f"| one example at a time ({len(singles)} examples) | {s * 1e3:.2f} ms | {1 / s:.0f} |")
-    print(f"python transformers {__import__('transformers').__version__}, torch {torch.__version__}, {args.threads} threads; median of {args.passes} passes after one warm-up pass.")
+    print(f"python transformers {__import__('transformers').__version__}, torch {torch.__version__}, {args.threads} threads{', bf16 autocast' if args.bf16 else ''}; median of {args.passes} passes after one warm-up pass.")
 
 
 if __name__ == "__main__":
