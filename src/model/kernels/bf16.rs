@@ -17,6 +17,11 @@ use rayon::prelude::*;
 const MR: usize = 12;
 /// Columns of an output tile: two 16-lane registers.
 const NR: usize = 32;
+/// Products without gradients (prediction) take bf16 inputs only from this many rows of the
+/// left operand up: the right operand (a weight) is rounded and packed at every product, a cost
+/// that fewer rows do not repay — one MiniLM text of 83 pieces took 14.7 ms in bf16 against
+/// 13.2 ms in f32 (batches of 64 texts: 1.5× faster in bf16).
+pub const MIN_ROWS: usize = 256;
 /// Row blocks a parallel task computes (against every panel in turn, the panel staying in cache).
 const BLOCKS_PER_TASK: usize = 8;
 

@@ -64,8 +64,9 @@ pub fn precision_scope(precision: Precision) -> PrecisionScope {
 
 /// Sets the precision of the products of passes without gradients (prediction, evaluation,
 /// embeddings) made on this thread until the returned guard is dropped: with `bf16`, the linear
-/// layers and the TextCNN's convolutions take bf16 inputs and sum in f32 (where the CPU has
-/// AVX-512 BF16; else f32, and the caller reports it).
+/// layers and the TextCNN's convolutions of at least [`bf16::MIN_ROWS`] rows (a batch's
+/// positions) take bf16 inputs and sum in f32 (where the CPU has AVX-512 BF16; else f32, and the
+/// caller reports it).
 pub fn prediction_precision_scope(precision: Precision) -> PrecisionScope {
     PrecisionScope { cell: &PREDICTION_PRECISION, previous: PREDICTION_PRECISION.replace(precision) }
 }
@@ -95,6 +96,17 @@ pub fn bf16_unavailable(precision: Precision, task: &str, doing: &str) -> Option
 fn bf16_products(autodiff: bool) -> bool {
     let cell = if autodiff { &PRECISION } else { &PREDICTION_PRECISION };
     cell.get() == Precision::Bf16 && bf16::supported()
+}
+
+/// Whether a product whose left operand has `rows` rows takes bf16 inputs: as
+/// [`bf16_products`], and without gradients only from [`bf16::MIN_ROWS`] rows up.
+fn bf16_product(autodiff: bool, rows: usize) -> bool {
+    bf16_products(autodiff) && (autodiff || rows >= bf16::MIN_ROWS)
+}
+
+/// Rows of `x` as a matrix of its last dimension.
+fn rows<const D: usize>(x: &Tensor<D>) -> usize {
+    x.shape().num_elements() / x.dims()[D - 1].max(1)
 }
 
 /// Whether the kernels of this module serve `x`: f32 on the flex device (with or without
@@ -142,7 +154,7 @@ pub fn trained_attention(q: &Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, bias: &Ten
 pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
     match &layer.bias {
         Some(bias) if applies(&x) => {
-            let bf16 = bf16_products(x.device().is_autodiff());
+            let bf16 = bf16_product(x.device().is_autodiff(), rows(&x));
             Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), layer.weight.val().into_dispatch(), bias.val().into_dispatch(), false, bf16))
         }
         _ => layer.forward(x),
@@ -157,7 +169,7 @@ pub fn linear_transposed(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> 
         let d_out = b.dims()[0];
         return x.matmul(w.transpose()) + b.reshape([1, d_out]);
     }
-    let bf16 = bf16_products(x.device().is_autodiff());
+    let bf16 = bf16_product(x.device().is_autodiff(), rows(&x));
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), w.into_dispatch(), b.into_dispatch(), true, bf16))
 }
 
@@ -173,7 +185,7 @@ pub fn inference_kernels_apply<const D: usize>(x: &Tensor<D>) -> bool {
 /// `bias` `[widths · filters]`, `keep` `[b, l]` → `[b, l, widths · filters]`. The products take
 /// bf16 inputs under a bf16 [`prediction_precision_scope`].
 pub fn conv_windows(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>, keep: Tensor<2>, widths: &[usize], filters: usize) -> Tensor<3> {
-    let bf16 = bf16_products(false);
+    let bf16 = bf16_product(false, rows(&x));
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_conv_windows(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), keep.into_dispatch(), widths.to_vec(), filters, bf16))
 }
 
@@ -1106,14 +1118,16 @@ mod tests {
             let values: Vec<f32> = t.to_data().try_into_vec::<f32>().unwrap().into_iter().map(|v| bf16::from_bf16(bf16::to_bf16(v))).collect();
             Tensor::<2>::from_data(TensorData::new(values, t.dims()), &device)
         };
-        // linear layer: odd widths, more rows than one block
+        // linear layer: odd widths, rows enough for bf16
         let layer = burn::nn::LinearConfig::new(37, 29).init(&device);
-        let x = Tensor::<3>::random([3, 11, 37], Distribution::Normal(0.0, 1.0), &device);
+        let m = 3 * 101;
+        assert!(m >= bf16::MIN_ROWS);
+        let x = Tensor::<3>::random([3, 101, 37], Distribution::Normal(0.0, 1.0), &device);
         let run = |prediction: Precision, training: Precision| {
             let (_p, _t) = (prediction_precision_scope(prediction), precision_scope(training));
-            linear(&layer, x.clone()).reshape([33, 29])
+            linear(&layer, x.clone()).reshape([m, 29])
         };
-        let want = rounded(x.clone().reshape([33, 37])).matmul(rounded(layer.weight.val())) + layer.bias.as_ref().unwrap().val().reshape([1, 29]);
+        let want = rounded(x.clone().reshape([m, 37])).matmul(rounded(layer.weight.val())) + layer.bias.as_ref().unwrap().val().reshape([1, 29]);
         let y16 = run(Precision::Bf16, Precision::F32);
         assert!(max_diff(y16.clone(), want) < 1e-4);
         let y32 = run(Precision::F32, Precision::F32);
@@ -1122,19 +1136,27 @@ mod tests {
         // the training scope does not reach a pass without gradients, and the scope ends with its guard
         assert_eq!(max_diff(run(Precision::F32, Precision::Bf16), y32.clone()), 0.0);
         assert_eq!(max_diff(run(Precision::F32, Precision::F32), y32), 0.0);
+        // fewer rows: f32, the packing would cost more than bf16 saves
+        let few = x.clone().slice([0..1, 0..bf16::MIN_ROWS - 1, 0..37]);
+        let with_bf16 = {
+            let _p = prediction_precision_scope(Precision::Bf16);
+            linear(&layer, few.clone())
+        };
+        assert_eq!(max_diff(with_bf16, linear(&layer, few)), 0.0);
         // convolutions: the product of the rounded input and weights, then the same shifted sums
         let (widths, filters, d) = (vec![1usize, 2, 3], 5usize, 13usize);
         let cols: usize = widths.iter().sum::<usize>() * filters;
         let w = Tensor::<2>::random([d, cols], Distribution::Normal(0.0, 0.5), &device);
-        let b = Tensor::<1>::random([widths.len() * filters], Distribution::Normal(0.0, 0.5), &device);
-        let keep = Tensor::<2>::from_data(TensorData::new((0..2 * 7).map(|i| if i < 7 || i % 7 < 4 { 1.0f32 } else { 0.0 }).collect::<Vec<_>>(), [2, 7]), &device);
-        let x = Tensor::<3>::random([2, 7, d], Distribution::Normal(0.0, 1.0), &device) * keep.clone().reshape([2, 7, 1]);
+        let bias = Tensor::<1>::random([widths.len() * filters], Distribution::Normal(0.0, 0.5), &device);
+        let (b, l) = (2, bf16::MIN_ROWS / 2 + 3);
+        let keep = Tensor::<2>::from_data(TensorData::new((0..b * l).map(|i| if i < l || i % l < 4 { 1.0f32 } else { 0.0 }).collect::<Vec<_>>(), [b, l]), &device);
+        let x = Tensor::<3>::random([b, l, d], Distribution::Normal(0.0, 1.0), &device) * keep.clone().reshape([b, l, 1]);
         let conv = |x: Tensor<3>, w: Tensor<2>, precision: Precision| {
             let _p = prediction_precision_scope(precision);
-            conv_windows(x, w, b.clone(), keep.clone(), &widths, filters)
+            conv_windows(x, w, bias.clone(), keep.clone(), &widths, filters)
         };
         let c16 = conv(x.clone(), w.clone(), Precision::Bf16);
-        let from_rounded = conv(rounded(x.clone().reshape([14, d])).reshape([2, 7, d]), rounded(w.clone()), Precision::F32);
+        let from_rounded = conv(rounded(x.clone().reshape([b * l, d])).reshape([b, l, d]), rounded(w.clone()), Precision::F32);
         assert!(max_diff(c16.clone().reshape([-1]), from_rounded.reshape([-1])) < 1e-4);
         let c32 = conv(x, w, Precision::F32);
         let diff = max_diff(c16.reshape([-1]), c32.reshape([-1]));
