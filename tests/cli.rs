@@ -84,6 +84,15 @@ fn pretrain_finetune_eval_predict() {
 
     // predict follows the stored thresholds: raise `net`'s above its probability on line 1 and it goes
     let all = ok(&["predict", "--model", s(&p("clf")), s(&p("input.txt")), "--threshold", "0", "--probs"]);
+    // predicting in bf16: every label's probability within bf16's rounding of f32's (equal where
+    // the CPU lacks AVX-512 BF16, which the run then says)
+    let out = common::bertlu(&["predict", "--model", s(&p("clf")), s(&p("input.txt")), "--threshold", "0", "--probs", "--precision", "bf16"]);
+    assert!(out.status.success());
+    let (f32_probs, bf16_probs) = (first_line_probs(&all), first_line_probs(&String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(f32_probs.keys().collect::<Vec<_>>(), bf16_probs.keys().collect::<Vec<_>>());
+    assert!(f32_probs.iter().all(|(k, v)| (v - bf16_probs[k]).abs() < 0.01), "{f32_probs:?} vs {bf16_probs:?}");
+    let note = String::from_utf8_lossy(&out.stderr).contains("no AVX-512 BF16 instructions: predicting in f32");
+    assert_eq!(note, !bertlu::model::kernels::bf16::supported());
     let words: Vec<&str> = all.lines().next().unwrap().split(' ').collect();
     let p_net: f64 = words[words.iter().position(|w| *w == "__label__net").unwrap() + 1].parse().unwrap();
     let names: Vec<String> = std::fs::read_to_string(p("clf").join("labels.txt")).unwrap().lines().map(str::to_owned).collect();
