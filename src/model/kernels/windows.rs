@@ -18,7 +18,8 @@ use rayon::prelude::*;
 /// `x` `[b, l, d]` (0 at padding positions), `weight` `[d, Σ w · filters]` (column
 /// `base_c + o · filters + f` holding `W_o` of convolution `c`), `bias` `[widths · filters]`, `keep`
 /// `[b, l]` (1 real, 0 padding) → ReLU states `[b, l, widths · filters]`, 0 at padding positions.
-/// With `bf16`, the products take bf16 inputs ([`super::bf16::product`]).
+/// With `bf16`, the products take bf16 inputs, the weights packed once for every sequence
+/// ([`super::bf16::PackedRight`]).
 pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>, bias: &FloatTensor<Flex>, keep: &FloatTensor<Flex>, widths: &[usize], filters: usize, bf16: bool) -> FloatTensor<Flex> {
     let shape = x.layout().shape().clone();
     let (b, l, d) = (shape[0], shape[1], shape[2]);
