@@ -91,17 +91,12 @@ pub fn bf16_unavailable(precision: Precision, task: &str, doing: &str) -> Option
     (precision == Precision::Bf16 && !bf16::supported()).then(|| format!("{task}: precision bf16 asked, but this CPU has no AVX-512 BF16 instructions: {doing} in f32"))
 }
 
-/// Whether the products made on this thread take bf16 inputs: those recorded for gradients
-/// (`autodiff`) under [`precision_scope`], the others under [`prediction_precision_scope`].
-fn bf16_products(autodiff: bool) -> bool {
-    let cell = if autodiff { &PRECISION } else { &PREDICTION_PRECISION };
-    cell.get() == Precision::Bf16 && bf16::supported()
-}
-
-/// Whether a product whose left operand has `rows` rows takes bf16 inputs: as
-/// [`bf16_products`], and without gradients only from [`bf16::MIN_ROWS`] rows up.
+/// Whether a product made on this thread, its left operand `rows` rows, takes bf16 inputs: one
+/// recorded for gradients (`autodiff`) under a bf16 [`precision_scope`], the others under a bf16
+/// [`prediction_precision_scope`] and from [`bf16::MIN_ROWS`] rows up.
 fn bf16_product(autodiff: bool, rows: usize) -> bool {
-    bf16_products(autodiff) && (autodiff || rows >= bf16::MIN_ROWS)
+    let cell = if autodiff { &PRECISION } else { &PREDICTION_PRECISION };
+    cell.get() == Precision::Bf16 && bf16::supported() && (autodiff || rows >= bf16::MIN_ROWS)
 }
 
 /// Rows of `x` as a matrix of its last dimension.
@@ -1114,10 +1109,6 @@ mod tests {
         }
         let device = Device::flex();
         device.seed(31);
-        let rounded = |t: Tensor<2>| {
-            let values: Vec<f32> = t.to_data().try_into_vec::<f32>().unwrap().into_iter().map(|v| bf16::from_bf16(bf16::to_bf16(v))).collect();
-            Tensor::<2>::from_data(TensorData::new(values, t.dims()), &device)
-        };
         // linear layer: odd widths, rows enough for bf16
         let layer = burn::nn::LinearConfig::new(37, 29).init(&device);
         let m = 3 * 101;
@@ -1174,10 +1165,6 @@ mod tests {
         let layer = burn::nn::LinearConfig::new(40, 24).init(&device);
         let x0 = Tensor::<3>::random([3, 10, 40], Distribution::Normal(0.0, 1.0), &device);
         let up = Tensor::<3>::random([3, 10, 24], Distribution::Normal(0.0, 1.0), &device);
-        let rounded = |t: Tensor<2>| {
-            let values: Vec<f32> = t.to_data().try_into_vec::<f32>().unwrap().into_iter().map(|v| bf16::from_bf16(bf16::to_bf16(v))).collect();
-            Tensor::<2>::from_data(TensorData::new(values, t.dims()), &Device::flex())
-        };
         let run = |precision: Precision| {
             let _scope = precision_scope(precision);
             let x = x0.clone().detach().require_grad();
@@ -1220,6 +1207,12 @@ mod tests {
         let sums = column_sums(&x, 3);
         let expected: Vec<f32> = (0..3).map(|c| (0..40_000).map(|r| ((3 * r + c) % 7) as f32).sum()).collect();
         assert_eq!(sums, expected);
+    }
+
+    /// `t`'s values rounded to bf16 (as the bf16 products read them), on the plain device.
+    fn rounded(t: Tensor<2>) -> Tensor<2> {
+        let values: Vec<f32> = t.to_data().try_into_vec::<f32>().unwrap().into_iter().map(|v| bf16::from_bf16(bf16::to_bf16(v))).collect();
+        Tensor::<2>::from_data(TensorData::new(values, t.dims()), &Device::flex())
     }
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
