@@ -5,15 +5,17 @@
 //! merges the heads with strided copies; with head sizes of 16 to 64 the score and context
 //! products are too small for the matrix-product kernel to reach its speed. Here each sequence
 //! (or, with too few sequences for the threads, each (sequence, head)) is one task: its keys
-//! are transposed once (each key row read in order; a few KB, in cache), then for each head,
-//! four queries at a time, their rows of scores (register tiles of 4 queries × 16 keys), the
-//! rows' softmax and their weighted sums of the values, read in place (4 queries × 16
-//! features), written into the task's block of the merged-heads layout. Keys past a sequence's
-//! last non-padding key are skipped (their weight underflows to 0 either way). The queries
-//! may be fewer than the keys: the last layer of a `[CLS]`-pooled classifier asks only for
-//! the first position's.
+//! are transposed once (each key row read in order; a few KB, in cache) and padded with
+//! zero keys to a multiple of [`KEYS`], then for each head, four queries at a time
+//! ([`attend_rows`]): their rows of scores (register tiles of 4 queries × 16 keys, only whole
+//! tiles: a scalar tail for the last few keys of a row cost as much as the tiles before it),
+//! the rows' exponentials and sums while they are in L1, the weighted sums of the values,
+//! read in place (4 queries × 16 features), and the division by the sums on the way into the
+//! task's block of the merged-heads layout. Keys past a sequence's last non-padding key are
+//! skipped (their weight underflows to 0 either way). The queries may be fewer than the keys:
+//! the last layer of a `[CLS]`-pooled classifier asks only for the first position's.
 
-use super::{softmax_rows, values};
+use super::{exp_approx, row_max, sum, values};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::Flex;
 use burn::tensor::TensorData;
@@ -21,19 +23,24 @@ use rayon::prelude::*;
 
 /// Query rows scored and mixed at once: each key or value vector loaded serves all of them.
 const ROWS: usize = 4;
-/// Keys a step of [`score_rows`] scores (two AVX2 registers a row: 8 accumulators in all).
+/// Keys a step of [`score_rows`] scores (two AVX2 registers a row: 8 accumulators in all); a
+/// sequence's keys are padded to a multiple of it.
 const KEYS: usize = 16;
+/// The bias of the keys added to pad a sequence to a multiple of [`KEYS`]: their
+/// exponential is 0 to f32 precision (below 1e-37), and their values are never read.
+const PAD_KEY_BIAS: f32 = -1.0e30;
 
-// Scores of [`ROWS`] queries (`q` `[ROWS][dk]`, already scaled) against `n` keys:
-// `scores[r][j] = bias[j] + Σ_c q[r][c] · keys_t[c][j]`, with `keys_t` the keys transposed
-// (`[dk][n]`, row `c` holding feature `c` of every key). The sums of [`KEYS`] keys × [`ROWS`]
-// rows stay in registers over the features (a loop over features writing each score back to
-// memory was bound by the stores).
-simd_dispatch!(score_rows(q: &[f32], keys_t: &[f32], bias: &[f32], scores: &mut [f32]) {
+/// Scores of [`ROWS`] queries (`q` `[ROWS][dk]`, already scaled) against `n` keys, `n` a
+/// multiple of [`KEYS`]: `scores[r][j] = bias[j] + Σ_c q[r][c] · keys_t[c][j]`, with `keys_t`
+/// the keys transposed (`[dk][n]`, row `c` holding feature `c` of every key). The sums of
+/// [`KEYS`] keys × [`ROWS`] rows stay in registers over the features (a loop over features
+/// writing each score back to memory was bound by the stores).
+#[inline(always)]
+fn score_rows(q: &[f32], keys_t: &[f32], bias: &[f32], scores: &mut [f32]) {
     let dk = q.len() / ROWS;
-    let n = scores.len() / ROWS;
-    let mut j0 = 0;
-    while j0 + KEYS <= n {
+    let n = bias.len();
+    debug_assert_eq!(n % KEYS, 0, "keys padded to whole tiles");
+    for j0 in (0..n).step_by(KEYS) {
         let start: &[f32; KEYS] = bias[j0..j0 + KEYS].try_into().expect("a full block");
         let mut acc = [*start; ROWS];
         for c in 0..dk {
@@ -48,55 +55,43 @@ simd_dispatch!(score_rows(q: &[f32], keys_t: &[f32], bias: &[f32], scores: &mut 
         for (r, a) in acc.iter().enumerate() {
             scores[r * n + j0..r * n + j0 + KEYS].copy_from_slice(a);
         }
-        j0 += KEYS;
     }
-    for j in j0..n {
-        for r in 0..ROWS {
-            scores[r * n + j] = (0..dk).fold(bias[j], |s, c| q[r * dk + c].mul_add(keys_t[c * n + j], s));
-        }
-    }
-});
+}
 
-// `out = probs · vals` for [`ROWS`] rows of probabilities (`probs` `[ROWS][n]`, `vals` `n` rows
-// of `dk` values, `stride` apart, `out` `[ROWS][dk]`): for each key, a block of its value row is
-// loaded once and added into every row; blocks of 16 features, then 8, then single ones.
-simd_dispatch!(mix_rows(probs: &[f32], vals: &[f32], stride: usize, out: &mut [f32]) {
+/// `out = weights · vals` for [`ROWS`] rows of weights (`weights` `[ROWS][np]`, of which the
+/// first `n` columns are read; `vals` `n` rows of `dk` values, `stride` apart; `out`
+/// `[ROWS][dk]`): for each key, a block of its value row is loaded once and added into every
+/// row; blocks of 16 features, then 8, then single ones.
+#[inline(always)]
+fn mix_rows(weights: &[f32], n: usize, vals: &[f32], stride: usize, out: &mut [f32]) {
     let dk = out.len() / ROWS;
     let mut c0 = 0;
     while c0 + 16 <= dk {
-        mix_block::<16>(probs, vals, stride, out, c0);
+        mix_block::<16>(weights, n, vals, stride, out, c0);
         c0 += 16;
     }
     if c0 + 8 <= dk {
-        mix_block::<8>(probs, vals, stride, out, c0);
+        mix_block::<8>(weights, n, vals, stride, out, c0);
         c0 += 8;
     }
-    let n = probs.len() / ROWS;
+    let np = weights.len() / ROWS;
     for c in c0..dk {
         for r in 0..ROWS {
-            out[r * dk + c] = (0..n).fold(0.0, |s, j| probs[r * n + j].mul_add(vals[j * stride + c], s));
+            out[r * dk + c] = (0..n).fold(0.0, |s, j| weights[r * np + j].mul_add(vals[j * stride + c], s));
         }
     }
-});
+}
 
 /// Features `c0 .. c0 + W` of [`mix_rows`].
 #[inline(always)]
-fn mix_block<const W: usize>(
-    probs: &[f32],
-    vals: &[f32],
-    stride: usize,
-    out: &mut [f32],
-    c0: usize,
-) {
+fn mix_block<const W: usize>(weights: &[f32], n: usize, vals: &[f32], stride: usize, out: &mut [f32], c0: usize) {
     let dk = out.len() / ROWS;
-    let n = probs.len() / ROWS;
+    let np = weights.len() / ROWS;
     let mut acc = [[0.0f32; W]; ROWS];
     for j in 0..n {
-        let v: &[f32; W] = vals[j * stride + c0..j * stride + c0 + W]
-            .try_into()
-            .expect("a full block");
+        let v: &[f32; W] = vals[j * stride + c0..j * stride + c0 + W].try_into().expect("a full block");
         for (r, a) in acc.iter_mut().enumerate() {
-            let w = probs[r * n + j];
+            let w = weights[r * np + j];
             for i in 0..W {
                 a[i] = w.mul_add(v[i], a[i]);
             }
@@ -106,6 +101,32 @@ fn mix_block<const W: usize>(
         out[r * dk + c0..r * dk + c0 + W].copy_from_slice(a);
     }
 }
+
+// Attention of [`ROWS`] queries of one head (`q` `[ROWS][dk]`, scaled) over a sequence's keys
+// padded to `np` (`keys_t` `[dk][np]`, `bias` `[np]`), of which the first `n` are real (`vals`:
+// their value rows, `stride` apart): the scores into `scores` `[ROWS][np]`, their exponentials
+// (less the row's maximum) in place, the weighted sums of the values over the rows' sums into
+// `out` `[ROWS][dk]`.
+simd_dispatch!(attend_rows(q: &[f32], keys_t: &[f32], bias: &[f32], vals: &[f32], stride: usize, n: usize, scores: &mut [f32], out: &mut [f32]) {
+    let np = bias.len();
+    score_rows(q, keys_t, bias, scores);
+    let mut sums = [0.0f32; ROWS];
+    for (row, s) in scores.chunks_exact_mut(np).zip(sums.iter_mut()) {
+        let max = row_max(row);
+        for x in row.iter_mut() {
+            *x = exp_approx(*x - max);
+        }
+        *s = sum(row);
+    }
+    mix_rows(scores, n, vals, stride, out);
+    let dk = out.len() / ROWS;
+    for (o, s) in out.chunks_exact_mut(dk).zip(sums) {
+        let inv = 1.0 / s;
+        for x in o.iter_mut() {
+            *x *= inv;
+        }
+    }
+});
 
 /// `softmax(scale · q kᵀ + bias) v` for every head. `k`, `v`: `[b, l, d]` with head `h` in
 /// features `h·dk .. (h+1)·dk`; `q`: `[b, lq, d]`, the queries of the first `lq ≤ l` positions
@@ -131,37 +152,41 @@ pub(super) fn attention_forward(q: &FloatTensor<Flex>, k: &FloatTensor<Flex>, v:
             let (s, g) = (task / groups, task % groups);
             // Keys past the last one with a zero bias are padding in every row: skipped.
             let n = bv[s * l..(s + 1) * l].iter().rposition(|&x| x == 0.0).map_or(l, |p| p + 1);
-            let bias = &bv[s * l..s * l + n];
-            // ROWS queries at a time; rows past `lq` in the last group stay zero and are dropped.
-            let rows = lq.div_ceil(ROWS) * ROWS;
+            let np = n.next_multiple_of(KEYS);
+            let mut bias = vec![PAD_KEY_BIAS; np];
+            bias[..n].copy_from_slice(&bv[s * l..s * l + n]);
             let width = group * dk;
-            let (mut keys_t, mut query) = (vec![0.0f32; width * n], vec![0.0f32; rows * dk]);
-            let (mut scores, mut probs, mut out) = (vec![0.0f32; rows * n], vec![0.0f32; rows * n], vec![0.0f32; rows * dk]);
+            let (mut keys_t, mut query) = (vec![0.0f32; width * np], vec![0.0f32; ROWS * dk]);
+            let (mut scores, mut out) = (vec![0.0f32; ROWS * np], vec![0.0f32; ROWS * dk]);
             let mut block = vec![0.0f32; lq * width];
-            // The group's keys transposed, `[width][n]`: each key row read once, in order.
+            // The group's keys transposed, `[width][np]`: each key row read once, in order.
             let first = (s * l) * d + g * width;
             for t in 0..n {
                 for (c, &x) in kv[first + t * d..first + t * d + width].iter().enumerate() {
-                    keys_t[c * n + t] = x;
+                    keys_t[c * np + t] = x;
                 }
             }
             for h in g * group..(g + 1) * group {
                 let h0 = (h - g * group) * dk;
-                for t in 0..lq {
-                    let at = (s * lq + t) * d + h * dk;
-                    for (x, &y) in query[t * dk..(t + 1) * dk].iter_mut().zip(&qv[at..at + dk]) {
-                        *x = y * scale;
+                for t0 in (0..lq).step_by(ROWS) {
+                    let vals = &vv[first + h0..first + (n - 1) * d + h0 + dk];
+                    // rows past `lq` in the last group score zero queries and are dropped
+                    let rows = ROWS.min(lq - t0);
+                    for (r, row) in query.chunks_exact_mut(dk).enumerate() {
+                        if r < rows {
+                            let at = (s * lq + t0 + r) * d + h * dk;
+                            for (x, &y) in row.iter_mut().zip(&qv[at..at + dk]) {
+                                *x = y * scale;
+                            }
+                        } else {
+                            row.fill(0.0);
+                        }
                     }
-                }
-                for (qg, sg) in query.chunks_exact(ROWS * dk).zip(scores.chunks_exact_mut(ROWS * n)) {
-                    score_rows(qg, &keys_t[h0 * n..(h0 + dk) * n], bias, sg);
-                }
-                softmax_rows(&scores[..lq * n], &mut probs[..lq * n], n);
-                for (p, o) in probs.chunks_exact(ROWS * n).zip(out.chunks_exact_mut(ROWS * dk)) {
-                    mix_rows(p, &vv[first + h0..first + (n - 1) * d + h0 + dk], d, o);
-                }
-                for (t, row) in out.chunks_exact(dk).take(lq).enumerate() {
-                    block[t * width + h0..t * width + h0 + dk].copy_from_slice(row);
+                    attend_rows(&query, &keys_t[h0 * np..(h0 + dk) * np], &bias, vals, d, n, &mut scores, &mut out);
+                    for (r, row) in out.chunks_exact(dk).take(rows).enumerate() {
+                        let at = (t0 + r) * width + h0;
+                        block[at..at + dk].copy_from_slice(row);
+                    }
                 }
             }
             block

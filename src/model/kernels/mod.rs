@@ -307,35 +307,38 @@ fn par_rows(out: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync + 
 }
 
 /// `exp(x)` for f32 by range reduction and a degree-6 polynomial (Cephes' expf), branch-free so
-/// loops over it vectorise; relative error about 2e-7.
+/// loops over it vectorise; relative error about 2e-7. Written with `mul_add` so that the
+/// AVX2+FMA variants of the kernels make each step one fused instruction (Rust never contracts
+/// `a * b + c` by itself).
 #[inline(always)]
 fn exp_approx(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
     // Round to nearest by the 1.5 × 2^23 trick: `f32::round` does not vectorise.
     const SHIFT: f32 = 12_582_912.0;
-    let shifted = x * std::f32::consts::LOG2_E + SHIFT;
+    let shifted = x.mul_add(std::f32::consts::LOG2_E, SHIFT);
     let n = shifted - SHIFT;
     // n as an integer, read from the shifted value's low mantissa bits: `n as i32` is a
     // saturating conversion that compiles to scalar code with NaN checks, lane by lane.
     let n_int = (shifted.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
+    let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, x));
+    let p = 1.987_569_1e-4f32;
+    let p = p.mul_add(r, 1.398_199_9e-3);
+    let p = p.mul_add(r, 8.333_452e-3);
+    let p = p.mul_add(r, 4.166_579_6e-2);
+    let p = p.mul_add(r, 1.666_666_5e-1);
+    let p = p.mul_add(r, 0.5);
+    let e = (p * r).mul_add(r, r + 1.0);
     e * f32::from_bits(((n_int + 127) as u32) << 23)
 }
 
-/// `erf(x)` by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7), branch-free.
+/// `erf(x)` by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7), branch-free, in fused
+/// multiply-adds as [`exp_approx`].
 #[inline(always)]
 fn erf_approx(x: f32) -> f32 {
     let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_7) * t - 0.284_496_74) * t + 0.254_829_6) * t;
-    let y = 1.0 - poly * exp_approx(-a * a);
+    let t = 1.0 / 0.327_591_1f32.mul_add(a, 1.0);
+    let poly = 1.061_405_4f32.mul_add(t, -1.453_152_1).mul_add(t, 1.421_413_7).mul_add(t, -0.284_496_74).mul_add(t, 0.254_829_6) * t;
+    let y = poly.mul_add(-exp_approx(-a * a), 1.0);
     y.copysign(x)
 }
 
@@ -562,9 +565,10 @@ fn sum(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + c.remainder().iter().sum::<f32>()
 }
 
-simd_dispatch!(gelu_chunk(x: &[f32], out: &mut [f32]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = 0.5 * v * (1.0 + erf_approx(v * FRAC_1_SQRT_2));
+// GELU of `x` in place.
+simd_dispatch!(gelu_chunk(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = 0.5 * *v * (1.0 + erf_approx(*v * FRAC_1_SQRT_2));
     }
 });
 
@@ -623,19 +627,19 @@ simd_dispatch!(scaled_softmax_rows(x: &[f32], lse: &[f32], scale: f32, out: &mut
     }
 });
 
-// Normalises rows: writes the mean and 1/σ of each row into `mean`, `rstd`, and x̂ γ + β into
-// `out` (which holds x - mean on the way).
-simd_dispatch!(layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, mean: &mut [f32], rstd: &mut [f32], out: &mut [f32]) {
+// Normalises rows in place: writes the mean and 1/σ of each row into `mean`, `rstd`, and x̂ γ + β
+// over the row (which holds x - mean on the way).
+simd_dispatch!(layer_norm_rows(rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32, mean: &mut [f32], rstd: &mut [f32]) {
     let d = gamma.len();
-    for (r, (xr, or)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
-        let m = sum(xr) / d as f32;
-        for (o, &v) in or.iter_mut().zip(xr) {
-            *o = v - m;
+    for (r, row) in rows.chunks_exact_mut(d).enumerate() {
+        let m = sum(row) / d as f32;
+        for v in row.iter_mut() {
+            *v -= m;
         }
-        let rs = 1.0 / (dot(or, or) / d as f32 + eps).sqrt();
+        let rs = 1.0 / (dot(row, row) / d as f32 + eps).sqrt();
         (mean[r], rstd[r]) = (m, rs);
         for i in 0..d {
-            or[i] = or[i] * rs * gamma[i] + beta[i];
+            row[i] = row[i] * rs * gamma[i] + beta[i];
         }
     }
 });
@@ -680,10 +684,19 @@ fn softmax_backward(y: &FloatTensor<Flex>, g: &FloatTensor<Flex>) -> FloatTensor
 }
 
 fn gelu_forward(x: &FloatTensor<Flex>) -> FloatTensor<Flex> {
-    let xv = values(x);
-    let mut out = vec![0.0f32; xv.len()];
-    par_rows(&mut out, 1, |s, o| gelu_chunk(&xv[s..s + o.len()], o));
+    let mut out = values(x).into_owned();
+    par_rows(&mut out, 1, |_, o| gelu_chunk(o));
     flex_tensor(out, x.layout().shape().clone())
+}
+
+/// GELU of `x` written over `x` where nothing else holds its buffer (a linear layer's fresh
+/// output at inference: no allocation, one pass less); else into a new tensor.
+fn gelu_in_place(mut x: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    if let Some(buffer) = own_buffer(&mut x) {
+        par_rows(buffer, 1, |_, o| gelu_chunk(o));
+        return x;
+    }
+    gelu_forward(&x)
 }
 
 fn gelu_backward(x: &FloatTensor<Flex>, g: &FloatTensor<Flex>) -> FloatTensor<Flex> {
@@ -766,21 +779,41 @@ struct LayerNormState {
 }
 
 fn layer_norm_forward(x: &FloatTensor<Flex>, gamma: &FloatTensor<Flex>, beta: &FloatTensor<Flex>, eps: f64) -> (FloatTensor<Flex>, LayerNormState) {
-    let d = last_dim(x);
-    let (xv, gv, bv) = (values(x), values(gamma), values(beta));
-    let rows = xv.len() / d;
-    let (mut mean, mut rstd, mut out) = (vec![0.0f32; rows], vec![0.0f32; rows], vec![0.0f32; xv.len()]);
-    let per = rows_per_task(d);
-    mean.par_chunks_mut(per)
-        .zip(rstd.par_chunks_mut(per))
-        .zip(out.par_chunks_mut(per * d))
-        .enumerate()
-        .for_each(|(i, ((m, r), o))| {
-            let s = i * per * d;
-            layer_norm_rows(&xv[s..s + o.len()], &gv, &bv, eps as f32, m, r, o)
-        });
+    let mut out = values(x).into_owned();
+    let (mean, rstd) = layer_norm_over(&mut out, gamma, beta, eps);
     let y = flex_tensor(out, x.layout().shape().clone());
-    (y, LayerNormState { x: x.clone(), mean, rstd, gamma: gv.into_owned() })
+    (y, LayerNormState { x: x.clone(), mean, rstd, gamma: values(gamma).into_owned() })
+}
+
+/// LayerNorm of `x` written over `x` where nothing else holds its buffer (inference: a residual
+/// sum made for it); else into a new tensor.
+fn layer_norm_in_place(mut x: FloatTensor<Flex>, gamma: &FloatTensor<Flex>, beta: &FloatTensor<Flex>, eps: f64) -> FloatTensor<Flex> {
+    if let Some(buffer) = own_buffer(&mut x) {
+        layer_norm_over(buffer, gamma, beta, eps);
+        return x;
+    }
+    layer_norm_forward(&x, gamma, beta, eps).0
+}
+
+/// Normalises the rows of `rows` in place (row-parallel); returns each row's mean and 1/σ.
+fn layer_norm_over(rows: &mut [f32], gamma: &FloatTensor<Flex>, beta: &FloatTensor<Flex>, eps: f64) -> (Vec<f32>, Vec<f32>) {
+    let (gv, bv) = (values(gamma), values(beta));
+    let d = gv.len();
+    let n = rows.len() / d.max(1);
+    let (mut mean, mut rstd) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let per = rows_per_task(d);
+    rows.par_chunks_mut(per * d)
+        .zip(mean.par_chunks_mut(per))
+        .zip(rstd.par_chunks_mut(per))
+        .for_each(|((x, m), r)| layer_norm_rows(x, &gv, &bv, eps as f32, m, r));
+    (mean, rstd)
+}
+
+/// The buffer of `x` to write its result over: where `x` alone holds it (no other tensor shares
+/// it, as the inputs kept for a backward pass do) and its elements are the whole buffer, in order.
+fn own_buffer(x: &mut FloatTensor<Flex>) -> Option<&mut [f32]> {
+    let whole = x.layout().contiguous_offsets().is_some_and(|(start, end)| start == 0 && end * 4 == x.bytes().len());
+    if whole { x.try_storage_mut::<f32>() } else { None }
 }
 
 fn layer_norm_backward(st: &LayerNormState, g: &FloatTensor<Flex>) -> (FloatTensor<Flex>, FloatTensor<Flex>, FloatTensor<Flex>) {
@@ -843,10 +876,10 @@ impl FusedOps for Flex {
         softmax_forward(&x)
     }
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        gelu_forward(&x)
+        gelu_in_place(x)
     }
     fn fused_layer_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        layer_norm_forward(&x, &gamma, &beta, epsilon).0
+        layer_norm_in_place(x, &gamma, &beta, epsilon)
     }
 }
 
@@ -1296,5 +1329,29 @@ mod tests {
         let x = Tensor::<2>::random([7, 33], Distribution::Normal(0.0, 2.0), &device);
         assert!(max_diff(softmax_last(x.clone()), burn::tensor::activation::softmax(x.clone(), 1)) < 1e-6);
         assert!(max_diff(gelu(x.clone()), burn::tensor::activation::gelu(x)) < 1e-5);
+    }
+
+    #[test]
+    fn inference_writes_over_a_tensor_only_when_nothing_else_holds_it() {
+        let device = Device::flex();
+        device.seed(9);
+        let (gamma, beta) = (Tensor::<1>::random([33], Distribution::Normal(1.0, 0.5), &device), Tensor::<1>::random([33], Distribution::Normal(0.0, 0.5), &device));
+        let norm = LayerNorm { gamma: burn::module::Param::from_tensor(gamma.clone()), beta: burn::module::Param::from_tensor(beta.clone()), epsilon: 1e-5 };
+        let x = Tensor::<3>::random([3, 7, 33], Distribution::Normal(0.0, 2.0), &device);
+        let before = x.to_data();
+        let expected_gelu = burn::tensor::activation::gelu(x.clone());
+        let expected_norm = burn::tensor::module::layer_norm(x.clone(), gamma, Some(beta), 1e-5);
+        // `x` shared with the caller: a new tensor, `x` unchanged
+        assert!(max_diff(gelu(x.clone()), expected_gelu.clone()) < 1e-5);
+        assert!(max_diff(norm.forward(x.clone()), expected_norm.clone()) < 1e-5);
+        x.to_data().assert_eq(&before, true);
+        // a fresh tensor (the sum the layer makes), a view of part of a buffer, and a transposed one
+        assert!(max_diff(gelu(x.clone() * 1.0), expected_gelu.clone()) < 1e-5);
+        assert!(max_diff(norm.forward(x.clone() + 0.0), expected_norm) < 1e-5);
+        let part = (x.clone() * 1.0).slice([0..3, 2..5, 0..33]);
+        assert!(max_diff(gelu(part), expected_gelu.clone().slice([0..3, 2..5, 0..33])) < 1e-5);
+        let turned = (x.clone() * 1.0).swap_dims(0, 1);
+        assert!(max_diff(gelu(turned), expected_gelu.swap_dims(0, 1)) < 1e-5);
+        x.to_data().assert_eq(&before, true);
     }
 }
