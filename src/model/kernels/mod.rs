@@ -780,24 +780,24 @@ struct LayerNormState {
 
 fn layer_norm_forward(x: &FloatTensor<Flex>, gamma: &FloatTensor<Flex>, beta: &FloatTensor<Flex>, eps: f64) -> (FloatTensor<Flex>, LayerNormState) {
     let mut out = values(x).into_owned();
-    let (mean, rstd) = layer_norm_over(&mut out, gamma, beta, eps);
+    let gv = values(gamma).into_owned();
+    let (mean, rstd) = layer_norm_over(&mut out, &gv, &values(beta), eps);
     let y = flex_tensor(out, x.layout().shape().clone());
-    (y, LayerNormState { x: x.clone(), mean, rstd, gamma: values(gamma).into_owned() })
+    (y, LayerNormState { x: x.clone(), mean, rstd, gamma: gv })
 }
 
 /// LayerNorm of `x` written over `x` where nothing else holds its buffer (inference: a residual
 /// sum made for it); else into a new tensor.
 fn layer_norm_in_place(mut x: FloatTensor<Flex>, gamma: &FloatTensor<Flex>, beta: &FloatTensor<Flex>, eps: f64) -> FloatTensor<Flex> {
     if let Some(buffer) = own_buffer(&mut x) {
-        layer_norm_over(buffer, gamma, beta, eps);
+        layer_norm_over(buffer, &values(gamma), &values(beta), eps);
         return x;
     }
     layer_norm_forward(&x, gamma, beta, eps).0
 }
 
 /// Normalises the rows of `rows` in place (row-parallel); returns each row's mean and 1/σ.
-fn layer_norm_over(rows: &mut [f32], gamma: &FloatTensor<Flex>, beta: &FloatTensor<Flex>, eps: f64) -> (Vec<f32>, Vec<f32>) {
-    let (gv, bv) = (values(gamma), values(beta));
+fn layer_norm_over(rows: &mut [f32], gv: &[f32], bv: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
     let d = gv.len();
     let n = rows.len() / d.max(1);
     let (mut mean, mut rstd) = (vec![0.0f32; n], vec![0.0f32; n]);
@@ -805,7 +805,7 @@ fn layer_norm_over(rows: &mut [f32], gamma: &FloatTensor<Flex>, beta: &FloatTens
     rows.par_chunks_mut(per * d)
         .zip(mean.par_chunks_mut(per))
         .zip(rstd.par_chunks_mut(per))
-        .for_each(|((x, m), r)| layer_norm_rows(x, &gv, &bv, eps as f32, m, r));
+        .for_each(|((x, m), r)| layer_norm_rows(x, gv, bv, eps as f32, m, r));
     (mean, rstd)
 }
 
