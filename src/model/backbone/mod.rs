@@ -85,11 +85,11 @@ impl Backbone {
     }
 
     /// `tokens` `[batch, seq]` → the pooled vector alone `[batch, d_model]` (what a pooled
-    /// classification head reads; the Transformer skips the work only other states need).
+    /// classification head reads; neither backbone does the work only other states need).
     pub fn pooled(&self, tokens: &TokenBatch) -> Tensor<2> {
         match self {
             Backbone::Transformer(b) => b.pooled(tokens),
-            Backbone::TextCnn(b) => b.forward(tokens).pooled,
+            Backbone::TextCnn(b) => b.pooled(tokens),
         }
     }
 

@@ -62,6 +62,20 @@ impl TextCnnBackbone {
         let pooled = kernels::max_over_positions(states.clone());
         BackboneOutput { states, pooled }
     }
+
+    /// `tokens` `[batch, seq]` → the pooled vector alone, `[batch, filters × widths]`: at
+    /// inference the states' maximum is taken as they are computed, never written out.
+    pub fn pooled(&self, tokens: &TokenBatch) -> Tensor<2> {
+        let x = self.embed(tokens);
+        if !(kernels::inference_kernels_apply(&x) && self.convs.iter().all(|c| c.bias.is_some())) {
+            return self.encode(x, tokens).pooled;
+        }
+        let [b, l] = tokens.pad_mask.dims();
+        let keep = tokens.pad_mask.clone().bool_not().float();
+        let x = x * keep.clone().reshape([b, l, 1]);
+        let (weight, bias, widths, filters) = stacked_weights(&self.convs, x.dims()[2]);
+        kernels::conv_windows_max(x, weight, bias, keep, &widths, filters)
+    }
 }
 
 /// The `convs` (`d` → `filters` each, "same" padding) with ReLU over `x` `[b, l, d]`, concatenated:
@@ -82,16 +96,64 @@ pub fn conv_states(convs: &[Conv1d], x: Tensor<3>, pad_mask: &Tensor<2, Bool>) -
 /// [`conv_states`] for inference: `x` `[b, l, d]` (zero at padding) times every width's every
 /// weight block at once, then the shifted sums ([`kernels::conv_windows`]).
 fn conv_states_by_product(convs: &[Conv1d], x: Tensor<3>, keep: Tensor<2>) -> Tensor<3> {
-    let d = x.dims()[2];
+    let (weight, bias, widths, filters) = stacked_weights(convs, x.dims()[2]);
+    kernels::conv_windows(x, weight, bias, keep, &widths, filters)
+}
+
+/// The convolutions (with biases) from width `d` as the inference kernels take them: every
+/// width's every shift side by side `[d, Σ w · filters]`, the biases `[widths · filters]`, the
+/// widths and the filters a width.
+fn stacked_weights(convs: &[Conv1d], d: usize) -> (Tensor<2>, Tensor<1>, Vec<usize>, usize) {
     let filters = convs[0].weight.dims()[0];
     let widths: Vec<usize> = convs.iter().map(|c| c.weight.dims()[2]).collect();
     // weight [filters, d, w] → [d, w · filters]: column o · filters + f is W_o's filter f
     let blocks: Vec<Tensor<2>> = convs.iter().zip(&widths).map(|(c, &w)| c.weight.val().permute([1, 2, 0]).reshape([d, w * filters])).collect();
     let bias = Tensor::cat(convs.iter().map(|c| c.bias.as_ref().expect("checked by the caller").val()).collect(), 0);
-    kernels::conv_windows(x, Tensor::cat(blocks, 1), bias, keep, &widths, filters)
+    (Tensor::cat(blocks, 1), bias, widths, filters)
 }
 
 /// `config.textcnn` convolutions from width `d_in`.
 pub fn init_convs(d_in: usize, config: &ModelConfig, device: &Device) -> Vec<Conv1d> {
     config.textcnn.filter_widths.iter().map(|&w| Conv1dConfig::new(d_in, config.textcnn.filters, w).with_padding(PaddingConfig1d::Same).init(device)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    #[test]
+    fn the_pooled_vector_alone_equals_the_maximum_of_the_states() {
+        let device = Device::flex();
+        device.seed(13);
+        let mut config = crate::config::Config::preset(crate::config::Preset::Tiny).model;
+        // even and odd widths, a filter count off the vector width
+        (config.vocab_size, config.textcnn.filter_widths, config.textcnn.filters) = (50, vec![1, 2, 3, 5], 7);
+        let mut model = TextCnnBackbone::init(&config, &device);
+        // biases of both signs, so some windows are cut to 0 by ReLU and others are not
+        for conv in &mut model.convs {
+            let n = conv.weight.dims()[0];
+            conv.bias = Some(burn::module::Param::from_tensor(Tensor::random([n], Distribution::Normal(0.0, 0.5), &device)));
+        }
+        let ad = device.clone().autodiff();
+        let on_autodiff = model.clone().to_device(&ad);
+        // (lengths, padded length): longer than a block of pooled rows, batch 1 of length 1,
+        // padding, a sequence of padding alone, enough sequences for a task each on 35 threads
+        for (lengths, l) in [(vec![21, 3, 17], 21), (vec![1], 1), (vec![9, 0, 4], 9), ((0..70).map(|i| 1 + i % 11).collect(), 11)] {
+            let b = lengths.len();
+            let ids: Vec<i64> = lengths.iter().enumerate().flat_map(|(s, &n)| (0..l).map(move |t| if t < n { 1 + ((s * 7 + t * 3) % 49) as i64 } else { 0 })).collect();
+            let pad: Vec<bool> = lengths.iter().flat_map(|&n| (0..l).map(move |t| t >= n)).collect();
+            let tokens = |d: &Device| TokenBatch { ids: Tensor::from_data(TensorData::new(ids.clone(), [b, l]), d), pad_mask: Tensor::from_data(TensorData::new(pad.clone(), [b, l]), d), segments: None };
+            let alone = model.pooled(&tokens(&device));
+            assert_eq!(alone.dims(), [b, 4 * 7]);
+            // the whole pass on this device (states by product, then their maximum) and Burn's
+            // convolutions (the autodiff device takes them)
+            let whole = model.forward(&tokens(&device)).pooled;
+            let reference = on_autodiff.forward(&tokens(&ad)).pooled.inner();
+            for (name, other) in [("states' maximum", whole), ("Burn's convolutions", reference)] {
+                let diff: f32 = (alone.clone() - other).abs().max().into_scalar();
+                assert!(diff < 1e-5, "lengths {lengths:?}: {name}: max difference {diff}");
+            }
+        }
+    }
 }

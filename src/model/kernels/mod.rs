@@ -42,8 +42,10 @@ pub trait FusedOps: burn::backend::Backend {
     fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>, transposed_weight: bool, bf16: bool) -> FloatTensor<Self>;
     /// Mean cross-entropy of rows of logits against one target class a row, `[1]` (see [`cross_entropy`]).
     fn fused_cross_entropy(logits: FloatTensor<Self>, targets: Vec<usize>) -> FloatTensor<Self>;
-    /// "Same"-padded convolutions with bias and ReLU as products and shifted sums, without gradients (see [`conv_windows`]).
-    fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize, bf16: bool) -> FloatTensor<Self>;
+    /// "Same"-padded convolutions with bias and ReLU as products and shifted sums, without
+    /// gradients, or (`pooled`) only their maximum over the positions (see [`conv_windows`]).
+    #[allow(clippy::too_many_arguments)]
+    fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize, bf16: bool, pooled: bool) -> FloatTensor<Self>;
     /// The feature-wise maximum over the positions, without gradients (see [`max_over_positions`]).
     fn fused_max_over_positions(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
@@ -181,7 +183,15 @@ pub fn inference_kernels_apply<const D: usize>(x: &Tensor<D>) -> bool {
 /// bf16 inputs under a bf16 [`prediction_precision_scope`].
 pub fn conv_windows(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>, keep: Tensor<2>, widths: &[usize], filters: usize) -> Tensor<3> {
     let bf16 = bf16_product(false, rows(&x));
-    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_conv_windows(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), keep.into_dispatch(), widths.to_vec(), filters, bf16))
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_conv_windows(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), keep.into_dispatch(), widths.to_vec(), filters, bf16, false))
+}
+
+/// [`conv_windows`]' maximum over the positions of each sequence, `[b, widths · filters]`
+/// ([`max_over_positions`] of it), without writing the states out: what a TextCNN classifier
+/// reads of them.
+pub fn conv_windows_max(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>, keep: Tensor<2>, widths: &[usize], filters: usize) -> Tensor<2> {
+    let bf16 = bf16_product(false, rows(&x));
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_conv_windows(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), keep.into_dispatch(), widths.to_vec(), filters, bf16, true))
 }
 
 /// The feature-wise maximum over the positions of each sequence, `x` `[b, l, d]` → `[b, d]`
@@ -857,8 +867,8 @@ impl FusedOps for Flex {
     fn fused_cross_entropy(logits: FloatTensor<Self>, targets: Vec<usize>) -> FloatTensor<Self> {
         cross_entropy_forward(&logits, targets).0
     }
-    fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize, bf16: bool) -> FloatTensor<Self> {
-        windows::windows_forward(&x, &weight, &bias, &keep, &widths, filters, bf16)
+    fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize, bf16: bool, pooled: bool) -> FloatTensor<Self> {
+        windows::windows_forward(&x, &weight, &bias, &keep, &widths, filters, bf16, pooled)
     }
     fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, heads: usize, scale: f64) -> FloatTensor<Self> {
         attention::attention_forward(&q, &k, &v, &bias, heads, scale)
@@ -1018,9 +1028,9 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         <Self as burn::backend::AutodiffBackend>::from_inner(max_over_positions_forward(x.primitive()))
     }
 
-    fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize, bf16: bool) -> FloatTensor<Self> {
+    fn fused_conv_windows(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, widths: Vec<usize>, filters: usize, bf16: bool, pooled: bool) -> FloatTensor<Self> {
         // as for attention: only tensors of the plain device are sent here
-        let y = windows::windows_forward(x.primitive(), weight.primitive(), bias.primitive(), keep.primitive(), &widths, filters, bf16);
+        let y = windows::windows_forward(x.primitive(), weight.primitive(), bias.primitive(), keep.primitive(), &widths, filters, bf16, pooled);
         <Self as burn::backend::AutodiffBackend>::from_inner(y)
     }
 

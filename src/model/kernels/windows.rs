@@ -15,12 +15,18 @@ use burn::backend::Flex;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
+/// Rows of states a sequence's maximum is taken over at a time (`pooled`): a few KB, in L1.
+const POOLED_ROWS: usize = 8;
+
 /// `x` `[b, l, d]` (0 at padding positions), `weight` `[d, Σ w · filters]` (column
 /// `base_c + o · filters + f` holding `W_o` of convolution `c`), `bias` `[widths · filters]`, `keep`
-/// `[b, l]` (1 real, 0 padding) → ReLU states `[b, l, widths · filters]`, 0 at padding positions.
+/// `[b, l]` (1 real, 0 padding) → ReLU states `[b, l, widths · filters]`, 0 at padding positions;
+/// with `pooled`, only their maximum over the positions, `[b, widths · filters]` (the states are
+/// then never written out: a few rows at a time, in cache, into the sequence's maximum).
 /// With `bf16`, the products take bf16 inputs, the weights packed once for every sequence
 /// ([`super::bf16::PackedRight`]).
-pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>, bias: &FloatTensor<Flex>, keep: &FloatTensor<Flex>, widths: &[usize], filters: usize, bf16: bool) -> FloatTensor<Flex> {
+#[allow(clippy::too_many_arguments)]
+pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>, bias: &FloatTensor<Flex>, keep: &FloatTensor<Flex>, widths: &[usize], filters: usize, bf16: bool, pooled: bool) -> FloatTensor<Flex> {
     let shape = x.layout().shape().clone();
     let (b, l, d) = (shape[0], shape[1], shape[2]);
     let cols = weight.layout().shape()[1];
@@ -29,12 +35,14 @@ pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>,
     assert_eq!(cols, widths.iter().sum::<usize>() * filters, "the weights hold every shift of every width");
     let (xv, wv, bv, kv) = (values(x), values(weight), values(bias), values(keep));
     let width = widths.len() * filters;
-    let mut out = vec![0.0f32; b * l * width];
+    // a sequence's output: its states, or (pooled) their maximum, 0 for a sequence of padding alone
+    let per_sequence = if pooled { width } else { l * width };
+    let mut out = vec![0.0f32; b * per_sequence];
     // sequences share the threads; with fewer sequences than threads, each product does
     let inner = if b >= rayon::current_num_threads() { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(0) };
     // bf16: the weights rounded and packed once for every sequence
     let packed = bf16.then(|| super::bf16::PackedRight::new((&wv, super::Stored::AsIs), [d, cols]));
-    out.par_chunks_mut(l * width).zip(xv.par_chunks(l * d)).zip(kv.par_chunks(l)).for_each(|((o, xs), k)| {
+    out.par_chunks_mut(per_sequence).zip(xv.par_chunks(l * d)).zip(kv.par_chunks(l)).for_each(|((o, xs), k)| {
         let n = k.iter().rposition(|&v| v != 0.0).map_or(0, |t| t + 1);
         if n == 0 {
             return;
@@ -49,17 +57,31 @@ pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>,
             }
             products.set_len(n * cols);
         }
-        window_rows(&products, &bv, &k[..n], widths, filters, &mut o[..n * width]);
+        if !pooled {
+            window_rows(&products, &bv, &k[..n], 0, widths, filters, &mut o[..n * width]);
+            return;
+        }
+        // ReLU states are ≥ 0 and padding states 0: the maximum starts at 0
+        let mut rows = vec![0.0f32; POOLED_ROWS * width];
+        for t0 in (0..n).step_by(POOLED_ROWS) {
+            let block = &mut rows[..(n - t0).min(POOLED_ROWS) * width];
+            block.fill(0.0);
+            window_rows(&products, &bv, &k[..n], t0, widths, filters, block);
+            super::max_rows(block, o);
+        }
     });
-    FloatTensor::<Flex>::from_data(TensorData::new(out, [b, l, width]))
+    let shape = if pooled { vec![b, width] } else { vec![b, l, width] };
+    FloatTensor::<Flex>::from_data(TensorData::new(out, shape))
 }
 
-// One sequence: `products` `[l, cols]`, `keep` `[l]` → `out` `[l, widths · filters]`.
-simd_dispatch!(window_rows(products: &[f32], bias: &[f32], keep: &[f32], widths: &[usize], filters: usize, out: &mut [f32]) {
+// One sequence's positions `first ..` (as many as `out` has rows): `products` `[l, cols]`,
+// `keep` `[l]` → `out` `[rows, widths · filters]` (rows of padding left as they are).
+simd_dispatch!(window_rows(products: &[f32], bias: &[f32], keep: &[f32], first: usize, widths: &[usize], filters: usize, out: &mut [f32]) {
     let l = keep.len();
     let cols = products.len() / l.max(1);
     let width = widths.len() * filters;
     for (t, o) in out.chunks_exact_mut(width).enumerate() {
+        let t = first + t;
         if keep[t] == 0.0 {
             continue;
         }
