@@ -1,5 +1,6 @@
-//! The reference training step's matrix-product shapes, f32 (`gemm`) against bf16 (the
-//! mixed-precision kernel), in one process: medians of 9, GFLOP/s and their ratio.
+//! The reference training step's matrix-product shapes and the small Transformer's prediction
+//! shapes, f32 (`gemm`) against bf16 (the mixed-precision kernel), in one process: medians of
+//! 9, GFLOP/s and their ratio.
 //!
 //!     cargo run --release --example product_shapes
 //!
@@ -22,6 +23,12 @@ fn main() {
         ("mlm fwd", [640, 256, 8000], Stored::AsIs, Stored::Transposed),
         ("mlm dE", [8000, 640, 256], Stored::Transposed, Stored::AsIs),
         ("cube", [1024, 1024, 1024], Stored::AsIs, Stored::AsIs),
+        // prediction with the small Transformer (d 128, FFN 512): a batch of 64 texts of ≈ 83
+        // pieces; its query, key and value projections one at a time and as one product
+        ("small q", [5312, 128, 128], Stored::AsIs, Stored::AsIs),
+        ("small qkv", [5312, 128, 384], Stored::AsIs, Stored::AsIs),
+        ("small ffn1", [5312, 128, 512], Stored::AsIs, Stored::AsIs),
+        ("small ffn2", [5312, 512, 128], Stored::AsIs, Stored::AsIs),
     ];
     let bf16_here = bf16::supported();
     if !bf16_here {

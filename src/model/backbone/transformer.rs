@@ -325,4 +325,25 @@ mod tests {
             assert_eq!(diff, 0.0);
         }
     }
+
+    #[test]
+    fn inference_kernels_equal_the_training_path() {
+        let device = Device::flex();
+        device.seed(17);
+        for norm_first in [false, true] {
+            let mut config = crate::config::Config::preset(crate::config::Preset::Tiny).model;
+            (config.vocab_size, config.transformer.n_layers, config.transformer.norm_first, config.dropout) = (50, 2, norm_first, 0.0);
+            let model = TransformerBackbone::init(&config, &device);
+            // the autodiff device takes the training kernels; dropout 0, so nothing random
+            let ad = device.clone().autodiff();
+            let on_ad = model.clone().to_device(&ad);
+            let ids = vec![2i64, 7, 9, 11, 13, 3, 2, 5, 3, 0, 0, 0];
+            let pad: Vec<bool> = ids.iter().enumerate().map(|(i, &t)| i >= 6 && t == 0).collect();
+            let tokens = |d: &Device| TokenBatch { ids: Tensor::from_data(TensorData::new(ids.clone(), [2, 6]), d), pad_mask: Tensor::from_data(TensorData::new(pad.clone(), [2, 6]), d), segments: None };
+            let fast = model.forward(&tokens(&device)).states;
+            let reference = on_ad.forward(&tokens(&ad)).states.inner();
+            let diff: f32 = (fast - reference).abs().max().into_scalar();
+            assert!(diff < 1e-4, "norm_first {norm_first}: max difference {diff}");
+        }
+    }
 }

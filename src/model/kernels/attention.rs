@@ -143,68 +143,71 @@ pub(super) fn attention_forward(q: &FloatTensor<Flex>, k: &FloatTensor<Flex>, v:
     let scale = scale as f32;
     // A task is a sequence and a group of its heads: the whole sequence when there are enough
     // sequences to share among the threads (its keys and values are then read as contiguous
-    // rows, and the blocks are its merged output rows as they are), single heads otherwise.
+    // rows, and its block is its rows of the merged output, written in place), single heads
+    // otherwise.
     let group = if b >= 2 * rayon::current_num_threads() { heads } else { 1 };
     let groups = heads / group;
-    let blocks: Vec<Vec<f32>> = (0..b * groups)
-        .into_par_iter()
-        .map(|task| {
-            let (s, g) = (task / groups, task % groups);
-            // Keys past the last one with a zero bias are padding in every row: skipped.
-            let n = bv[s * l..(s + 1) * l].iter().rposition(|&x| x == 0.0).map_or(l, |p| p + 1);
-            let np = n.next_multiple_of(KEYS);
-            let mut bias = vec![PAD_KEY_BIAS; np];
-            bias[..n].copy_from_slice(&bv[s * l..s * l + n]);
-            let width = group * dk;
-            let (mut keys_t, mut query) = (vec![0.0f32; width * np], vec![0.0f32; ROWS * dk]);
-            let (mut scores, mut out) = (vec![0.0f32; ROWS * np], vec![0.0f32; ROWS * dk]);
-            let mut block = vec![0.0f32; lq * width];
-            // The group's keys transposed, `[width][np]`: each key row read once, in order.
-            let first = (s * l) * d + g * width;
-            for t in 0..n {
-                for (c, &x) in kv[first + t * d..first + t * d + width].iter().enumerate() {
-                    keys_t[c * np + t] = x;
-                }
+    let width = group * dk;
+    // Sequence `s`, heads `g · group ..`: their outputs `[lq][width]` into `block`.
+    let task = |s: usize, g: usize, block: &mut [f32]| {
+        // Keys past the last one with a zero bias are padding in every row: skipped.
+        let n = bv[s * l..(s + 1) * l].iter().rposition(|&x| x == 0.0).map_or(l, |p| p + 1);
+        let np = n.next_multiple_of(KEYS);
+        let mut bias = vec![PAD_KEY_BIAS; np];
+        bias[..n].copy_from_slice(&bv[s * l..s * l + n]);
+        let (mut keys_t, mut query) = (vec![0.0f32; width * np], vec![0.0f32; ROWS * dk]);
+        let (mut scores, mut out) = (vec![0.0f32; ROWS * np], vec![0.0f32; ROWS * dk]);
+        // The group's keys transposed, `[width][np]`: each key row read once, in order.
+        let first = (s * l) * d + g * width;
+        for t in 0..n {
+            for (c, &x) in kv[first + t * d..first + t * d + width].iter().enumerate() {
+                keys_t[c * np + t] = x;
             }
-            for h in g * group..(g + 1) * group {
-                let h0 = (h - g * group) * dk;
-                for t0 in (0..lq).step_by(ROWS) {
-                    let vals = &vv[first + h0..first + (n - 1) * d + h0 + dk];
-                    // rows past `lq` in the last group score zero queries and are dropped
-                    let rows = ROWS.min(lq - t0);
-                    for (r, row) in query.chunks_exact_mut(dk).enumerate() {
-                        if r < rows {
-                            let at = (s * lq + t0 + r) * d + h * dk;
-                            for (x, &y) in row.iter_mut().zip(&qv[at..at + dk]) {
-                                *x = y * scale;
-                            }
-                        } else {
-                            row.fill(0.0);
+        }
+        for h in g * group..(g + 1) * group {
+            let h0 = (h - g * group) * dk;
+            let vals = &vv[first + h0..first + (n - 1) * d + h0 + dk];
+            for t0 in (0..lq).step_by(ROWS) {
+                // rows past `lq` in the last group score zero queries and are dropped
+                let rows = ROWS.min(lq - t0);
+                for (r, row) in query.chunks_exact_mut(dk).enumerate() {
+                    if r < rows {
+                        let at = (s * lq + t0 + r) * d + h * dk;
+                        for (x, &y) in row.iter_mut().zip(&qv[at..at + dk]) {
+                            *x = y * scale;
                         }
-                    }
-                    attend_rows(&query, &keys_t[h0 * np..(h0 + dk) * np], &bias, vals, d, n, &mut scores, &mut out);
-                    for (r, row) in out.chunks_exact(dk).take(rows).enumerate() {
-                        let at = (t0 + r) * width + h0;
-                        block[at..at + dk].copy_from_slice(row);
+                    } else {
+                        row.fill(0.0);
                     }
                 }
+                attend_rows(&query, &keys_t[h0 * np..(h0 + dk) * np], &bias, vals, d, n, &mut scores, &mut out);
+                for (r, row) in out.chunks_exact(dk).take(rows).enumerate() {
+                    let at = (t0 + r) * width + h0;
+                    block[at..at + dk].copy_from_slice(row);
+                }
             }
-            block
-        })
-        .collect();
-    let merged = if groups == 1 {
-        blocks.concat()
+        }
+    };
+    let mut merged = vec![0.0f32; b * lq * d];
+    if groups == 1 {
+        merged.par_chunks_mut(lq * d).enumerate().for_each(|(s, block)| task(s, 0, block));
     } else {
-        let mut merged = vec![0.0f32; b * lq * d];
-        for (task, block) in blocks.iter().enumerate() {
-            let (s, h) = (task / heads, task % heads);
-            for (t, row) in block.chunks_exact(dk).enumerate() {
-                let at = (s * lq + t) * d + h * dk;
+        let blocks: Vec<Vec<f32>> = (0..b * groups)
+            .into_par_iter()
+            .map(|t| {
+                let mut block = vec![0.0f32; lq * width];
+                task(t / groups, t % groups, &mut block);
+                block
+            })
+            .collect();
+        for (t, block) in blocks.iter().enumerate() {
+            let (s, h) = (t / heads, t % heads);
+            for (r, row) in block.chunks_exact(dk).enumerate() {
+                let at = (s * lq + r) * d + h * dk;
                 merged[at..at + dk].copy_from_slice(row);
             }
         }
-        merged
-    };
+    }
     FloatTensor::<Flex>::from_data(TensorData::new(merged, shape))
 }
 
