@@ -138,7 +138,7 @@ mod tests {
         let ad = device.clone().autodiff();
         let on_autodiff = model.clone().to_device(&ad);
         // (lengths, padded length): longer than a block of pooled rows, batch 1 of length 1,
-        // padding, a sequence of padding alone, enough sequences for a task each on 35 threads
+        // padding, a sequence of padding alone, many sequences
         for (lengths, l) in [(vec![21, 3, 17], 21), (vec![1], 1), (vec![9, 0, 4], 9), ((0..70).map(|i| 1 + i % 11).collect(), 11)] {
             let b = lengths.len();
             let ids: Vec<i64> = lengths.iter().enumerate().flat_map(|(s, &n)| (0..l).map(move |t| if t < n { 1 + ((s * 7 + t * 3) % 49) as i64 } else { 0 })).collect();
