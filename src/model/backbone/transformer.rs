@@ -302,18 +302,28 @@ mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
+    /// The tiny preset over a vocabulary of 50, with `n_layers` layers, pre-LN or post-LN.
+    fn tiny(n_layers: usize, norm_first: bool) -> ModelConfig {
+        let mut config = crate::config::Config::preset(crate::config::Preset::Tiny).model;
+        (config.vocab_size, config.transformer.n_layers, config.transformer.norm_first) = (50, n_layers, norm_first);
+        config
+    }
+
+    /// Two sequences of 6 positions on `device`, the second padded after 3.
+    fn two_sequences(device: &Device) -> TokenBatch {
+        let ids = vec![2i64, 7, 9, 11, 13, 3, 2, 5, 3, 0, 0, 0];
+        let pad: Vec<bool> = ids.iter().enumerate().map(|(i, &t)| i >= 6 && t == 0).collect();
+        TokenBatch { ids: Tensor::from_data(TensorData::new(ids, [2, 6]), device), pad_mask: Tensor::from_data(TensorData::new(pad, [2, 6]), device), segments: None }
+    }
+
     #[test]
     fn the_cls_state_alone_equals_the_whole_forward_pass() {
         let device = Device::flex();
         device.seed(11);
         for norm_first in [false, true] {
-            let mut config = crate::config::Config::preset(crate::config::Preset::Tiny).model;
-            (config.vocab_size, config.transformer.n_layers, config.transformer.norm_first) = (50, 3, norm_first);
+            let config = tiny(3, norm_first);
             let model = TransformerBackbone::init(&config, &device);
-            // two sequences, the second padded after 3 positions
-            let ids = vec![2i64, 7, 9, 11, 13, 3, 2, 5, 3, 0, 0, 0];
-            let pad: Vec<bool> = ids.iter().enumerate().map(|(i, &t)| i >= 6 && t == 0).collect();
-            let tokens = TokenBatch { ids: Tensor::from_data(TensorData::new(ids, [2, 6]), &device), pad_mask: Tensor::from_data(TensorData::new(pad, [2, 6]), &device), segments: None };
+            let tokens = two_sequences(&device);
             let whole = model.forward(&tokens).pooled;
             let first = model.pooled(&tokens);
             assert_eq!(first.dims(), [2, config.d_model]);
@@ -331,17 +341,13 @@ mod tests {
         let device = Device::flex();
         device.seed(17);
         for norm_first in [false, true] {
-            let mut config = crate::config::Config::preset(crate::config::Preset::Tiny).model;
-            (config.vocab_size, config.transformer.n_layers, config.transformer.norm_first, config.dropout) = (50, 2, norm_first, 0.0);
+            let config = ModelConfig { dropout: 0.0, ..tiny(2, norm_first) };
             let model = TransformerBackbone::init(&config, &device);
             // the autodiff device takes the training kernels; dropout 0, so nothing random
             let ad = device.clone().autodiff();
             let on_ad = model.clone().to_device(&ad);
-            let ids = vec![2i64, 7, 9, 11, 13, 3, 2, 5, 3, 0, 0, 0];
-            let pad: Vec<bool> = ids.iter().enumerate().map(|(i, &t)| i >= 6 && t == 0).collect();
-            let tokens = |d: &Device| TokenBatch { ids: Tensor::from_data(TensorData::new(ids.clone(), [2, 6]), d), pad_mask: Tensor::from_data(TensorData::new(pad.clone(), [2, 6]), d), segments: None };
-            let fast = model.forward(&tokens(&device)).states;
-            let reference = on_ad.forward(&tokens(&ad)).states.inner();
+            let fast = model.forward(&two_sequences(&device)).states;
+            let reference = on_ad.forward(&two_sequences(&ad)).states.inner();
             let diff: f32 = (fast - reference).abs().max().into_scalar();
             assert!(diff < 1e-4, "norm_first {norm_first}: max difference {diff}");
         }
