@@ -271,8 +271,9 @@ async fn an_imported_encoder_embeds_as_transformers_does_and_refuses_to_predict(
     server.stop().await.unwrap();
 }
 
-#[test]
-fn the_serve_command_stops_on_sigterm_with_exit_0() {
+/// Starts `bertlu serve` on a free port; returns the child, its standard error after the first
+/// line, and the address that line names.
+fn spawn_server() -> (std::process::Child, std::io::BufReader<std::process::ChildStderr>, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bertlu"))
         .args(["serve", "--model"])
@@ -285,9 +286,11 @@ fn the_serve_command_stops_on_sigterm_with_exit_0() {
     let mut first = String::new();
     stderr.read_line(&mut first).unwrap();
     let addr = first.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_else(|| panic!("no address in {first:?}")).to_owned();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let status = runtime.block_on(async { reqwest::get(format!("http://{addr}/health")).await.unwrap().status().as_u16() });
-    assert_eq!(status, 200);
+    (child, stderr, addr)
+}
+
+/// Sends SIGTERM to `child` and checks that it stopped gracefully, with exit status 0.
+fn terminate_gracefully(mut child: std::process::Child, mut stderr: std::io::BufReader<std::process::ChildStderr>) {
     let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let exit = child.wait().unwrap();
@@ -295,6 +298,19 @@ fn the_serve_command_stops_on_sigterm_with_exit_0() {
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert!(exit.success(), "exit {exit:?}: {rest}");
     assert!(rest.contains("stopped"), "{rest}");
+}
+
+#[test]
+fn the_serve_command_stops_on_sigterm_with_exit_0() {
+    let (child, stderr, addr) = spawn_server();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(async { reqwest::get(format!("http://{addr}/health")).await.unwrap().status().as_u16() });
+    assert_eq!(status, 200);
+    terminate_gracefully(child, stderr);
+    // a SIGTERM as soon as the server says where it listens (a supervisor stopping it at once)
+    // stops it gracefully too: the signals are listened for before it starts
+    let (child, stderr, _) = spawn_server();
+    terminate_gracefully(child, stderr);
 }
 
 #[test]

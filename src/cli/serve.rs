@@ -1,7 +1,7 @@
 //! `bertlu serve`: a model behind HTTP until Ctrl-C or SIGTERM.
 
 use anyhow::Result;
-use bertlu::serve::{ServeOptions, Server};
+use bertlu::serve::{ServeOptions, Server, StopSignals};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +52,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(a.http_threads.max(1)).enable_all().build()?;
     runtime.block_on(async {
+        // listened for before the server answers, so an early SIGTERM stops it gracefully too
+        let signals = StopSignals::listen();
         let server = Server::start(options).await?;
         let info = server.info();
         eprintln!(
@@ -60,7 +62,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             info.labels.len(),
             server.addr()
         );
-        server.run_until_signal().await?;
+        server.run_until(signals).await?;
         eprintln!("serve: stopped");
         Ok(())
     })

@@ -127,11 +127,58 @@ impl Server {
         Ok(())
     }
 
-    /// Serves until Ctrl-C or SIGTERM, then stops as [`Server::stop`] does.
-    pub async fn run_until_signal(self) -> Result<()> {
-        shutdown_signal().await;
+    /// Serves until one of `signals` arrives (Ctrl-C or SIGTERM), then stops as
+    /// [`Server::stop`] does.
+    pub async fn run_until(self, signals: StopSignals) -> Result<()> {
+        signals.recv().await;
         eprintln!("serve: stopping: answering the requests in flight");
         self.stop().await
+    }
+}
+
+/// Ctrl-C and SIGTERM, listened for from the moment this is made: made before the server
+/// starts, a signal that arrives before the server waits for one (a supervisor stopping it as
+/// soon as it answers) still stops it gracefully instead of killing it by the default action.
+pub struct StopSignals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Starts listening; needs a Tokio runtime with its I/O driver.
+    pub fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self { interrupt: signal(SignalKind::interrupt()).ok(), terminate: signal(SignalKind::terminate()).ok() }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Waits for the first of the signals.
+    async fn recv(self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = next(self.interrupt) => {},
+                _ = next(self.terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -161,23 +208,3 @@ fn read_api_key(path: &std::path::Path) -> Result<String> {
     Ok(key.to_owned())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
