@@ -67,12 +67,10 @@ impl TextCnnBackbone {
     /// inference the states' maximum is taken as they are computed, never written out.
     pub fn pooled(&self, tokens: &TokenBatch) -> Tensor<2> {
         let x = self.embed(tokens);
-        if !(kernels::inference_kernels_apply(&x) && self.convs.iter().all(|c| c.bias.is_some())) {
+        if !by_product(&self.convs, &x) {
             return self.encode(x, tokens).pooled;
         }
-        let [b, l] = tokens.pad_mask.dims();
-        let keep = tokens.pad_mask.clone().bool_not().float();
-        let x = x * keep.clone().reshape([b, l, 1]);
+        let (x, keep) = zero_padding(x, &tokens.pad_mask);
         let (weight, bias, widths, filters) = stacked_weights(&self.convs, x.dims()[2]);
         kernels::conv_windows_max(x, weight, bias, keep, &widths, filters)
     }
@@ -81,16 +79,27 @@ impl TextCnnBackbone {
 /// The `convs` (`d` → `filters` each, "same" padding) with ReLU over `x` `[b, l, d]`, concatenated:
 /// `[b, l, filters × widths]`, zero at padding positions.
 pub fn conv_states(convs: &[Conv1d], x: Tensor<3>, pad_mask: &Tensor<2, Bool>) -> Tensor<3> {
-    let [b, l] = pad_mask.dims();
-    let keep = pad_mask.clone().bool_not().float().reshape([b, l, 1]);
-    // Padding embeddings are zeroed so they do not leak into the windows of real positions.
-    let x = x * keep.clone();
-    if kernels::inference_kernels_apply(&x) && convs.iter().all(|c| c.bias.is_some()) {
-        return conv_states_by_product(convs, x, keep.reshape([b, l]));
+    let (x, keep) = zero_padding(x, pad_mask);
+    if by_product(convs, &x) {
+        return conv_states_by_product(convs, x, keep);
     }
+    let [b, l] = keep.dims();
     let x = x.swap_dims(1, 2);
     let maps: Vec<Tensor<3>> = convs.iter().map(|conv| relu(conv.forward(x.clone()))).collect();
-    Tensor::cat(maps, 1).swap_dims(1, 2) * keep
+    Tensor::cat(maps, 1).swap_dims(1, 2) * keep.reshape([b, l, 1])
+}
+
+/// `x` `[b, l, d]` with its padding positions zeroed, so they do not leak into the windows of
+/// real positions, and the positions kept `[b, l]` (1 real, 0 padding).
+fn zero_padding(x: Tensor<3>, pad_mask: &Tensor<2, Bool>) -> (Tensor<3>, Tensor<2>) {
+    let keep = pad_mask.clone().bool_not().float();
+    let [b, l] = keep.dims();
+    (x * keep.clone().reshape([b, l, 1]), keep)
+}
+
+/// Whether the inference kernels compute the convolutions over `x` (they need every bias).
+fn by_product(convs: &[Conv1d], x: &Tensor<3>) -> bool {
+    kernels::inference_kernels_apply(x) && convs.iter().all(|c| c.bias.is_some())
 }
 
 /// [`conv_states`] for inference: `x` `[b, l, d]` (zero at padding) times every width's every
