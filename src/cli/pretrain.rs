@@ -56,7 +56,9 @@ pub struct PretrainArgs {
     /// mlm). nsp splits documents into sentences (at `. ! ?` and `。！？`, or one sentence a line
     /// in the blank-line-separated layout) and trains on sentence pairs. electra (instead of
     /// mlm) trains a small generator as the masked LM and the model to spot the word pieces the
-    /// generator put in, at every position: more signal a step than mlm.
+    /// generator put in, at every position: more signal a step than mlm, but its gains need long
+    /// pre-training (at the CPU budgets measured, up to 30 minutes on 2 cores, mlm gained more;
+    /// see docs/results.md).
     #[arg(long, value_delimiter = ',')]
     pub tasks: Option<Vec<Objective>>,
     /// With nsp: share of pairs built shorter than max_len (default 0.1).
