@@ -29,6 +29,7 @@ PRESETS = {"tiny": (64, 2), "small": (128, 4)}  # d_model, layers (8 heads, d_ff
 
 
 def documents(path):
+    """One document a line (the layout of the demo corpus; bertlu also reads blank-line-separated blocks)."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         for line in f:
@@ -38,12 +39,13 @@ def documents(path):
 
 
 def chunk(ids, max_len, cls, sep):
-    """[CLS] … [SEP] sequences of at most max_len, as bertlu's chunk_document."""
+    """[CLS] … [SEP] sequences of at most max_len, as bertlu's chunk_document (a tail of under 8
+    pieces after a first sequence is dropped)."""
     body = max_len - 2
     out = []
     for start in range(0, len(ids), body):
         piece = ids[start : start + body]
-        if start > 0 and len(piece) < body // 8:
+        if start > 0 and len(piece) < 8:
             break
         out.append([cls] + piece + [sep])
     return out
@@ -52,7 +54,8 @@ def chunk(ids, max_len, cls, sep):
 def mask(seq, specials, mask_id, rng, split, piece_ids, prob=0.15, cap=20):
     """split: (share to [MASK], share to [MASK] + share to a random piece)."""
     candidates = [i for i, t in enumerate(seq) if t not in specials]
-    n = min(cap, max(1, round(len(candidates) * prob))) if candidates else 0
+    # rounded half away from zero, as Rust's f64::round in bertlu's num_predictions
+    n = min(cap, len(candidates), max(1, int(len(candidates) * prob + 0.5))) if candidates else 0
     positions = sorted(rng.sample(candidates, n))
     masked = list(seq)
     for p in positions:
@@ -146,24 +149,24 @@ def main():
     sid = {name: tok.token_to_id(name) for name in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]}
     specials = {sid["[PAD]"], sid["[CLS]"], sid["[SEP]"], sid["[MASK]"]}
     piece_ids = [t for t in range(vocab) if t not in specials]
-    seqs = []
-    for doc in documents(args.corpus):
+    # held out as bertlu's is_held_out (valid_fraction 0.01): the second document, then one in 100
+    train, valid = [], []
+    for i, doc in enumerate(documents(args.corpus)):
         ids = tok.encode(doc, add_special_tokens=False).ids
-        seqs += chunk(ids, args.max_len, sid["[CLS]"], sid["[SEP]"])
-    rng.shuffle(seqs)
-    held = max(1, len(seqs) // 100)
-    valid, train = seqs[:held], seqs[held:]
+        (valid if i % 100 == 1 else train).extend(chunk(ids, args.max_len, sid["[CLS]"], sid["[SEP]"]))
     print(f"{len(train)} training sequences, {len(valid)} held out, vocab {vocab}")
 
     d, layers = PRESETS[args.preset]
-    g = max(1, round(d * args.generator_size))
     common = dict(vocab_size=vocab, embedding_size=d, num_hidden_layers=layers, max_position_embeddings=args.max_len,
                   type_vocab_size=2, hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout, layer_norm_eps=1e-12,
                   initializer_range=args.init_std, pad_token_id=sid["[PAD]"], hidden_act="gelu")
-    heads_g = max(1, round(8 * args.generator_size))
-    while g % heads_g:
-        heads_g -= 1
+    excluded = sorted(specials)
     if args.tasks == "electra":
+        # the generator's width and heads as bertlu's generator_config
+        g = max(1, round(d * args.generator_size))
+        heads_g = max(1, round(8 * args.generator_size))
+        while g % heads_g:
+            heads_g -= 1
         disc = ElectraForPreTraining(ElectraConfig(hidden_size=d, num_attention_heads=8, intermediate_size=4 * d, **common))
         gen = ElectraForMaskedLM(ElectraConfig(hidden_size=g, num_attention_heads=heads_g, intermediate_size=4 * g, **common))
         gen.electra.embeddings = disc.electra.embeddings
@@ -177,7 +180,6 @@ def main():
         models = [bert]
         split = (0.8, 0.9)
         run = lambda ids, masked, attention, pos: mlm_step(bert, ids, masked, attention, pos)
-    excluded = sorted(specials)
     params = list({id(p): p for m in models for p in m.parameters()}.values())
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
