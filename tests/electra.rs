@@ -76,8 +76,9 @@ fn ordered_lines(n: usize, seed: u64) -> String {
         .collect()
 }
 
-#[test]
-fn discriminator_beats_calling_every_piece_original() {
+/// Trains a tiny ELECTRA for 500 steps on [`ordered_lines`] and returns the discriminator's
+/// accuracy and the all-original rate on held-out texts, masked and sampled anew.
+fn detection_accuracy(seed: u64) -> (f64, f64) {
     let docs: Vec<String> = ordered_lines(200, 1).lines().map(str::to_owned).collect();
     let tok = WordPieceTokenizer::train(docs.into_iter(), &VocabOptions { size: 60, lowercase: true, min_frequency: 1 }).unwrap();
     let cfg = electra_config(&tok, BackboneKind::Transformer);
@@ -86,12 +87,12 @@ fn discriminator_beats_calling_every_piece_original() {
         ordered_lines(n, seed).lines().map(|l| masking.apply(&bertlu::data::classify::wrap(&tok.encode(l), 32, SpecialIds::BERTLU), rng)).collect()
     };
     let device = Device::flex().autodiff();
-    device.seed(3);
+    device.seed(seed);
     let mut model = PretrainModel::init_for(&cfg, &device);
     let mut optim = bertlu::train::optim::adamw(0.0, 1.0);
-    let mut rng = StdRng::seed_from_u64(5);
+    let mut rng = StdRng::seed_from_u64(5 + seed);
     let texts = 256;
-    for step in 0..300u64 {
+    for step in 0..500u64 {
         let examples = masked(16, 100 + step % (texts / 16), &mut rng);
         let batch = PretrainBatch::new(&examples, SpecialIds::BERTLU, &device);
         let out = model.forward_electra(&batch, SpecialIds::BERTLU, 50.0, &mut rng);
@@ -111,8 +112,21 @@ fn discriminator_beats_calling_every_piece_original() {
     let accuracy = correct as f64 / count as f64;
     let all_original = 1.0 - replaced as f64 / count as f64;
     assert!(replaced > 0);
-    eprintln!("discriminator accuracy {accuracy:.4} vs all-original {all_original:.4}");
-    assert!(accuracy > all_original + 0.03, "discriminator accuracy {accuracy:.4} vs all-original {all_original:.4}");
+    (accuracy, all_original)
+}
+
+/// The margin is a trained model's, so it moves with the CPU's rounding (another matrix-product
+/// kernel takes another path): the median of three initialisations is what is judged, so that
+/// one unlucky path does not decide.
+#[test]
+fn discriminator_beats_calling_every_piece_original() {
+    let mut runs: Vec<(f64, f64)> = (3..6).map(detection_accuracy).collect();
+    for (accuracy, all_original) in &runs {
+        eprintln!("discriminator accuracy {accuracy:.4} vs all-original {all_original:.4}");
+    }
+    runs.sort_by(|a, b| (a.0 - a.1).total_cmp(&(b.0 - b.1)));
+    let (accuracy, all_original) = runs[1];
+    assert!(accuracy > all_original + 0.03, "median run: discriminator accuracy {accuracy:.4} vs all-original {all_original:.4}");
 }
 
 #[test]
