@@ -18,6 +18,7 @@ Prints, an epoch, the held-out generator accuracy and the discriminator's accura
 import argparse
 import gzip
 import math
+import os
 import random
 import time
 
@@ -137,6 +138,7 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--save", help="write the trained model here (the masked LM, or the discriminator) in HuggingFace layout")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -220,6 +222,9 @@ def main():
                              f" (all-original {1 - t['replaced'] / t['disc_count']:.4f})")
             line += f" | rtd train {rtd(seen)}, valid {rtd(tot)}"
         print(line + f" | {time.time() - t0:.0f}s", flush=True)
+    if args.save:
+        models[-1].save_pretrained(args.save)
+        tok.save(os.path.join(args.save, "tokenizer.json"))
 
 
 if __name__ == "__main__":
