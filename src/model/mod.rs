@@ -107,8 +107,15 @@ pub struct PretrainOutput {
 impl PretrainOutput {
     /// The training loss: the objectives' losses summed, replaced-token detection's weighted by λ.
     pub fn loss(&self) -> Tensor<1> {
-        let rtd = self.rtd.iter().map(|r| r.loss.clone().mul_scalar(r.weight as f32));
-        let mut parts = self.mlm.iter().chain(&self.nsp).map(|t| t.loss.clone()).chain(rtd);
+        self.loss_scaled(1.0, 1.0)
+    }
+
+    /// [`Self::loss`] with the masked-LM loss times `mlm` and the detection loss times `rtd`
+    /// (next-sentence prediction's, one term a pair, as it is).
+    pub fn loss_scaled(&self, mlm: f64, rtd: f64) -> Tensor<1> {
+        let rtd = self.rtd.iter().map(|r| r.loss.clone().mul_scalar((r.weight * rtd) as f32));
+        let mlm = self.mlm.iter().map(|t| if mlm == 1.0 { t.loss.clone() } else { t.loss.clone().mul_scalar(mlm as f32) });
+        let mut parts = mlm.chain(self.nsp.iter().map(|t| t.loss.clone())).chain(rtd);
         let first = parts.next().expect("at least one objective");
         parts.fold(first, |a, b| a + b)
     }
