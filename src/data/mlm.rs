@@ -167,10 +167,21 @@ impl Masking {
         n.clamp(1, self.max_predictions.min(candidates))
     }
 
+    /// The positions of `seq` that may be chosen: all but [PAD], [CLS], [SEP] and [MASK].
+    fn candidates<'s>(&self, seq: &'s [u32]) -> impl Iterator<Item = usize> + 's {
+        let specials = self.specials;
+        (0..seq.len()).filter(move |&i| !specials.is_structural(seq[i]))
+    }
+
+    /// How many positions [`Self::apply`] chooses in `seq` (with whole words, at most this many).
+    pub fn predictions_in(&self, seq: &[u32]) -> usize {
+        self.num_predictions(self.candidates(seq).count())
+    }
+
     /// Masks one sequence: chooses positions among the non-special ones, then corrupts them as
     /// `split` says (BERT: 80 % [MASK], 10 % a random word piece, 10 % unchanged).
     pub fn apply<R: Rng>(&self, seq: &[u32], rng: &mut R) -> MlmExample {
-        let candidates: Vec<usize> = (0..seq.len()).filter(|&i| !self.specials.is_structural(seq[i])).collect();
+        let candidates: Vec<usize> = self.candidates(seq).collect();
         let n = self.num_predictions(candidates.len());
         let mut positions: Vec<usize> = match &self.whole_words {
             None => sample(rng, candidates.len(), n).into_iter().map(|k| candidates[k]).collect(),

@@ -114,7 +114,7 @@ impl PretrainOutput {
     /// (next-sentence prediction's, one term a pair, as it is).
     pub fn loss_scaled(&self, mlm: f64, rtd: f64) -> Tensor<1> {
         let rtd = self.rtd.iter().map(|r| r.loss.clone().mul_scalar((r.weight * rtd) as f32));
-        let mlm = self.mlm.iter().map(|t| if mlm == 1.0 { t.loss.clone() } else { t.loss.clone().mul_scalar(mlm as f32) });
+        let mlm = self.mlm.iter().map(|t| t.loss.clone().mul_scalar(mlm as f32));
         let mut parts = mlm.chain(self.nsp.iter().map(|t| t.loss.clone())).chain(rtd);
         let first = parts.next().expect("at least one objective");
         parts.fold(first, |a, b| a + b)

@@ -470,7 +470,9 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
             hash.sequence(&s.ids, s.is_next);
             tokens += s.ids.len();
             n_next += usize::from(s.is_next == Some(true));
-            masked += masking.num_predictions(s.ids.iter().filter(|&&t| !masking.specials.is_structural(t)).count());
+            if masks(p) {
+                masked += masking.predictions_in(&s.ids);
+            }
         }
         n_train += chunk.train.len();
         fill += chunk.train.len();
