@@ -96,6 +96,11 @@ pub struct TransformerConfig {
     /// LayerNorm's epsilon (BERT: 1e-12); written only when not BERT's.
     #[serde(default = "bert_layer_norm_eps", skip_serializing_if = "is_bert_layer_norm_eps")]
     pub layer_norm_eps: f64,
+    /// Dropout after the feed-forward activation. Absent (the default, not written): the
+    /// model's `dropout`, as bertlu's own models have always trained. BERT has none there (its
+    /// feed-forward block drops only its output), so `import-hf` writes 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_dropout: Option<f64>,
 }
 
 /// BERT's LayerNorm epsilon.
@@ -137,6 +142,9 @@ impl TransformerConfig {
             if v == 0 {
                 bail!("{name} must be positive");
             }
+        }
+        if let Some(p) = self.activation_dropout.filter(|p| !(0.0..1.0).contains(p)) {
+            bail!("model.activation_dropout must be in [0, 1) (got {p})");
         }
         if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
             bail!("model.layer_norm_eps must be within (0, 1) (got {})", self.layer_norm_eps);
@@ -244,6 +252,11 @@ impl ModelConfig {
         } else {
             self.max_positions
         }
+    }
+
+    /// Dropout rate after the Transformer's feed-forward activation (`activation_dropout`, else `dropout`).
+    pub fn activation_dropout(&self) -> f64 {
+        self.transformer.activation_dropout.unwrap_or(self.dropout)
     }
 
     /// Width of the backbone's states and pooled vector (what the heads take in).
@@ -368,6 +381,7 @@ const UNWRITTEN_AT_DEFAULT: &[(&str, &str)] = &[
     ("model", "max_positions"),
     ("model", "activation"),
     ("model", "layer_norm_eps"),
+    ("model", "activation_dropout"),
     ("pretrain", "generator_size"),
     ("pretrain", "rtd_weight"),
     ("pretrain", "time_budget"),
@@ -524,7 +538,7 @@ impl Config {
                 d_model,
                 dropout: 0.1,
                 type_vocab_size: 2,
-                transformer: TransformerConfig { n_heads: 8, n_layers, d_ff: 4 * d_model, pooling: Pooling::Cls, norm_first: false, activation: Activation::Gelu, layer_norm_eps: BERT_LAYER_NORM_EPS },
+                transformer: TransformerConfig { n_heads: 8, n_layers, d_ff: 4 * d_model, pooling: Pooling::Cls, norm_first: false, activation: Activation::Gelu, layer_norm_eps: BERT_LAYER_NORM_EPS, activation_dropout: None },
                 textcnn: TextCnnConfig { filter_widths: default_filter_widths(), filters },
             },
             pretrain: PretrainConfig {
@@ -765,9 +779,10 @@ mod tests {
     #[test]
     fn settings_left_out_at_their_default_can_still_be_given() {
         // each key a config file omits at its default, given a non-default value…
-        let given = ["model.max_positions=512", "model.activation=\"gelu-tanh\"", "model.layer_norm_eps=1e-5", "pretrain.generator_size=0.5", "pretrain.rtd_weight=20", "pretrain.time_budget=60", "pretrain.kept_heads=[\"nsp\"]", "pretrain.precision=bf16", "finetune.precision=bf16"];
+        let given = ["model.max_positions=512", "model.activation=\"gelu-tanh\"", "model.layer_norm_eps=1e-5", "model.activation_dropout=0", "pretrain.generator_size=0.5", "pretrain.rtd_weight=20", "pretrain.time_budget=60", "pretrain.kept_heads=[\"nsp\"]", "pretrain.precision=bf16", "finetune.precision=bf16"];
         let c = Config::preset(Preset::Tiny).with_settings(&given.map(String::from)).unwrap();
         assert_eq!((c.model.max_positions, c.model.transformer.activation, c.model.transformer.layer_norm_eps), (512, Activation::GeluTanh, 1e-5));
+        assert_eq!((c.model.activation_dropout(), c.model.dropout), (0.0, 0.1));
         assert_eq!((c.pretrain.generator_size, c.pretrain.rtd_weight, c.pretrain.time_budget), (0.5, 20.0, 60.0));
         assert_eq!(c.pretrain.kept_heads, vec![Objective::Nsp]);
         assert_eq!((c.pretrain.optim.precision, c.finetune.optim.precision), (Precision::Bf16, Precision::Bf16));

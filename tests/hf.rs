@@ -225,6 +225,9 @@ fn tanh_gelu_other_epsilon_pooler_and_next_sentence_logits_match_transformers() 
     let imported = import(&fixture, &device).unwrap();
     let t = &imported.config.model.transformer;
     assert_eq!((t.activation, t.layer_norm_eps), (bertlu::config::Activation::GeluTanh, 1e-5));
+    // BERT drops nothing after the feed-forward activation, and the imported config says so
+    assert_eq!((t.activation_dropout, imported.config.model.activation_dropout(), imported.config.model.dropout), (Some(0.0), 0.0, 0.1));
+    assert!(imported.config.to_toml().contains("activation_dropout = 0.0"));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap()).unwrap();
     let floats = |x: &serde_json::Value| -> Vec<f32> { x.as_array().unwrap().iter().map(|y| y.as_f64().unwrap() as f32).collect() };
     let d = tempfile::tempdir().unwrap();

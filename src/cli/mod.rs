@@ -45,13 +45,13 @@ pub struct Cli {
 pub enum Command {
     /// Train a WordPiece vocabulary on a corpus.
     Vocab(vocab::VocabArgs),
-    /// Masked-LM pre-training on a raw corpus.
+    /// Pre-train on a raw corpus: masked LM or ELECTRA, optionally next-sentence prediction.
     Pretrain(pretrain::PretrainArgs),
     /// Fine-tune a classifier (from a pre-trained model with --init, else from scratch).
     Finetune(finetune::FinetuneArgs),
     /// Write a Transformer (pre-trained or classifier) as a HuggingFace BERT checkpoint.
     ExportHf(export_hf::ExportHfArgs),
-    /// One vector a text line (pooled backbone states), as JSON lines.
+    /// One vector a text line (pooled backbone states), as JSON lines or .npy.
     Embed(embed::EmbedArgs),
     /// Import a HuggingFace BERT checkpoint (config.json, model.safetensors, tokenizer) as a pre-trained model.
     ImportHf(import_hf::ImportHfArgs),

@@ -130,6 +130,8 @@ pub fn config_from_hf(path: &Path) -> Result<Config> {
     m.transformer.norm_first = false;
     m.transformer.activation = activation;
     m.transformer.layer_norm_eps = eps;
+    // BERT's feed-forward block has no dropout after its activation
+    m.transformer.activation_dropout = Some(0.0);
     cfg.validate().with_context(|| format!("{}", path.display()))?;
     Ok(cfg)
 }

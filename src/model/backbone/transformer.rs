@@ -94,9 +94,9 @@ impl SelfAttention {
     }
 }
 
-/// The position-wise feed-forward block: linear, GELU, dropout, linear. (HuggingFace's BERT has
-/// no dropout after the activation; it only acts in training, so imported weights compute the
-/// same outputs at inference.)
+/// The position-wise feed-forward block: linear, GELU, dropout, linear. The dropout after the
+/// activation is `model.activation_dropout` (BERT's is 0: imported checkpoints train as in
+/// HuggingFace; bertlu's own models default to the model's dropout rate).
 #[derive(Module, Debug)]
 pub struct FeedForward {
     /// `d_model` → `d_ff`.
@@ -142,7 +142,7 @@ impl EncoderLayer {
             pwff: FeedForward {
                 linear_inner: linear_layer(config.d_model, config.transformer.d_ff, device),
                 linear_outer: linear_layer(config.transformer.d_ff, config.d_model, device),
-                dropout: Dropout::new(config.dropout),
+                dropout: Dropout::new(config.activation_dropout()),
                 activation: config.transformer.activation,
             },
             norm_1: layer_norm(config, device),
@@ -351,5 +351,30 @@ mod tests {
             let diff: f32 = (fast - reference).abs().max().into_scalar();
             assert!(diff < 1e-4, "norm_first {norm_first}: max difference {diff}");
         }
+    }
+
+    #[test]
+    fn the_activation_dropout_acts_only_where_configured() {
+        let device = Device::flex();
+        device.seed(23);
+        let ad = device.clone().autodiff();
+        // a training pass differs from inference by its dropout alone: with every other rate 0,
+        // only the dropout after the feed-forward activation can make them differ
+        let gap = |activation_dropout: Option<f64>, dropout: f64| -> f32 {
+            let mut config = ModelConfig { dropout, ..tiny(2, false) };
+            config.transformer.activation_dropout = activation_dropout;
+            let model = TransformerBackbone::init(&config, &device);
+            crate::model::dropout::seed(5);
+            let trained = model.clone().to_device(&ad).forward(&two_sequences(&ad)).states.inner();
+            (model.forward(&two_sequences(&device)).states - trained).abs().max().into_scalar()
+        };
+        assert!(gap(Some(0.5), 0.0) > 0.1, "the activation dropout set, the other rates 0: training must differ");
+        assert!(gap(None, 0.0) < 1e-4, "unset, it takes the model's rate (0 here)");
+        assert!(gap(Some(0.0), 0.0) < 1e-4);
+        // unset, it is the model's dropout rate, as in every model saved before it existed
+        let mut config = ModelConfig { dropout: 0.3, ..tiny(1, false) };
+        assert_eq!(TransformerBackbone::init(&config, &device).encoder.layers[0].pwff.dropout.prob, 0.3);
+        config.transformer.activation_dropout = Some(0.0);
+        assert_eq!(TransformerBackbone::init(&config, &device).encoder.layers[0].pwff.dropout.prob, 0.0);
     }
 }
