@@ -103,8 +103,8 @@ impl ConfigSources {
     }
 }
 
-/// Refuses a [model] that differs from the pre-trained model's in anything but dropout, pooling
-/// and `max_len`, which shape no weight (a shorter or equal `max_len` than the position table
+/// Refuses a [model] that differs from the pre-trained model's in anything but the dropout rates,
+/// pooling and `max_len`, which shape no weight (a shorter or equal `max_len` than the position table
 /// keeps the table: `max_positions` is set to its size).
 fn check_same_shape(cfg: &mut Config, dir: &ModelDir) -> Result<()> {
     let old = &dir.config.model;
@@ -116,11 +116,12 @@ fn check_same_shape(cfg: &mut Config, dir: &ModelDir) -> Result<()> {
     }
     let mut shape = cfg.model.clone();
     shape.dropout = old.dropout;
+    shape.transformer.activation_dropout = old.transformer.activation_dropout;
     shape.transformer.pooling = old.transformer.pooling;
     shape.max_len = old.max_len;
     shape.max_positions = old.max_positions;
     if shape != *old {
-        bail!("[model] differs from the pre-trained model in {} (only dropout, pooling and max_len may change)", dir.path.display());
+        bail!("[model] differs from the pre-trained model in {} (only dropout, activation_dropout, pooling and max_len may change)", dir.path.display());
     }
     cfg.validate()
 }
