@@ -8,13 +8,13 @@ use super::optim::{adamw, Schedule};
 use crate::store::checkpoints::{self, Position};
 use crate::store::fingerprint::Fnv;
 use super::{derived_seed, devices, log_epoch, say, streams, RunOptions};
-use crate::data::batch::{bucketed_batch_count, bucketed_batches, PretrainBatch};
+use crate::data::batch::{bucketed_batch_count, PretrainBatch};
 use crate::store::weights::load_prefix;
 use crate::store::model_dir::{ModelDir, ModelKind, ModelMeta};
 use crate::config::{Config, Objective, PretrainConfig};
 use crate::model::{PretrainModel, PretrainOutput, RtdOutput, TaskOutput};
-use crate::data::mlm::{chunk_document, MaskSplit, Masking, MlmExample, WordBoundaries};
-use crate::data::nsp::{build_pairs, split_sentences, PairSettings, Sequence};
+use crate::data::mlm::{MaskSplit, Masking, MlmExample, WordBoundaries};
+use crate::data::nsp::Sequence;
 use crate::text::corpus::DocumentSource;
 use crate::text::tokenizer::{SpecialIds, WordPieceTokenizer};
 use anyhow::{bail, Context, Result};
@@ -26,6 +26,16 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
+
+mod budget;
+mod corpus_pass;
+mod held_out;
+
+use budget::{fit_budget, seconds_text};
+pub use corpus_pass::{is_held_out, MAX_HELD_OUT, SHUFFLE_BUFFER};
+use corpus_pass::{EpochBatches, Pass};
+pub use held_out::{evaluate, HeldOutScores};
+use held_out::held_out_draws;
 
 /// Scores of one pre-training epoch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,156 +85,6 @@ pub struct PretrainEpoch {
     pub replaced_share: Option<f64>,
     /// Seconds since the start of training.
     pub seconds: f64,
-}
-
-/// Documents tokenized together.
-const CHUNK: usize = 2048;
-/// Training sequences shuffled (and grouped by length) together: what a pass holds in memory —
-/// about 10 MB of ids at Debtags' 76 pieces a sequence — however large the corpus.
-pub const SHUFFLE_BUFFER: usize = 32_768;
-/// Held-out sequences kept at most (the validation set of a huge corpus stays small).
-pub const MAX_HELD_OUT: usize = 2_000;
-
-/// Held-out sequences scored at least, counting each masking draw of a sequence once.
-const MIN_HELD_OUT_SCORED: usize = 512;
-
-/// Masking draws of each held-out sequence: one where there are [`MIN_HELD_OUT_SCORED`], up to 8
-/// for a few dozen. Over the demo corpus's 68 held-out sequences (794 masked pieces) one model's
-/// masked-LM loss ranged from 6.49 to 6.71 across 13 draws: with one draw, epochs and runs were
-/// compared on the luck of the draw.
-fn held_out_draws(held: usize) -> usize {
-    MIN_HELD_OUT_SCORED.div_ceil(held.max(1)).clamp(1, 8)
-}
-
-/// Whether document `i` (0-based, file order) is held out: the second, then one every
-/// `1 / valid_fraction` documents — the same split for every seed and every pass.
-pub fn is_held_out(i: usize, valid_fraction: f64) -> bool {
-    if valid_fraction <= 0.0 {
-        return false;
-    }
-    let period = ((1.0 / valid_fraction).round() as usize).max(2);
-    i % period == 1
-}
-
-/// The sequences of one chunk of documents.
-struct Chunk {
-    /// Training sequences.
-    train: Vec<Sequence>,
-    /// Held-out sequences.
-    held: Vec<Sequence>,
-}
-
-/// One pass over the corpus, tokenizing [`CHUNK`] documents at a time, in file order.
-///
-/// Without `nsp` a document is cut into `[CLS] … [SEP]` chunks; with it, into sentences packed
-/// into pairs, the NotNext sides drawn from the other documents of the same chunk (training from
-/// training documents, held-out from held-out ones), seeded by the chunk's number so every pass
-/// builds the same pairs.
-struct Pass<'a> {
-    docs: Box<dyn Iterator<Item = Result<String>> + Send + 'a>,
-    tokenizer: &'a WordPieceTokenizer,
-    cfg: &'a Config,
-    /// Documents read so far.
-    index: usize,
-    chunk_no: u64,
-}
-
-impl<'a> Pass<'a> {
-    fn new<D: DocumentSource + ?Sized>(docs: &'a D, tokenizer: &'a WordPieceTokenizer, cfg: &'a Config) -> Result<Self> {
-        Ok(Self { docs: docs.documents()?, tokenizer, cfg, index: 0, chunk_no: 0 })
-    }
-
-    /// The next chunk's sequences; `None` at the end of the corpus.
-    fn next_chunk(&mut self) -> Result<Option<Chunk>> {
-        let mut chunk = Vec::with_capacity(CHUNK);
-        for d in self.docs.by_ref().take(CHUNK) {
-            chunk.push(d?);
-        }
-        if chunk.is_empty() {
-            return Ok(None);
-        }
-        let (cfg, tokenizer) = (self.cfg, self.tokenizer);
-        let held_out: Vec<bool> = (self.index..self.index + chunk.len()).map(|i| is_held_out(i, cfg.pretrain.valid_fraction)).collect();
-        self.index += chunk.len();
-        let chunk_no = self.chunk_no;
-        self.chunk_no += 1;
-        let (mut train, mut held) = (Vec::new(), Vec::new());
-        if cfg.pretrain.has(Objective::Nsp) {
-            let settings = PairSettings { max_len: cfg.model.max_len, short_seq_prob: cfg.pretrain.short_seq_prob, specials: tokenizer.specials() };
-            // every sentence of the chunk tokenized in one batch, then regrouped by document
-            let sentences: Vec<Vec<String>> = chunk.iter().map(|d| split_sentences(d).into_iter().map(str::to_owned).collect()).collect();
-            let mut ids = tokenizer.encode_batch(&sentences.concat()).into_iter();
-            let by_doc: Vec<Vec<Vec<u32>>> = sentences.iter().map(|s| ids.by_ref().take(s.len()).filter(|x| !x.is_empty()).collect()).collect();
-            let mut rng = StdRng::seed_from_u64(derived_seed(cfg.pretrain.optim.seed, streams::PAIRS, chunk_no));
-            let (h, t): (Vec<usize>, Vec<usize>) = (0..by_doc.len()).filter(|&i| !by_doc[i].is_empty()).partition(|&i| held_out[i]);
-            train = build_pairs(&by_doc, &t, settings, &mut rng);
-            held = build_pairs(&by_doc, &h, settings, &mut rng);
-        } else {
-            for (ids, &is_held) in tokenizer.encode_batch(&chunk).into_iter().zip(&held_out) {
-                // Sequences with no word piece (empty documents) teach nothing.
-                let seqs = chunk_document(&ids, cfg.model.max_len, tokenizer.specials()).into_iter().filter(|s| s.len() > 2).map(|ids| Sequence { ids, is_next: None });
-                if is_held {
-                    held.extend(seqs);
-                } else {
-                    train.extend(seqs);
-                }
-            }
-        }
-        Ok(Some(Chunk { train, held }))
-    }
-}
-
-/// The batches of one epoch: [`SHUFFLE_BUFFER`] training sequences at a time, each buffer's
-/// order drawn from (seed, epoch, buffer number) and grouped by length.
-struct EpochBatches<'a> {
-    pass: Pass<'a>,
-    epoch: usize,
-    buffer: Vec<Sequence>,
-    buffer_no: u64,
-    queue: std::collections::VecDeque<Vec<usize>>,
-    ended: bool,
-}
-
-impl EpochBatches<'_> {
-    /// Fills the next buffer and orders its batches; false at the end of the corpus.
-    fn refill(&mut self) -> Result<bool> {
-        if self.ended {
-            return Ok(false);
-        }
-        self.buffer.clear();
-        while self.buffer.len() < SHUFFLE_BUFFER {
-            match self.pass.next_chunk()? {
-                Some(chunk) => self.buffer.extend(chunk.train),
-                None => {
-                    self.ended = true;
-                    break;
-                }
-            }
-        }
-        let p = &self.pass.cfg.pretrain;
-        let lengths: Vec<usize> = self.buffer.iter().map(|s| s.ids.len()).collect();
-        let order_seed = derived_seed(p.optim.seed, streams::ORDER, ((self.epoch as u64) << 32) | self.buffer_no);
-        self.buffer_no += 1;
-        self.queue = bucketed_batches(&lengths, p.optim.batch_size, &mut StdRng::seed_from_u64(order_seed)).into();
-        Ok(true)
-    }
-}
-
-impl Iterator for EpochBatches<'_> {
-    type Item = Result<Vec<Sequence>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(idx) = self.queue.pop_front() {
-                return Some(Ok(idx.iter().map(|&i| self.buffer[i].clone()).collect()));
-            }
-            match self.refill() {
-                Ok(true) => continue,
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
 }
 
 /// Running numbers of a pre-training loop, saved in its checkpoints.
@@ -555,98 +415,6 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     Ok(at.state.log)
 }
 
-/// Training steps timed to fit a time budget (after two untimed ones), spread over the lengths
-/// of the held-out sequences: the mean of steps on short, middling and long batches is the mean
-/// step of an epoch, whose batches are grouped by length too.
-const BUDGET_PROBE_STEPS: usize = 6;
-
-/// `cfg` with `max_steps` and `epochs` set to what fits in the rest of `pretrain.time_budget`
-/// (measured from `started`, the corpus pass included; a `max_steps` already set still caps it): the steps that fit at the step time
-/// measured on held-out batches of a fresh model, less the held-out scoring at each epoch's end
-/// (and before the first step when `scored_first`: a continued pre-training scores its start).
-/// A resumed run takes both from its checkpoint instead, so it continues the same schedule.
-#[allow(clippy::too_many_arguments)]
-fn fit_budget(cfg: &Config, out: &Path, opts: &RunOptions, valid: &[MlmExample], valid_next: &[Option<bool>], specials: SpecialIds, steps_per_epoch: usize, scored_first: bool, started: Instant, device: &Device) -> Result<Config> {
-    let mut fitted = cfg.clone();
-    if opts.resume {
-        if let Some(ckpt) = checkpoints::latest(out)? {
-            let saved = Config::load(&ckpt.join(crate::store::layout::CONFIG_FILE))?;
-            fitted.pretrain.max_steps = saved.pretrain.max_steps;
-            fitted.pretrain.optim.epochs = saved.pretrain.optim.epochs;
-        }
-        return Ok(fitted);
-    }
-    let p = &cfg.pretrain;
-    if valid.is_empty() {
-        bail!("pretrain.time_budget: the corpus has no held-out sequence to measure a step on (too small for pretrain.valid_fraction?)");
-    }
-    let step = probe_step_seconds(cfg, valid, valid_next, specials, device)?;
-    // scoring the held-out sequences: a forward pass, about a third of a training step a batch
-    let scoring = valid.len().div_ceil(p.optim.batch_size) as f64 * step / 3.0;
-    let left = p.time_budget - started.elapsed().as_secs_f64();
-    let mut steps = (left / step).floor().max(0.0) as usize;
-    let scorings = steps.div_ceil(steps_per_epoch).max(1) + usize::from(scored_first);
-    steps = ((left - scorings as f64 * scoring) / step).floor().max(0.0) as usize;
-    if steps == 0 {
-        bail!("pretrain.time_budget {}: no time left to train ({:.1} s went to reading the corpus, one step takes {step:.2} s)", seconds_text(p.time_budget), started.elapsed().as_secs_f64());
-    }
-    if p.max_steps > 0 {
-        steps = steps.min(p.max_steps);
-    }
-    let epochs = steps.div_ceil(steps_per_epoch);
-    fitted.pretrain.max_steps = steps;
-    fitted.pretrain.optim.epochs = epochs;
-    say(opts, &format!("pretrain: time budget {}: {steps} steps fit ({epochs} epoch(s) of {steps_per_epoch}; {step:.3} s a step, measured on held-out batches); without a budget this run is --epochs {epochs} --max-steps {steps}", seconds_text(p.time_budget)));
-    Ok(fitted)
-}
-
-/// Mean seconds of a training step (forward, backward, AdamW) of a fresh model on
-/// [`BUDGET_PROBE_STEPS`] held-out batches taken across the range of lengths.
-fn probe_step_seconds(cfg: &Config, valid: &[MlmExample], valid_next: &[Option<bool>], specials: SpecialIds, device: &Device) -> Result<f64> {
-    let p = &cfg.pretrain;
-    let mut order: Vec<usize> = (0..valid.len()).collect();
-    order.sort_by_key(|&i| valid[i].input_ids.len());
-    let size = p.optim.batch_size.min(order.len());
-    let batch = |k: usize| {
-        // the batch around quantile (k + ½) / steps of the lengths
-        let start = ((order.len() - size) * (2 * k + 1)) / (2 * BUDGET_PROBE_STEPS);
-        let picked = &order[start..start + size];
-        let examples: Vec<MlmExample> = picked.iter().map(|&i| valid[i].clone()).collect();
-        let next: Vec<Option<bool>> = picked.iter().map(|&i| valid_next[i]).collect();
-        batch_of(&examples, &next, specials, device)
-    };
-    let mut model = PretrainModel::init_for(cfg, device);
-    let mut optim = adamw(p.optim.weight_decay, p.optim.grad_clip);
-    let mut step = |model: PretrainModel, k: usize| {
-        let loss = forward(&model, &batch(k), p, specials, k as u64).loss();
-        // read as a real step reads it
-        let _: f32 = loss.clone().into_scalar();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        optim.step(p.optim.lr, model, grads)
-    };
-    for k in [BUDGET_PROBE_STEPS / 2, BUDGET_PROBE_STEPS - 1] {
-        model = step(model, k);
-    }
-    let timer = Instant::now();
-    for k in 0..BUDGET_PROBE_STEPS {
-        model = step(model, k);
-    }
-    drop(model);
-    Ok(timer.elapsed().as_secs_f64() / BUDGET_PROBE_STEPS as f64)
-}
-
-/// A duration for the log: `90 s`, `30 min`, `2 h 15 min`.
-fn seconds_text(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    match (s / 3600, s % 3600 / 60, s % 60) {
-        (0, 0, s) => format!("{s} s"),
-        (0, m, 0) => format!("{m} min"),
-        (0, m, s) => format!("{m} min {s} s"),
-        (h, 0, _) => format!("{h} h"),
-        (h, m, _) => format!("{h} h {m} min"),
-    }
-}
-
 /// Writes the epoch's model to `out/epochs/epoch-N/`: under a temporary name, then renamed, so
 /// a kept epoch is whole or absent (a resumed run that ends the same epoch again replaces it).
 fn keep_epoch<M: Module>(out: &Path, epoch: usize, cfg: &Config, tokenizer: &WordPieceTokenizer, model: &M, meta: ModelMeta) -> Result<()> {
@@ -704,7 +472,7 @@ fn masks(p: &PretrainConfig) -> bool {
 }
 
 /// One forward pass of the objectives `p` trains; `sample_seed` seeds ELECTRA's sampling.
-fn forward(model: &PretrainModel, batch: &PretrainBatch, p: &PretrainConfig, specials: SpecialIds, sample_seed: u64) -> PretrainOutput {
+pub(super) fn forward(model: &PretrainModel, batch: &PretrainBatch, p: &PretrainConfig, specials: SpecialIds, sample_seed: u64) -> PretrainOutput {
     if p.has(Objective::Electra) {
         model.forward_electra(batch, specials, p.rtd_weight, &mut StdRng::seed_from_u64(sample_seed))
     } else {
@@ -721,87 +489,12 @@ fn mask<R: rand::Rng>(masking: &Masking, masked: bool, ids: &[u32], rng: &mut R)
     }
 }
 
-/// Held-out scores of a pre-trained model.
-#[derive(Debug, Clone, Copy)]
-pub struct HeldOutScores {
-    /// Masked-LM loss (NaN without masked positions).
-    pub mlm_loss: f64,
-    /// Masked-token accuracy (NaN without masked positions).
-    pub mlm_accuracy: f64,
-    /// Next-sentence loss, with pairs and an `nsp` head.
-    pub nsp_loss: Option<f64>,
-    /// Next-sentence accuracy.
-    pub nsp_accuracy: Option<f64>,
-    /// Replaced-token detection loss (with `electra`).
-    pub rtd_loss: Option<f64>,
-    /// Replaced-token detection accuracy.
-    pub rtd_accuracy: Option<f64>,
-    /// Share of the positions the generator replaced.
-    pub replaced_share: Option<f64>,
-}
-
-impl HeldOutScores {
-    /// One line for the log: the scores this run has.
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.mlm_loss.is_nan() {
-            parts.push(format!("masked-LM loss {:.4} acc {:.4}", self.mlm_loss, self.mlm_accuracy));
-        }
-        if let (Some(l), Some(a)) = (self.nsp_loss, self.nsp_accuracy) {
-            parts.push(format!("next-sentence loss {l:.4} acc {a:.4}"));
-        }
-        if let (Some(l), Some(a), Some(r)) = (self.rtd_loss, self.rtd_accuracy, self.replaced_share) {
-            parts.push(format!("replaced-token loss {l:.4} acc {a:.4} (all-original {:.4})", 1.0 - r));
-        }
-        parts.join(", ")
-    }
-}
-
 /// A batch of masked examples, with next-sentence targets when every example is a pair.
-fn batch_of(examples: &[MlmExample], is_next: &[Option<bool>], specials: SpecialIds, device: &Device) -> PretrainBatch {
+pub(super) fn batch_of(examples: &[MlmExample], is_next: &[Option<bool>], specials: SpecialIds, device: &Device) -> PretrainBatch {
     let batch = PretrainBatch::new(examples, specials, device);
     match is_next.iter().copied().collect::<Option<Vec<bool>>>() {
         Some(targets) => batch.with_is_next(&targets),
         None => batch,
-    }
-}
-
-/// Mean losses and accuracies over held-out examples (`is_next`: each one's IsNext label, for
-/// pairs) of the objectives `p` trains; ELECTRA's samples are drawn from the run's seed, the
-/// same every epoch.
-pub fn evaluate(model: &PretrainModel, examples: &[MlmExample], is_next: &[Option<bool>], specials: SpecialIds, p: &PretrainConfig, device: &Device) -> HeldOutScores {
-    let (mut loss, mut correct, mut count) = (0.0, 0usize, 0usize);
-    let (mut nsp_loss, mut nsp_correct, mut nsp_count) = (0.0, 0usize, 0usize);
-    let (mut rtd_loss, mut rtd_correct, mut rtd_count, mut replaced) = (0.0, 0usize, 0usize, 0usize);
-    let batch_size = p.optim.batch_size;
-    for (k, (chunk, next)) in examples.chunks(batch_size).zip(is_next.chunks(batch_size)).enumerate() {
-        let out = forward(model, &batch_of(chunk, next, specials, device), p, specials, derived_seed(p.optim.seed, streams::SAMPLES, u64::MAX - k as u64));
-        if let Some((l, c, n, r)) = out.rtd.map(RtdOutput::values) {
-            rtd_loss += l * n as f64;
-            rtd_correct += c;
-            rtd_count += n;
-            replaced += r;
-        }
-        if let Some((l, c, n)) = out.mlm.map(TaskOutput::values) {
-            loss += l * n as f64;
-            correct += c;
-            count += n;
-        }
-        if let Some((l, c, n)) = out.nsp.map(TaskOutput::values) {
-            nsp_loss += l * n as f64;
-            nsp_correct += c;
-            nsp_count += n;
-        }
-    }
-    let ratio = |a: f64, n: usize| if n == 0 { f64::NAN } else { a / n as f64 };
-    HeldOutScores {
-        mlm_loss: ratio(loss, count),
-        mlm_accuracy: ratio(correct as f64, count),
-        nsp_loss: (nsp_count > 0).then(|| nsp_loss / nsp_count as f64),
-        nsp_accuracy: (nsp_count > 0).then(|| nsp_correct as f64 / nsp_count as f64),
-        rtd_loss: (rtd_count > 0).then(|| rtd_loss / rtd_count as f64),
-        rtd_accuracy: (rtd_count > 0).then(|| rtd_correct as f64 / rtd_count as f64),
-        replaced_share: (rtd_count > 0).then(|| replaced as f64 / rtd_count as f64),
     }
 }
 
