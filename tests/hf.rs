@@ -275,11 +275,9 @@ fn a_shorter_max_len_keeps_the_position_table() {
     assert_eq!((cfg.model.max_len, cfg.model.max_positions, cfg.model.positions()), (16, 64, 64));
     assert_eq!(cfg.model.transformer.activation_dropout, Some(0.0), "BERT's: nothing dropped after the activation");
     // the dropout rates shape no weight: they may change with --init, within [0, 1)
-    let (tiny, train, ad) = (p("tiny"), p("train.txt"), p("ad"));
-    let set = |v: &'static str| ["finetune", "--init", s(&tiny), "--train", s(&train), "--valid", s(&train), "--out", s(&ad), "--epochs", "1", "--set", v, "-q"].map(String::from);
-    let e = fails(&set("model.activation_dropout=1.5").each_ref().map(String::as_str));
+    let e = fails(&["finetune", "--init", s(&p("tiny")), "--train", s(&p("train.txt")), "--valid", s(&p("train.txt")), "--out", s(&p("ad")), "--set", "model.activation_dropout=1.5"]);
     assert!(e.contains("model.activation_dropout must be in [0, 1)"), "{e}");
-    ok(&set("model.activation_dropout=0.2").each_ref().map(String::as_str));
+    ok(&["finetune", "--init", s(&p("tiny")), "--train", s(&p("train.txt")), "--valid", s(&p("train.txt")), "--out", s(&p("ad")), "--epochs", "1", "--set", "model.activation_dropout=0.2", "-q"]);
     assert_eq!(bertlu::config::Config::load(&p("ad").join("config.toml")).unwrap().model.activation_dropout(), 0.2);
     // its texts are cut at 16 pieces; the table still has BERT's 64 rows, and it exports as such
     let out = ok(&["export-hf", s(&p("clf")), "--out", s(&p("hf"))]);

@@ -49,13 +49,13 @@ pub(super) fn sum(a: &[f32]) -> f32 {
 }
 
 // GELU of `x` in place.
-simd_dispatch!(pub(super) gelu_chunk(x: &mut [f32]) {
+simd_dispatch!(gelu_chunk(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v = 0.5 * *v * (1.0 + erf_approx(*v * FRAC_1_SQRT_2));
     }
 });
 
-simd_dispatch!(pub(super) gelu_backward_chunk(x: &[f32], g: &[f32], out: &mut [f32]) {
+simd_dispatch!(gelu_backward_chunk(x: &[f32], g: &[f32], out: &mut [f32]) {
     for ((o, &v), &gv) in out.iter_mut().zip(x).zip(g) {
         let cdf = 0.5 * (1.0 + erf_approx(v * FRAC_1_SQRT_2));
         let pdf = FRAC_1_SQRT_2PI * exp_approx(-0.5 * v * v);
@@ -86,7 +86,7 @@ simd_dispatch!(pub(super) softmax_backward_rows(y: &[f32], g: &[f32], out: &mut 
 });
 
 // log Σ exp of each row of `x` into `out`.
-simd_dispatch!(pub(super) log_sum_exp_rows(x: &[f32], out: &mut [f32], row: usize) {
+simd_dispatch!(log_sum_exp_rows(x: &[f32], out: &mut [f32], row: usize) {
     for (xr, o) in x.chunks_exact(row).zip(out.iter_mut()) {
         let max = row_max(xr);
         let mut acc = [0.0f32; LANES];
@@ -102,7 +102,7 @@ simd_dispatch!(pub(super) log_sum_exp_rows(x: &[f32], out: &mut [f32], row: usiz
 });
 
 // `scale · softmax` of each row of `x` from its log-sum-exp.
-simd_dispatch!(pub(super) scaled_softmax_rows(x: &[f32], lse: &[f32], scale: f32, out: &mut [f32], row: usize) {
+simd_dispatch!(scaled_softmax_rows(x: &[f32], lse: &[f32], scale: f32, out: &mut [f32], row: usize) {
     for ((xr, or), &l) in x.chunks_exact(row).zip(out.chunks_exact_mut(row)).zip(lse) {
         for (o, &v) in or.iter_mut().zip(xr) {
             *o = scale * exp_approx(v - l);
@@ -112,7 +112,7 @@ simd_dispatch!(pub(super) scaled_softmax_rows(x: &[f32], lse: &[f32], scale: f32
 
 // Normalises rows in place: writes the mean and 1/σ of each row into `mean`, `rstd`, and x̂ γ + β
 // over the row (which holds x - mean on the way).
-simd_dispatch!(pub(super) layer_norm_rows(rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32, mean: &mut [f32], rstd: &mut [f32]) {
+simd_dispatch!(layer_norm_rows(rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32, mean: &mut [f32], rstd: &mut [f32]) {
     let d = gamma.len();
     for (r, row) in rows.chunks_exact_mut(d).enumerate() {
         let m = sum(row) / d as f32;
@@ -129,7 +129,7 @@ simd_dispatch!(pub(super) layer_norm_rows(rows: &mut [f32], gamma: &[f32], beta:
 
 // LayerNorm input gradient of rows, adding this chunk's γ and β gradients into `dgamma`, `dbeta`;
 // x̂ is recomputed from x, the mean and 1/σ into `xhat`, a row of scratch.
-simd_dispatch!(pub(super) layer_norm_backward_rows(g: &[f32], x: &[f32], mean: &[f32], rstd: &[f32], gamma: &[f32], xhat: &mut [f32], dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
+simd_dispatch!(layer_norm_backward_rows(g: &[f32], x: &[f32], mean: &[f32], rstd: &[f32], gamma: &[f32], xhat: &mut [f32], dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
     let d = gamma.len();
     for (r, ((gr, xr), dr)) in g.chunks_exact(d).zip(x.chunks_exact(d)).zip(dx.chunks_exact_mut(d)).enumerate() {
         let hr = &mut *xhat;
@@ -280,7 +280,7 @@ pub(super) fn layer_norm_in_place(mut x: FloatTensor<Flex>, gamma: &FloatTensor<
 }
 
 /// Normalises the rows of `rows` in place (row-parallel); returns each row's mean and 1/σ.
-pub(super) fn layer_norm_over(rows: &mut [f32], gv: &[f32], bv: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
+fn layer_norm_over(rows: &mut [f32], gv: &[f32], bv: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
     let d = gv.len();
     let n = rows.len() / d.max(1);
     let (mut mean, mut rstd) = (vec![0.0f32; n], vec![0.0f32; n]);
@@ -294,7 +294,7 @@ pub(super) fn layer_norm_over(rows: &mut [f32], gv: &[f32], bv: &[f32], eps: f64
 
 /// The buffer of `x` to write its result over: where `x` alone holds it (no other tensor shares
 /// it, as the inputs kept for a backward pass do) and its elements are the whole buffer, in order.
-pub(super) fn own_buffer(x: &mut FloatTensor<Flex>) -> Option<&mut [f32]> {
+fn own_buffer(x: &mut FloatTensor<Flex>) -> Option<&mut [f32]> {
     let whole = x.layout().contiguous_offsets().is_some_and(|(start, end)| start == 0 && end * 4 == x.bytes().len());
     if whole { x.try_storage_mut::<f32>() } else { None }
 }

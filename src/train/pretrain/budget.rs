@@ -17,7 +17,7 @@ use std::time::Instant;
 /// Training steps timed to fit a time budget (after two untimed ones), spread over the lengths
 /// of the held-out sequences: the mean of steps on short, middling and long batches is the mean
 /// step of an epoch, whose batches are grouped by length too.
-pub(super) const BUDGET_PROBE_STEPS: usize = 6;
+const BUDGET_PROBE_STEPS: usize = 6;
 
 /// `cfg` with `max_steps` and `epochs` set to what fits in the rest of `pretrain.time_budget`
 /// (measured from `started`, the corpus pass included; a `max_steps` already set still caps it): the steps that fit at the step time
@@ -61,7 +61,7 @@ pub(super) fn fit_budget(cfg: &Config, out: &Path, opts: &RunOptions, valid: &[M
 
 /// Mean seconds of a training step (forward, backward, AdamW) of a fresh model on
 /// [`BUDGET_PROBE_STEPS`] held-out batches taken across the range of lengths.
-pub(super) fn probe_step_seconds(cfg: &Config, valid: &[MlmExample], valid_next: &[Option<bool>], specials: SpecialIds, device: &Device) -> Result<f64> {
+fn probe_step_seconds(cfg: &Config, valid: &[MlmExample], valid_next: &[Option<bool>], specials: SpecialIds, device: &Device) -> Result<f64> {
     let p = &cfg.pretrain;
     let mut order: Vec<usize> = (0..valid.len()).collect();
     order.sort_by_key(|&i| valid[i].input_ids.len());

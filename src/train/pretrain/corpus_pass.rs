@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 /// Documents tokenized together.
-pub(super) const CHUNK: usize = 2048;
+const CHUNK: usize = 2048;
 /// Training sequences shuffled (and grouped by length) together: what a pass holds in memory —
 /// about 10 MB of ids at Debtags' 76 pieces a sequence — however large the corpus.
 pub const SHUFFLE_BUFFER: usize = 32_768;
@@ -102,15 +102,20 @@ impl<'a> Pass<'a> {
 /// The batches of one epoch: [`SHUFFLE_BUFFER`] training sequences at a time, each buffer's
 /// order drawn from (seed, epoch, buffer number) and grouped by length.
 pub(super) struct EpochBatches<'a> {
-    pub(super) pass: Pass<'a>,
-    pub(super) epoch: usize,
-    pub(super) buffer: Vec<Sequence>,
-    pub(super) buffer_no: u64,
-    pub(super) queue: std::collections::VecDeque<Vec<usize>>,
-    pub(super) ended: bool,
+    pass: Pass<'a>,
+    epoch: usize,
+    buffer: Vec<Sequence>,
+    buffer_no: u64,
+    queue: std::collections::VecDeque<Vec<usize>>,
+    ended: bool,
 }
 
-impl EpochBatches<'_> {
+impl<'a> EpochBatches<'a> {
+    /// The batches of `epoch` (1-based), read from the start of `pass`.
+    pub(super) fn new(pass: Pass<'a>, epoch: usize) -> Self {
+        Self { pass, epoch, buffer: Vec::new(), buffer_no: 0, queue: Default::default(), ended: false }
+    }
+
     /// Fills the next buffer and orders its batches; false at the end of the corpus.
     fn refill(&mut self) -> Result<bool> {
         if self.ended {

@@ -10,7 +10,7 @@ use crate::text::tokenizer::SpecialIds;
 use burn::prelude::*;
 
 /// Held-out sequences scored at least, counting each masking draw of a sequence once.
-pub(super) const MIN_HELD_OUT_SCORED: usize = 512;
+const MIN_HELD_OUT_SCORED: usize = 512;
 
 /// Masking draws of each held-out sequence: one where there are [`MIN_HELD_OUT_SCORED`], up to 8
 /// for a few dozen. Over the demo corpus's 68 held-out sequences (794 masked pieces) one model's

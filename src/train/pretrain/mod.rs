@@ -172,7 +172,7 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
     fn batches(&self, epoch: usize, at: &Position<LoopState>) -> Result<(Box<dyn Iterator<Item = Result<Vec<Sequence>>> + 'a>, usize)> {
         let n = self.steps_per_epoch.min(self.total - (at.step - at.batch));
         let pass = Pass::new(self.docs, self.tokenizer, self.cfg)?;
-        Ok((Box::new(EpochBatches { pass, epoch, buffer: Vec::new(), buffer_no: 0, queue: Default::default(), ended: false }), n))
+        Ok((Box::new(EpochBatches::new(pass, epoch)), n))
     }
 
     fn step(&mut self, model: PretrainModel, optim: &mut ModuleOptimizer, batch: Vec<Sequence>, step: usize, lr: f64, s: &mut LoopState) -> Result<PretrainModel> {
