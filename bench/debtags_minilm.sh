@@ -16,7 +16,8 @@
 # MINILM: where the checkpoint is or goes (default ~/.cache/bertlu/all-MiniLM-L6-v2, fetched with
 # ../shared/models/fetch-minilm.sh when absent); BUDGET: the continued pre-training's wall time
 # (default 20m); PRECISION: the fine-tuning's products, f32 (default) or bf16 (the six-epoch
-# numbers: EPOCHS=6 PRECISION=bf16). Each stage is skipped when its output is complete, and an interrupted training
+# numbers: EPOCHS=6 PRECISION=bf16); EMA: the fine-tuning's weight-average decay, 0 (off, the
+# default) or e.g. 0.999 (the eight-epoch numbers: EPOCHS=8 EMA=0.999). Each stage is skipped when its output is complete, and an interrupted training
 # stage resumes from its checkpoint. BERTLU overrides the binary.
 DEFAULT_W=runs/debtags-minilm
 . "$(dirname "$0")/stages.sh"
@@ -24,6 +25,7 @@ M=${MINILM:-$HOME/.cache/bertlu/all-MiniLM-L6-v2}
 EPOCHS=${EPOCHS:-2}
 BUDGET=${BUDGET:-20m}
 PRECISION=${PRECISION:-f32}
+EMA=${EMA:-0}
 
 [ -f "$M/model.safetensors" ] || bash "$(dirname "$0")/../../shared/models/fetch-minilm.sh" "$M"
 done_model "$W/minilm" || timed import "$B" import-hf "$M" --out "$W/minilm"
@@ -32,7 +34,7 @@ done_model "$W/lin" || timed linear "$B" linear --train "$D/train.txt.gz" --vali
 finetune() {  # NAME ARGS…: one arm's classifier
     local name=$1; shift
     done_model "$W/$name" || timed "$name" "$B" finetune --train "$D/train.txt.gz" --valid "$D/valid.txt.gz" --out "$W/$name" \
-        --epochs "$EPOCHS" --pooling mean --set model.max_len=128 --patience 0 --seed 42 --tune-thresholds micro --precision "$PRECISION" \
+        --epochs "$EPOCHS" --pooling mean --set model.max_len=128 --patience 0 --seed 42 --tune-thresholds micro --precision "$PRECISION" --ema "$EMA" \
         "$@" $(resume "$W/$name")
 }
 with_linear() {  # NAME: the arm's classifier and the linear model, the share chosen on validation
