@@ -84,7 +84,7 @@ pub struct PretrainConfig {
     /// masked as one word; empty: none.
     #[serde(default)]
     pub word_list: String,
-    /// The objectives trained together (`mlm`, `nsp`).
+    /// The objectives trained together (`mlm`, `nsp`, `electra`; `electra` replaces `mlm`).
     #[serde(default = "default_tasks")]
     pub tasks: Vec<Objective>,
     /// With `nsp`: share of the pairs built to a random shorter length, so the model also sees
