@@ -721,6 +721,69 @@ fn ensemble_averages_its_members() {
 }
 
 #[test]
+fn kept_epochs_average_into_one_model() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let train = |out: &str, backbone: &str, epochs: &str, extra: &[&str]| {
+        let (tr, va, o, cf) = (p("train.txt.gz"), p("valid.txt"), p(out), p("tiny.toml"));
+        let mut args = vec!["finetune", "--train", s(&tr), "--valid", s(&va), "--out", s(&o), "--preset", "tiny", "--config", s(&cf), "--backbone", backbone, "--epochs", epochs, "--vocab-size", "120", "-q"];
+        args.extend_from_slice(extra);
+        ok(&args);
+    };
+    train("run", "transformer", "3", &["--keep-epochs"]);
+    let epoch = |k: usize| p("run").join("epochs").join(format!("epoch-{k}"));
+    for k in 1..=3 {
+        assert!(epoch(k).join("model.safetensors").exists(), "epoch {k} not kept");
+    }
+    // the run's model is the best epoch's, and that epoch's kept copy holds the same weights
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("run").join("model.json")).unwrap()).unwrap();
+    let best = meta["info"]["best_epoch"].as_u64().unwrap() as usize;
+    assert_eq!(common::weights_payload(&epoch(best)), common::weights_payload(&p("run")));
+    assert_ne!(common::weights_payload(&epoch(2)), common::weights_payload(&epoch(3)), "epochs differ");
+
+    // the average's every weight is the mean of the epochs' weights
+    let list = format!("{},{},{}", s(&epoch(1)), s(&epoch(2)), s(&epoch(3)));
+    let out = ok(&["average", "--model", &list, "--out", s(&p("avg")), "--tune-on", s(&p("valid.txt"))]);
+    assert!(out.contains("average of 3 models") && out.contains("micro-F1"), "{out}");
+    let (w1, w2, w3, avg) = (common::weights_f32(&epoch(1)), common::weights_f32(&epoch(2)), common::weights_f32(&epoch(3)), common::weights_f32(&p("avg")));
+    assert_eq!(avg.keys().collect::<Vec<_>>(), w1.keys().collect::<Vec<_>>());
+    for (name, a) in &avg {
+        for i in 0..a.len() {
+            let expect = (w1[name][i] + w2[name][i] + w3[name][i]) / 3.0;
+            assert!((a[i] - expect).abs() <= 1e-6 * expect.abs().max(1.0), "{name}[{i}]: {} vs {expect}", a[i]);
+        }
+    }
+    // a classifier like the others: it scores, predicts and is a member like the others
+    let v: serde_json::Value = serde_json::from_str(ok(&["eval", "--model", s(&p("avg")), "--data", s(&p("valid.txt")), "--json"]).trim()).unwrap();
+    assert!(v["micro_f1"].as_f64().unwrap() > 0.9, "{v}");
+
+    // --max-len: the model's own length changes nothing; a shorter cut changes a long text's
+    // probabilities; beyond the position table (max_len 32, no more rows) it is refused
+    let long = "python network library ".repeat(20);
+    write(d.path(), "long.txt", format!("{long}\n").as_bytes());
+    let probs = |extra: &[&str]| {
+        let (m, f) = (p("avg"), p("long.txt"));
+        let mut args = vec!["predict", "--model", s(&m), s(&f), "--threshold", "0", "--probs"];
+        args.extend_from_slice(extra);
+        first_line_probs(&ok(&args))
+    };
+    assert_eq!(probs(&[]), probs(&["--max-len", "32"]));
+    assert_ne!(probs(&[]), probs(&["--max-len", "8"]));
+    let e = fails(&["eval", "--model", s(&p("avg")), "--data", s(&p("valid.txt")), "--max-len", "33"]);
+    assert!(e.contains("--max-len 33") && e.contains("position table"), "{e}");
+
+    // what cannot be averaged is refused by name, and nothing is written
+    let e = fails(&["average", "--model", s(&epoch(1)), "--out", s(&p("bad"))]);
+    assert!(e.contains("at least two"), "{e}");
+    train("cnn", "textcnn", "1", &[]);
+    let e = fails(&["average", "--model", &format!("{},{}", s(&epoch(1)), s(&p("cnn"))), "--out", s(&p("bad"))]);
+    assert!(e.contains("cnn") && e.contains("model.backbone differs"), "{e}");
+    let e = fails(&["average", "--model", &format!("{},{}", s(&epoch(1)), s(&p("nope"))), "--out", s(&p("bad"))]);
+    assert!(e.contains("nope"), "{e}");
+    assert!(!p("bad").exists() && !p(".bad.partial").exists(), "nothing left behind");
+}
+
+#[test]
 fn validation_texts_inside_the_training_set_are_pointed_out() {
     let d = setup();
     let p = |n: &str| d.path().join(n);

@@ -1,6 +1,6 @@
 //! Whole pipelines built from the layers below, one a file, each called by one subcommand (the
 //! binary's `cli/` only parses flags, calls one of these and prints): what every training run
-//! settles first (`setup`), `pretrain`, `finetune`, `linear`, `ensemble`, the pre-train →
+//! settles first (`setup`), `pretrain`, `finetune`, `linear`, `ensemble`, `average`, the pre-train →
 //! fine-tune comparison (`compare`), speed measurements (`bench`), the server's load test (`serve_load`), run reports (`report`,
 //! `plot`) and self-training labels (`pseudo_label`).
 
@@ -15,5 +15,6 @@ pub mod pretrain;
 pub mod finetune;
 pub mod linear;
 pub mod ensemble;
+pub mod average;
 pub mod import_hf;
 pub mod export_hf;

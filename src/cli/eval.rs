@@ -27,6 +27,10 @@ pub struct EvalArgs {
     /// Examples a batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Cut texts at this many pieces instead of the model's `max_len` (at most a Transformer's
+    /// position table: 512 for an imported BERT).
+    #[arg(long)]
+    pub max_len: Option<usize>,
     #[command(flatten)]
     pub precision: super::PredictionPrecision,
 }
@@ -34,7 +38,10 @@ pub struct EvalArgs {
 /// Runs `eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
     bertlu::apps::setup::check_threshold(a.threshold)?;
-    let clf = LoadedClassifier::open(&a.model)?.with_precision(a.precision.checked("eval"));
+    let mut clf = LoadedClassifier::open(&a.model)?.with_precision(a.precision.checked("eval"));
+    if let Some(n) = a.max_len {
+        clf = clf.with_max_len(n)?;
+    }
     let examples = read_examples(&a.data)?;
     let unknown: std::collections::BTreeSet<&str> = examples.iter().flat_map(|e| e.labels.iter()).filter(|l| clf.labels.get(l).is_none()).map(String::as_str).collect();
     if !unknown.is_empty() {

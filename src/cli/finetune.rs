@@ -64,6 +64,10 @@ pub struct FinetuneArgs {
     /// (e.g. 0.999: about the last 1,000 steps); 0 keeps the last step's weights.
     #[arg(long)]
     pub ema: Option<f64>,
+    /// Keep the model scored at every epoch as `epochs/epoch-N/` in the output directory, beside
+    /// the best one (e.g. for `bertlu average`).
+    #[arg(long)]
+    pub keep_epochs: bool,
     /// After training, tune the decision thresholds on the validation file for micro-F1 (one
     /// shared threshold) or macro-F1 (one a label); multi-label only.
     #[arg(long, value_enum)]
@@ -97,6 +101,9 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
     }
     if let Some(v) = a.ema {
         f.ema = v;
+    }
+    if a.keep_epochs {
+        f.keep_epochs = true;
     }
     a.common.cap(&mut cfg);
     cfg.validate()?;

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod embed;
 pub mod export_hf;
 pub mod ensemble;
+pub mod average;
 pub mod eval;
 pub mod finetune;
 pub mod import_hf;
@@ -67,6 +68,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Average the probabilities of several fine-tuned classifiers of one label set: one model.
     Ensemble(ensemble::EnsembleArgs),
+    /// Average the weights of several fine-tuned classifiers of one architecture (e.g. a run's last epochs): one model.
+    Average(average::AverageArgs),
     /// Label the unlabelled documents of a corpus with a classifier (or ensemble): a labelled file to fine-tune on (self-training).
     PseudoLabel(pseudo_label::PseudoLabelArgs),
     /// Serve a model over HTTP: /v1/predict, /v1/embed, /v1/model, /health, /metrics (dynamic batching).
@@ -302,6 +305,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Toy(a) => toy::run(a),
         Command::TuneThresholds(a) => tune::run(a),
         Command::Ensemble(a) => ensemble::run(a),
+        Command::Average(a) => average::run(a),
         Command::PseudoLabel(a) => pseudo_label::run(a),
         Command::Report(a) => report::run(a),
         Command::Serve(a) => serve::run(a),

@@ -30,6 +30,10 @@ pub struct PredictArgs {
     /// Lines scored together.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Cut texts at this many pieces instead of the model's `max_len` (at most a Transformer's
+    /// position table: 512 for an imported BERT).
+    #[arg(long)]
+    pub max_len: Option<usize>,
     #[command(flatten)]
     pub precision: super::PredictionPrecision,
 }
@@ -37,7 +41,10 @@ pub struct PredictArgs {
 /// Runs `predict`.
 pub fn run(a: PredictArgs) -> Result<()> {
     bertlu::apps::setup::check_threshold(a.threshold)?;
-    let clf = LoadedClassifier::open(&a.model)?.with_precision(a.precision.checked("predict"));
+    let mut clf = LoadedClassifier::open(&a.model)?.with_precision(a.precision.checked("predict"));
+    if let Some(n) = a.max_len {
+        clf = clf.with_max_len(n)?;
+    }
     let thresholds = clf.thresholds(a.threshold);
     let lines = if a.input == "-" {
         Lines::from_reader("<stdin>", Box::new(std::io::BufReader::new(std::io::stdin())))

@@ -80,6 +80,11 @@ pub struct FinetuneConfig {
     /// the average (not the last step's weights) is scored each epoch and saved. 0: off.
     #[serde(default)]
     pub ema: f64,
+    /// Keep the model scored at every epoch (the weight average's, with `ema`) as
+    /// `epochs/epoch-N/` in the output directory, beside the best one; `bertlu average` makes
+    /// one model of several of them.
+    #[serde(default)]
+    pub keep_epochs: bool,
 }
 
 impl FinetuneConfig {

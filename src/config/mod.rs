@@ -105,6 +105,7 @@ impl Config {
                 asl_clip: default_asl_clip(),
                 backbone_lr_scale: default_backbone_lr_scale(),
                 ema: 0.0,
+                keep_epochs: false,
                 head: HeadKind::Pooled,
             },
         }

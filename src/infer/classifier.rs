@@ -11,7 +11,7 @@ use crate::text::labelled::Example;
 use crate::text::tokenizer::SpecialIds;
 use crate::eval::thresholds::{Objective, Thresholds};
 use crate::config::Precision;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 
 /// Label probabilities `[n][labels]` of already-wrapped sequences (padded with `specials.pad`),
@@ -261,6 +261,25 @@ impl LoadedClassifier {
     /// bf16's rounding (about 1e-3), so a label near its threshold can change.
     pub fn with_precision(self, precision: Precision) -> Self {
         Self { precision, ..self }
+    }
+
+    /// The same classifier cutting texts at `max_len` pieces instead of the `max_len` it was
+    /// trained with (e.g. longer, where training cut many texts and the position table has the
+    /// rows: an imported BERT's 512). Linear members read whole texts either way. Refused beyond
+    /// a Transformer's position table and below a TextCNN's widest filter.
+    pub fn with_max_len(mut self, max_len: usize) -> Result<Self> {
+        for m in &mut self.members {
+            if let MemberModel::Neural { dir, .. } = &mut m.model {
+                let model = &mut dir.config.model;
+                if model.backbone == crate::config::BackboneKind::Transformer {
+                    // the position table the weights were built with stays what it was
+                    model.max_positions = model.positions();
+                }
+                model.max_len = max_len;
+                model.validate().with_context(|| format!("--max-len {max_len}: {}", m.path.display()))?;
+            }
+        }
+        Ok(self)
     }
 
     /// Model inputs of texts as the first neural member reads them (`None` when every member

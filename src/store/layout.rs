@@ -29,7 +29,7 @@ pub const LINEAR_FILE: &str = "linear.json";
 pub const METRICS_FILE: &str = "metrics.csv";
 /// What a run was given and how it ended.
 pub const RUN_FILE: &str = "run.json";
-/// Where `pretrain.keep_epochs` keeps each epoch's model.
+/// Where `pretrain.keep_epochs` and `finetune.keep_epochs` keep each epoch's model.
 pub const EPOCHS_DIR: &str = "epochs";
 
 /// The training-state checkpoints of an unfinished run.

@@ -3,7 +3,7 @@
 //! written atomically.
 
 use super::atomic::{write_atomic, write_via_tmp};
-use super::layout::{CONFIG_FILE, LABELS_FILE, META_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use super::layout::{CONFIG_FILE, EPOCHS_DIR, LABELS_FILE, META_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 use super::weights::save_weights;
 use crate::config::Config;
 use crate::data::classify::{LabelSet, Problem};
@@ -122,6 +122,25 @@ impl ModelDir {
         meta.weights_bytes = save_weights(model, &dir.join(WEIGHTS_FILE))?;
         meta.write(dir)
     }
+}
+
+/// Writes an epoch's model to `out/epochs/epoch-N/` (`keep_epochs`): under a temporary name, then
+/// renamed, so a kept epoch is whole or absent (a resumed run that ends the same epoch again
+/// replaces it).
+pub fn keep_epoch<M: Module>(out: &Path, epoch: usize, cfg: &Config, tokenizer: &WordPieceTokenizer, model: &M, meta: ModelMeta, labels: Option<&LabelSet>) -> Result<()> {
+    let root = out.join(EPOCHS_DIR);
+    let (dir, tmp) = (root.join(format!("epoch-{epoch}")), root.join(format!(".epoch-{epoch}.tmp")));
+    let write = || -> Result<()> {
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp)?;
+        ModelDir::write(&tmp, cfg, tokenizer, model, meta, labels)?;
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::rename(&tmp, &dir)?;
+        Ok(())
+    };
+    write().with_context(|| format!("{}: cannot keep the epoch's model", dir.display()))
 }
 
 /// Writes `labels.txt`: the label names in output order, one a line.

@@ -4,11 +4,12 @@
 //! running average over roughly `1 / (1 - decay)` steps scores like an ensemble of the recent
 //! models at the cost of one. The average follows TensorFlow's `ExponentialMovingAverage` with
 //! `num_updates`: early on the decay is `min(decay, (1 + t) / (10 + t))`, so the first steps are
-//! not averaged with the random starting weights for long.
+//! not averaged with the random starting weights for long. [`mean_of`] is the plain mean of
+//! finished models (checkpoint averaging), the same blend with the decay `k / (k + 1)`.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
-use std::collections::HashMap;
+use std::collections::VecDeque;
 
 /// The averaged weights of a module of type `M`, kept without gradients.
 #[derive(Clone)]
@@ -34,10 +35,7 @@ impl<M: Module + Clone> Ema<M> {
     /// Moves the average towards `model`'s weights: `avg ← d·avg + (1 − d)·w`.
     pub fn update(&mut self, model: &M) {
         let d = self.current_decay();
-        let mut current = Collect(HashMap::new());
-        model.valid().visit(&mut current);
-        let average = self.average.clone();
-        self.average = average.map(&mut Blend { d, current: current.0 });
+        self.average = blend(self.average.clone(), &model.valid(), d);
         self.updates += 1;
     }
 
@@ -52,31 +50,53 @@ impl<M: Module + Clone> Ema<M> {
     }
 }
 
-/// Every float parameter, flattened, by id.
-struct Collect(HashMap<ParamId, Tensor<1>>);
+/// The mean of the weights of `models` (two or more of one architecture, e.g. the same run's
+/// epochs): one model that often scores above each of them, at the cost of one. Kept as a
+/// running mean, so only one model beyond the mean need be in memory when `models` is lazy.
+pub fn mean_of<M: Module>(models: impl IntoIterator<Item = M>) -> Option<M> {
+    let mut mean: Option<M> = None;
+    for (k, model) in models.into_iter().enumerate() {
+        // the k-th model (from 0) weighs 1 / (k + 1): mean_k = k/(k+1) · mean_(k-1) + w_k/(k+1)
+        mean = Some(match mean {
+            None => model,
+            Some(m) => blend(m, &model, k as f64 / (k as f64 + 1.0)),
+        });
+    }
+    mean
+}
+
+/// `d · average + (1 − d) · model`, parameter by parameter. Both are modules of one type (their
+/// parameters visited in one order); a shape that differs is a caller's bug.
+fn blend<M: Module>(average: M, model: &M, d: f64) -> M {
+    let mut current = Collect(VecDeque::new());
+    model.visit(&mut current);
+    average.map(&mut Blend { d, current: current.0 })
+}
+
+/// Every float parameter, flattened, in visiting order.
+struct Collect(VecDeque<Tensor<1>>);
 
 impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let v = param.val();
         let n = v.shape().num_elements();
-        self.0.insert(param.id, v.reshape([n]));
+        self.0.push_back(v.reshape([n]));
     }
 }
 
-/// Blends each float parameter with the one of the same id.
+/// Blends each float parameter with the next collected one.
 struct Blend {
     d: f64,
-    current: HashMap<ParamId, Tensor<1>>,
+    current: VecDeque<Tensor<1>>,
 }
 
 impl ModuleMapper for Blend {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(w) = self.current.remove(&param.id) else {
-            panic!("moving average: parameter {} is missing from the trained model", param.id);
-        };
+        let w = self.current.pop_front().expect("weight average: the two modules have the same parameters");
         let d = self.d;
         param.map(|avg| {
             let shape = avg.shape();
+            assert_eq!(shape.num_elements(), w.shape().num_elements(), "weight average: parameters of one shape");
             avg.mul_scalar(d).add(w.reshape(shape).mul_scalar(1.0 - d))
         })
     }
@@ -137,5 +157,29 @@ mod tests {
         assert_eq!(Ema::new(&model, 0.99, 10_000).current_decay(), 0.99);
         // the model it follows is untouched
         assert_eq!(weights(&doubled), w0.iter().map(|w| 2.0 * w).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_mean_of_models_is_their_plain_mean() {
+        let (device, _) = crate::train::devices();
+        let mut cfg = Config::preset(Preset::Tiny).model;
+        cfg.vocab_size = 30;
+        // three independently drawn models, not scalings of one another
+        let models: Vec<Classifier> = [1, 2, 3]
+            .iter()
+            .map(|&seed| {
+                device.seed(seed);
+                Classifier::init(&cfg, 3, &device)
+            })
+            .collect();
+        let w: Vec<Vec<f32>> = models.iter().map(weights).collect();
+        assert!(w[0].iter().zip(&w[1]).any(|(a, b)| a != b));
+        let mean = weights(&mean_of(models).unwrap());
+        assert_eq!(mean.len(), w[0].len());
+        for i in 0..mean.len() {
+            let expect = (w[0][i] + w[1][i] + w[2][i]) / 3.0;
+            assert!((mean[i] - expect).abs() <= 1e-6 * expect.abs().max(1.0), "{i}: {} vs {expect}", mean[i]);
+        }
+        assert!(mean_of(Vec::<Classifier>::new()).is_none());
     }
 }

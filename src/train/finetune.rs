@@ -9,7 +9,7 @@ use crate::store::fingerprint::Fnv;
 use super::{derived_seed, devices, log_epoch, say, streams, RunOptions};
 use crate::data::batch::{bucketed_batches, TokenBatch};
 use crate::store::weights::{load_mapped, load_prefix};
-use crate::store::model_dir::{ModelDir, ModelKind, ModelMeta};
+use crate::store::model_dir::{keep_epoch, ModelDir, ModelKind, ModelMeta};
 use crate::config::{Config, Objective};
 use crate::infer::classifier::{probabilities, score, Evaluation};
 use crate::model::Classifier;
@@ -267,15 +267,22 @@ impl<'a, E: Fn(&Classifier) -> Evaluation> Task<'a> for FinetuneTask<'a, E> {
         s.rows.push(MetricsRow { step: at.step, epoch, kind: "valid".into(), lr, valid_loss: Some(e.valid_loss), micro_f1: Some(e.micro_f1), macro_f1: Some(e.macro_f1), seconds: e.seconds, ..Default::default() });
         s.epochs.push(e);
         s.loss_sum = 0.0;
+        let best_epoch = if improved { epoch } else { s.best_epoch };
+        let meta = |best_epoch: usize| {
+            let info = serde_json::json!({ "best_epoch": best_epoch, "epochs": &s.epochs, "initial_valid_loss": s.initial_valid_loss, "loaded_tensors": &s.loaded_tensors });
+            ModelMeta::new(ModelKind::Classifier, Some(self.problem), f.threshold, info)
+        };
+        if let (Some(out), true) = (self.out, f.keep_epochs) {
+            // this epoch's model whether or not it is the best: its own epoch is its "best"
+            keep_epoch(out, epoch, self.cfg, self.tokenizer, &scored.valid(), meta(epoch), Some(self.labels))?;
+        }
         if improved {
+            if let Some(out) = self.out {
+                ModelDir::write(out, self.cfg, self.tokenizer, &scored.valid(), meta(best_epoch), Some(self.labels))?;
+            }
             s.best = s.epochs.last().expect("just pushed").micro_f1;
             s.best_epoch = epoch;
             s.since_best = 0;
-            if let Some(out) = self.out {
-                let info = serde_json::json!({ "best_epoch": epoch, "epochs": &s.epochs, "initial_valid_loss": s.initial_valid_loss, "loaded_tensors": &s.loaded_tensors });
-                let meta = ModelMeta::new(ModelKind::Classifier, Some(self.problem), f.threshold, info);
-                ModelDir::write(out, self.cfg, self.tokenizer, &scored.valid(), meta, Some(self.labels))?;
-            }
             return Ok(false);
         }
         s.since_best += 1;

@@ -144,3 +144,21 @@ pub fn weights_payload(dir: &Path) -> Vec<u8> {
     let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
     b[8 + n..].to_vec()
 }
+
+/// Every tensor of a model directory's `model.safetensors` (all f32 in bertlu's models), by name.
+pub fn weights_f32(dir: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let b = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let data = &b[8 + n..];
+    let mut out = std::collections::BTreeMap::new();
+    for (name, t) in header.as_object().unwrap() {
+        if name == "__metadata__" {
+            continue;
+        }
+        assert_eq!(t["dtype"], "F32", "{name}");
+        let (from, to) = (t["data_offsets"][0].as_u64().unwrap() as usize, t["data_offsets"][1].as_u64().unwrap() as usize);
+        out.insert(name.clone(), data[from..to].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect());
+    }
+    out
+}

@@ -3,21 +3,20 @@
 
 use super::driver::{diverged, drive, Logged, Run, Task};
 use super::metrics_log::{MetricsRow, Window};
-use crate::store::layout::EPOCHS_DIR;
 use super::optim::{adamw, Schedule};
 use crate::store::checkpoints::{self, Position};
 use crate::store::fingerprint::Fnv;
 use super::{derived_seed, devices, log_epoch, say, streams, RunOptions};
 use crate::data::batch::{bucketed_batch_count, PretrainBatch};
 use crate::store::weights::load_prefix;
-use crate::store::model_dir::{ModelDir, ModelKind, ModelMeta};
+use crate::store::model_dir::{keep_epoch, ModelDir, ModelKind, ModelMeta};
 use crate::config::{Config, Objective, PretrainConfig};
 use crate::model::{PretrainModel, PretrainOutput, RtdOutput, TaskOutput};
 use crate::data::mlm::{MaskSplit, Masking, MlmExample, WordBoundaries};
 use crate::data::nsp::Sequence;
 use crate::text::corpus::DocumentSource;
 use crate::text::tokenizer::{SpecialIds, WordPieceTokenizer};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
@@ -286,7 +285,7 @@ impl<'a, D: DocumentSource + ?Sized> Task<'a> for PretrainTask<'a, D> {
         (s.rtd_loss_sum, s.rtd_correct, s.rtd_count) = (0.0, 0, 0);
         let meta = ModelMeta::new(ModelKind::Pretrained, None, 0.0, serde_json::to_value(&s.log)?);
         if p.keep_epochs {
-            keep_epoch(self.out, epoch, cfg, self.tokenizer, &trained, meta.clone())?;
+            keep_epoch(self.out, epoch, cfg, self.tokenizer, &trained, meta.clone(), None)?;
         }
         ModelDir::write(self.out, cfg, self.tokenizer, &trained, meta, None)?;
         Ok(false)
@@ -413,24 +412,6 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
         say(opts, &format!("pretrain: time budget {}: {:.0} s used", seconds_text(p.time_budget), started.elapsed().as_secs_f64()));
     }
     Ok(at.state.log)
-}
-
-/// Writes the epoch's model to `out/epochs/epoch-N/`: under a temporary name, then renamed, so
-/// a kept epoch is whole or absent (a resumed run that ends the same epoch again replaces it).
-fn keep_epoch<M: Module>(out: &Path, epoch: usize, cfg: &Config, tokenizer: &WordPieceTokenizer, model: &M, meta: ModelMeta) -> Result<()> {
-    let root = out.join(EPOCHS_DIR);
-    let (dir, tmp) = (root.join(format!("epoch-{epoch}")), root.join(format!(".epoch-{epoch}.tmp")));
-    let write = || -> Result<()> {
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
-        ModelDir::write(&tmp, cfg, tokenizer, model, meta, None)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        std::fs::rename(&tmp, &dir)?;
-        Ok(())
-    };
-    write().with_context(|| format!("{}: cannot keep the epoch's model", dir.display()))
 }
 
 /// `model` with the weights of the pre-trained `dir`: the backbone always, and the head of each
