@@ -82,8 +82,8 @@ pub struct FinetuneConfig {
     pub ema: f64,
     /// Keep the model scored at every epoch (the weight average's, with `ema`) as
     /// `epochs/epoch-N/` in the output directory, beside the best one; `bertlu average` makes
-    /// one model of several of them.
-    #[serde(default)]
+    /// one model of several of them. Not written when off, so configs read as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_epochs: bool,
 }
 

@@ -33,6 +33,7 @@ const UNWRITTEN_AT_DEFAULT: &[(&str, &str)] = &[
     ("pretrain", "kept_heads"),
     ("pretrain", "precision"),
     ("finetune", "precision"),
+    ("finetune", "keep_epochs"),
 ];
 
 /// Everything a run needs; saved as `config.toml` beside every checkpoint.
