@@ -771,6 +771,22 @@ fn kept_epochs_average_into_one_model() {
     assert_ne!(probs(&[]), probs(&["--max-len", "8"]));
     let e = fails(&["eval", "--model", s(&p("avg")), "--data", s(&p("valid.txt")), "--max-len", "33"]);
     assert!(e.contains("--max-len 33") && e.contains("position table"), "{e}");
+    // the same for sentence vectors
+    let (m, f) = (p("avg"), p("long.txt"));
+    let embed = |out: &str, extra: &[&str]| {
+        let o = p(out);
+        let mut args = vec!["embed", "--model", s(&m), "--data", s(&f), "--out", s(&o)];
+        args.extend_from_slice(extra);
+        common::bertlu(&args)
+    };
+    for (out, extra) in [("v.jsonl", &[][..]), ("v32.jsonl", &["--max-len", "32"][..]), ("v8.jsonl", &["--max-len", "8"][..])] {
+        assert!(embed(out, extra).status.success(), "{out}");
+    }
+    let read = |f: &str| std::fs::read_to_string(p(f)).unwrap();
+    assert_eq!(read("v.jsonl"), read("v32.jsonl"));
+    assert_ne!(read("v.jsonl"), read("v8.jsonl"));
+    let refused = embed("v33.jsonl", &["--max-len", "33"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("position table"));
 
     // what cannot be averaged is refused by name, and nothing is written
     let e = fails(&["average", "--model", s(&epoch(1)), "--out", s(&p("bad"))]);

@@ -33,7 +33,7 @@ pub struct EmbedArgs {
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     #[command(flatten)]
-    pub precision: super::PredictionPrecision,
+    pub prediction: super::PredictionOptions,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -44,7 +44,10 @@ const CHUNK: usize = 256;
 
 /// Runs `embed`.
 pub fn run(a: EmbedArgs) -> Result<()> {
-    let embedder = Embedder::open(&a.model)?.with_precision(a.precision.checked("embed"));
+    let mut embedder = Embedder::open(&a.model)?.with_precision(a.prediction.checked("embed"));
+    if let Some(n) = a.prediction.max_len {
+        embedder = embedder.with_max_len(n)?;
+    }
     if a.pooling == EmbedPooling::Pooler && !embedder.has_pooler() {
         bail!("{}: --pooling pooler: the model has no pooler (a pre-trained model without a next-sentence head, or a label-attention classifier)", a.model.display());
     }

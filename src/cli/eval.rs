@@ -27,19 +27,15 @@ pub struct EvalArgs {
     /// Examples a batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Cut texts at this many pieces instead of the model's `max_len` (at most a Transformer's
-    /// position table: 512 for an imported BERT).
-    #[arg(long)]
-    pub max_len: Option<usize>,
     #[command(flatten)]
-    pub precision: super::PredictionPrecision,
+    pub prediction: super::PredictionOptions,
 }
 
 /// Runs `eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
     bertlu::apps::setup::check_threshold(a.threshold)?;
-    let mut clf = LoadedClassifier::open(&a.model)?.with_precision(a.precision.checked("eval"));
-    if let Some(n) = a.max_len {
+    let mut clf = LoadedClassifier::open(&a.model)?.with_precision(a.prediction.checked("eval"));
+    if let Some(n) = a.prediction.max_len {
         clf = clf.with_max_len(n)?;
     }
     let examples = read_examples(&a.data)?;

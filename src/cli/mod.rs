@@ -141,17 +141,21 @@ impl StepArgs {
 }
 
 /// The files of a classifier's training run (`finetune`, `linear`).
-/// The number format of prediction's matrix products (`predict`, `eval`, `embed`, `serve`).
+/// How prediction reads texts and runs its products (`predict`, `eval`, `embed`, `serve`).
 #[derive(Args, Debug, Clone, Copy)]
-pub struct PredictionPrecision {
+pub struct PredictionOptions {
     /// Number format of the matrix products' inputs: f32, or bf16 (f32 sums; faster on CPUs with
     /// AVX-512 BF16; probabilities move by bf16's rounding, about 1e-3, so a label near its
     /// threshold can change).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: bertlu::config::Precision,
+    /// Cut texts at this many pieces instead of the model's `max_len` (up to a Transformer's
+    /// position table: 512 for an imported BERT; e.g. to read whole the texts training cut).
+    #[arg(long)]
+    pub max_len: Option<usize>,
 }
 
-impl PredictionPrecision {
+impl PredictionOptions {
     /// The precision asked for; says on stderr when bf16 was asked of a CPU without the
     /// instructions (it then predicts in f32).
     pub fn checked(self, task: &str) -> bertlu::config::Precision {

@@ -30,19 +30,15 @@ pub struct PredictArgs {
     /// Lines scored together.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Cut texts at this many pieces instead of the model's `max_len` (at most a Transformer's
-    /// position table: 512 for an imported BERT).
-    #[arg(long)]
-    pub max_len: Option<usize>,
     #[command(flatten)]
-    pub precision: super::PredictionPrecision,
+    pub prediction: super::PredictionOptions,
 }
 
 /// Runs `predict`.
 pub fn run(a: PredictArgs) -> Result<()> {
     bertlu::apps::setup::check_threshold(a.threshold)?;
-    let mut clf = LoadedClassifier::open(&a.model)?.with_precision(a.precision.checked("predict"));
-    if let Some(n) = a.max_len {
+    let mut clf = LoadedClassifier::open(&a.model)?.with_precision(a.prediction.checked("predict"));
+    if let Some(n) = a.prediction.max_len {
         clf = clf.with_max_len(n)?;
     }
     let thresholds = clf.thresholds(a.threshold);

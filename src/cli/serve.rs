@@ -35,7 +35,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2)]
     pub http_threads: usize,
     #[command(flatten)]
-    pub precision: super::PredictionPrecision,
+    pub prediction: super::PredictionOptions,
 }
 
 /// Runs `serve`.
@@ -47,7 +47,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_queue: a.max_queue,
         max_body: a.max_body,
         api_key_file: a.api_key_file,
-        precision: a.precision.checked("serve"),
+        precision: a.prediction.checked("serve"),
+        max_len: a.prediction.max_len,
         ..ServeOptions::new(a.model)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(a.http_threads.max(1)).enable_all().build()?;

@@ -188,6 +188,20 @@ fn default_filters() -> usize {
 }
 
 impl ModelConfig {
+    /// The same model reading texts of up to `max_len` pieces at prediction instead of the
+    /// `max_len` it was trained with: a Transformer's position table keeps its rows (so a longer
+    /// `max_len` must fit in them: an imported BERT's 512), a TextCNN reads any length from its
+    /// widest filter up.
+    pub fn reading(&self, max_len: usize) -> Result<Self> {
+        let mut m = self.clone();
+        if m.backbone == BackboneKind::Transformer {
+            m.max_positions = m.positions();
+        }
+        m.max_len = max_len;
+        m.validate()?;
+        Ok(m)
+    }
+
     /// Rejects impossible sizes with a message that names the key.
     pub fn validate(&self) -> Result<()> {
         if self.d_model == 0 {

@@ -265,18 +265,11 @@ impl LoadedClassifier {
 
     /// The same classifier cutting texts at `max_len` pieces instead of the `max_len` it was
     /// trained with (e.g. longer, where training cut many texts and the position table has the
-    /// rows: an imported BERT's 512). Linear members read whole texts either way. Refused beyond
-    /// a Transformer's position table and below a TextCNN's widest filter.
+    /// rows; see [`crate::config::ModelConfig::reading`]). Linear members read whole texts either way.
     pub fn with_max_len(mut self, max_len: usize) -> Result<Self> {
         for m in &mut self.members {
             if let MemberModel::Neural { dir, .. } = &mut m.model {
-                let model = &mut dir.config.model;
-                if model.backbone == crate::config::BackboneKind::Transformer {
-                    // the position table the weights were built with stays what it was
-                    model.max_positions = model.positions();
-                }
-                model.max_len = max_len;
-                model.validate().with_context(|| format!("--max-len {max_len}: {}", m.path.display()))?;
+                dir.config.model = dir.config.model.reading(max_len).with_context(|| format!("--max-len {max_len}: {}", m.path.display()))?;
             }
         }
         Ok(self)

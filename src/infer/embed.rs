@@ -14,7 +14,7 @@ use crate::data::classify::encode_texts_flagged;
 use crate::model::backbone::{pool, Backbone};
 use crate::store::model_dir::ModelDir;
 use crate::store::weights::load_prefix;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::prelude::*;
 use std::path::Path;
 
@@ -76,6 +76,13 @@ impl Embedder {
     /// [`crate::infer::classifier::LoadedClassifier::with_precision`]).
     pub fn with_precision(self, precision: Precision) -> Self {
         Self { precision, ..self }
+    }
+
+    /// The same embedder cutting texts at `max_len` pieces instead of the model's (see
+    /// [`crate::config::ModelConfig::reading`]).
+    pub fn with_max_len(mut self, max_len: usize) -> Result<Self> {
+        self.dir.config.model = self.dir.config.model.reading(max_len).with_context(|| format!("--max-len {max_len}: {}", self.dir.path.display()))?;
+        Ok(self)
     }
 
     /// Whether [`EmbedPooling::Pooler`] can be asked for.

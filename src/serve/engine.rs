@@ -126,8 +126,9 @@ enum Engine {
 }
 
 impl Engine {
-    /// Loads the model at `path`, its products' inputs in `precision`.
-    fn open(path: &Path, precision: Precision) -> Result<(Self, ModelInfo)> {
+    /// Loads the model at `path`, its products' inputs in `precision`, texts cut at `max_len`
+    /// pieces when given (else the model's own).
+    fn open(path: &Path, precision: Precision, max_len: Option<usize>) -> Result<(Self, ModelInfo)> {
         let meta = ModelMeta::read(path)?;
         let mut info = ModelInfo {
             kind: meta.kind,
@@ -143,7 +144,13 @@ impl Engine {
             bertlu_version: meta.bertlu_version.clone(),
         };
         let embedder = match meta.kind {
-            ModelKind::Pretrained | ModelKind::Classifier => Some(Embedder::open(path)?.with_precision(precision)),
+            ModelKind::Pretrained | ModelKind::Classifier => {
+                let e = Embedder::open(path)?.with_precision(precision);
+                Some(match max_len {
+                    Some(n) => e.with_max_len(n)?,
+                    None => e,
+                })
+            }
             ModelKind::Linear | ModelKind::Ensemble => None,
         };
         if let Some(e) = &embedder {
@@ -155,7 +162,10 @@ impl Engine {
         if meta.kind == ModelKind::Pretrained {
             return Ok((Engine::Encoder(embedder.expect("a pre-trained model has a backbone")), info));
         }
-        let clf = LoadedClassifier::open(path)?.with_precision(precision);
+        let mut clf = LoadedClassifier::open(path)?.with_precision(precision);
+        if let Some(n) = max_len {
+            clf = clf.with_max_len(n)?;
+        }
         info.problem = Some(clf.problem);
         info.labels = clf.labels.names().to_vec();
         info.threshold = Some(clf.meta.threshold);
@@ -238,7 +248,7 @@ pub struct Batching {
 
 /// Loads the model on a new thread that then serves the queue; returns once the model is
 /// loaded (or failed to load).
-pub fn start(path: &Path, batching: Batching, precision: Precision, metrics: Arc<Metrics>) -> Result<(Arc<Queue>, ModelInfo, std::thread::JoinHandle<()>)> {
+pub fn start(path: &Path, batching: Batching, precision: Precision, max_len: Option<usize>, metrics: Arc<Metrics>) -> Result<(Arc<Queue>, ModelInfo, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Job>();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<ModelInfo>>();
     let waiting = Arc::new(AtomicUsize::new(0));
@@ -248,7 +258,7 @@ pub fn start(path: &Path, batching: Batching, precision: Precision, metrics: Arc
     let handle = std::thread::Builder::new()
         .name("bertlu-inference".into())
         .spawn(move || {
-            let engine = match Engine::open(&path, precision) {
+            let engine = match Engine::open(&path, precision, max_len) {
                 Ok((engine, info)) => {
                     let _ = ready_tx.send(Ok(info));
                     engine

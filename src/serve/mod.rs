@@ -47,13 +47,15 @@ pub struct ServeOptions {
     pub api_key_file: Option<PathBuf>,
     /// Number format of the model's matrix-product inputs (bf16 where the CPU has AVX-512 BF16).
     pub precision: Precision,
+    /// Pieces a text is cut at, when not the model's own `max_len`.
+    pub max_len: Option<usize>,
 }
 
 impl ServeOptions {
     /// The defaults for a model: 127.0.0.1:8080, batches of 64, 5 ms, a queue of 1,024 texts, 1 MiB
     /// bodies, f32.
     pub fn new(model: PathBuf) -> Self {
-        Self { model, addr: SocketAddr::from(([127, 0, 0, 1], 8080)), max_batch: 64, max_wait: Duration::from_millis(5), max_queue: 1024, max_body: 1 << 20, api_key_file: None, precision: Precision::F32 }
+        Self { model, addr: SocketAddr::from(([127, 0, 0, 1], 8080)), max_batch: 64, max_wait: Duration::from_millis(5), max_queue: 1024, max_body: 1 << 20, api_key_file: None, precision: Precision::F32, max_len: None }
     }
 
     /// Most texts one request may carry: four batches.
@@ -80,9 +82,9 @@ impl Server {
         let api_key = options.api_key_file.as_ref().map(|f| read_api_key(f)).transpose()?;
         let metrics = Arc::new(Metrics::new());
         let batching = Batching { max_batch: options.max_batch, max_wait: options.max_wait, max_queue: options.max_queue };
-        let (model, precision) = (options.model.clone(), options.precision);
+        let (model, precision, max_len) = (options.model.clone(), options.precision, options.max_len);
         let m = metrics.clone();
-        let (queue, info, inference) = tokio::task::spawn_blocking(move || engine::start(&model, batching, precision, m)).await.context("loading the model")??;
+        let (queue, info, inference) = tokio::task::spawn_blocking(move || engine::start(&model, batching, precision, max_len, m)).await.context("loading the model")??;
         let listener = match tokio::net::TcpListener::bind(options.addr).await {
             Ok(l) => l,
             Err(e) => {
