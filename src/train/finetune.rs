@@ -267,18 +267,17 @@ impl<'a, E: Fn(&Classifier) -> Evaluation> Task<'a> for FinetuneTask<'a, E> {
         s.rows.push(MetricsRow { step: at.step, epoch, kind: "valid".into(), lr, valid_loss: Some(e.valid_loss), micro_f1: Some(e.micro_f1), macro_f1: Some(e.macro_f1), seconds: e.seconds, ..Default::default() });
         s.epochs.push(e);
         s.loss_sum = 0.0;
-        let best_epoch = if improved { epoch } else { s.best_epoch };
-        let meta = |best_epoch: usize| {
-            let info = serde_json::json!({ "best_epoch": best_epoch, "epochs": &s.epochs, "initial_valid_loss": s.initial_valid_loss, "loaded_tensors": &s.loaded_tensors });
+        let meta = || {
+            let info = serde_json::json!({ "best_epoch": epoch, "epochs": &s.epochs, "initial_valid_loss": s.initial_valid_loss, "loaded_tensors": &s.loaded_tensors });
             ModelMeta::new(ModelKind::Classifier, Some(self.problem), f.threshold, info)
         };
+        // every kept epoch's model.json names itself the best: it is the model of that epoch
         if let (Some(out), true) = (self.out, f.keep_epochs) {
-            // this epoch's model whether or not it is the best: its own epoch is its "best"
-            keep_epoch(out, epoch, self.cfg, self.tokenizer, &scored.valid(), meta(epoch), Some(self.labels))?;
+            keep_epoch(out, epoch, self.cfg, self.tokenizer, &scored.valid(), meta(), Some(self.labels))?;
         }
         if improved {
             if let Some(out) = self.out {
-                ModelDir::write(out, self.cfg, self.tokenizer, &scored.valid(), meta(best_epoch), Some(self.labels))?;
+                ModelDir::write(out, self.cfg, self.tokenizer, &scored.valid(), meta(), Some(self.labels))?;
             }
             s.best = s.epochs.last().expect("just pushed").micro_f1;
             s.best_epoch = epoch;
