@@ -44,10 +44,7 @@ const CHUNK: usize = 256;
 
 /// Runs `embed`.
 pub fn run(a: EmbedArgs) -> Result<()> {
-    let mut embedder = Embedder::open(&a.model)?.with_precision(a.prediction.checked("embed"));
-    if let Some(n) = a.prediction.max_len {
-        embedder = embedder.with_max_len(n)?;
-    }
+    let embedder = Embedder::open(&a.model)?.with_precision(a.prediction.checked("embed")).with_max_len(a.prediction.max_len)?;
     if a.pooling == EmbedPooling::Pooler && !embedder.has_pooler() {
         bail!("{}: --pooling pooler: the model has no pooler (a pre-trained model without a next-sentence head, or a label-attention classifier)", a.model.display());
     }

@@ -34,10 +34,7 @@ pub struct EvalArgs {
 /// Runs `eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
     bertlu::apps::setup::check_threshold(a.threshold)?;
-    let mut clf = LoadedClassifier::open(&a.model)?.with_precision(a.prediction.checked("eval"));
-    if let Some(n) = a.prediction.max_len {
-        clf = clf.with_max_len(n)?;
-    }
+    let clf = LoadedClassifier::open(&a.model)?.with_precision(a.prediction.checked("eval")).with_max_len(a.prediction.max_len)?;
     let examples = read_examples(&a.data)?;
     let unknown: std::collections::BTreeSet<&str> = examples.iter().flat_map(|e| e.labels.iter()).filter(|l| clf.labels.get(l).is_none()).map(String::as_str).collect();
     if !unknown.is_empty() {

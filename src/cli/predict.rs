@@ -37,10 +37,7 @@ pub struct PredictArgs {
 /// Runs `predict`.
 pub fn run(a: PredictArgs) -> Result<()> {
     bertlu::apps::setup::check_threshold(a.threshold)?;
-    let mut clf = LoadedClassifier::open(&a.model)?.with_precision(a.prediction.checked("predict"));
-    if let Some(n) = a.prediction.max_len {
-        clf = clf.with_max_len(n)?;
-    }
+    let clf = LoadedClassifier::open(&a.model)?.with_precision(a.prediction.checked("predict")).with_max_len(a.prediction.max_len)?;
     let thresholds = clf.thresholds(a.threshold);
     let lines = if a.input == "-" {
         Lines::from_reader("<stdin>", Box::new(std::io::BufReader::new(std::io::stdin())))

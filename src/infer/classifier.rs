@@ -265,8 +265,10 @@ impl LoadedClassifier {
 
     /// The same classifier cutting texts at `max_len` pieces instead of the `max_len` it was
     /// trained with (e.g. longer, where training cut many texts and the position table has the
-    /// rows; see [`crate::config::ModelConfig::reading`]). Linear members read whole texts either way.
-    pub fn with_max_len(mut self, max_len: usize) -> Result<Self> {
+    /// rows; see [`crate::config::ModelConfig::reading`]). Linear members read whole texts either
+    /// way. `None`: as trained.
+    pub fn with_max_len(mut self, max_len: Option<usize>) -> Result<Self> {
+        let Some(max_len) = max_len else { return Ok(self) };
         for m in &mut self.members {
             if let MemberModel::Neural { dir, .. } = &mut m.model {
                 dir.config.model = dir.config.model.reading(max_len).with_context(|| format!("--max-len {max_len}: {}", m.path.display()))?;

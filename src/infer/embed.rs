@@ -79,8 +79,9 @@ impl Embedder {
     }
 
     /// The same embedder cutting texts at `max_len` pieces instead of the model's (see
-    /// [`crate::config::ModelConfig::reading`]).
-    pub fn with_max_len(mut self, max_len: usize) -> Result<Self> {
+    /// [`crate::config::ModelConfig::reading`]). `None`: as trained.
+    pub fn with_max_len(mut self, max_len: Option<usize>) -> Result<Self> {
+        let Some(max_len) = max_len else { return Ok(self) };
         self.dir.config.model = self.dir.config.model.reading(max_len).with_context(|| format!("--max-len {max_len}: {}", self.dir.path.display()))?;
         Ok(self)
     }

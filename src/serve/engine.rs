@@ -144,13 +144,7 @@ impl Engine {
             bertlu_version: meta.bertlu_version.clone(),
         };
         let embedder = match meta.kind {
-            ModelKind::Pretrained | ModelKind::Classifier => {
-                let e = Embedder::open(path)?.with_precision(precision);
-                Some(match max_len {
-                    Some(n) => e.with_max_len(n)?,
-                    None => e,
-                })
-            }
+            ModelKind::Pretrained | ModelKind::Classifier => Some(Embedder::open(path)?.with_precision(precision).with_max_len(max_len)?),
             ModelKind::Linear | ModelKind::Ensemble => None,
         };
         if let Some(e) = &embedder {
@@ -162,10 +156,7 @@ impl Engine {
         if meta.kind == ModelKind::Pretrained {
             return Ok((Engine::Encoder(embedder.expect("a pre-trained model has a backbone")), info));
         }
-        let mut clf = LoadedClassifier::open(path)?.with_precision(precision);
-        if let Some(n) = max_len {
-            clf = clf.with_max_len(n)?;
-        }
+        let clf = LoadedClassifier::open(path)?.with_precision(precision).with_max_len(max_len)?;
         info.problem = Some(clf.problem);
         info.labels = clf.labels.names().to_vec();
         info.threshold = Some(clf.meta.threshold);
