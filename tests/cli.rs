@@ -912,6 +912,20 @@ fn linear_model_learns_reloads_and_joins_an_ensemble() {
     }
     let e = fails(&["ensemble", "--model", &format!("{},{}", s(&p("cnn")), s(&p("cnn"))), "--tune-on", s(&p("valid.txt")), "--tune-linear-share", "--out", s(&p("bad"))]);
     assert!(e.contains("linear") && !p("bad").exists(), "{e}");
+    // every member's weight chosen on validation: stored, used, and never below equal weights
+    let log = ok(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--tune-on", s(&p("valid.txt")), "--tune-weights", "--out", s(&p("enw"))]);
+    let line = log.lines().find(|l| l.starts_with("member weights")).unwrap_or_else(|| panic!("{log}"));
+    let tuned: f64 = line.split("micro-F1 ").nth(1).unwrap()[..6].parse().unwrap();
+    let equal: f64 = line.split('(').last().unwrap()[..6].parse().unwrap();
+    assert!(tuned >= equal, "{line}");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("enw").join("model.json")).unwrap()).unwrap();
+    let w: Vec<f64> = meta["member_weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(w.len() == 2 && (w[0] + w[1] - 1.0).abs() < 1e-9, "{w:?}");
+    for (label, pe) in &probs("enw") {
+        assert!((pe - (w[0] * lin[label] + w[1] * c[label])).abs() < 2e-5, "{label}");
+    }
+    let e = fails(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--tune-on", s(&p("valid.txt")), "--tune-weights", "--tune-linear-share", "--out", s(&p("bad"))]);
+    assert!(e.contains("--tune-weights") && !p("bad").exists(), "{e}");
     for bad in ["1", "1,-1", "0,0"] {
         let e = fails(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--weights", bad, "--out", s(&p("bad"))]);
         assert!(e.contains("--weights") && !p("bad").exists(), "{bad}: {e}");
