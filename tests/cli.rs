@@ -926,6 +926,16 @@ fn linear_model_learns_reloads_and_joins_an_ensemble() {
     }
     let e = fails(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--tune-on", s(&p("valid.txt")), "--tune-weights", "--tune-linear-share", "--out", s(&p("bad"))]);
     assert!(e.contains("--tune-weights") && !p("bad").exists(), "{e}");
+    // the fine-tuned member read at another length, kept in the ensemble: as `--max-len` on each use
+    write(d.path(), "long.txt", b"a network tool for python that reads sound files and plays them over the network again and again\n");
+    let long = |m: &str, extra: &[&str]| first_line_probs(&ok(&[&["predict", "--model", s(&p(m)), s(&p("long.txt")), "--threshold", "0", "--probs"][..], extra].concat()));
+    ok(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--max-len", "8", "--out", s(&p("ens8"))]);
+    assert_eq!(long("ens8", &[]), long("ens", &["--max-len", "8"]));
+    assert_ne!(long("ens8", &[]), long("ens", &[]), "the long text is cut at 8 pieces");
+    let member = std::fs::read_dir(p("ens8").join("members")).unwrap().map(|e| e.unwrap().path()).find(|m| m.join("config.toml").exists()).unwrap();
+    assert!(std::fs::read_to_string(member.join("config.toml")).unwrap().contains("max_len = 8"));
+    let e = fails(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--max-len", "2", "--out", s(&p("bad"))]);
+    assert!(e.contains("--max-len 2") && !p("bad").exists(), "{e}");
     for bad in ["1", "1,-1", "0,0"] {
         let e = fails(&["ensemble", "--model", &format!("{},{}", s(&p("lin")), s(&p("cnn"))), "--weights", bad, "--out", s(&p("bad"))]);
         assert!(e.contains("--weights") && !p("bad").exists(), "{bad}: {e}");

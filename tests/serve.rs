@@ -330,7 +330,7 @@ fn serve_refuses_a_missing_model_and_a_busy_address_in_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ensemble_predicts_its_mean_and_refuses_to_embed() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = bertlu::apps::ensemble::EnsembleSpec { models: vec![fixture("v0.1-transformer"), fixture("v0.1-textcnn")], weights: vec![], out: dir.path().join("ens"), threshold: None, overwrite: false };
+    let spec = bertlu::apps::ensemble::EnsembleSpec { models: vec![fixture("v0.1-transformer"), fixture("v0.1-textcnn")], weights: vec![], out: dir.path().join("ens"), threshold: None, max_len: None, overwrite: false };
     let (path, _) = bertlu::apps::ensemble::build(&spec, None).unwrap();
     let clf = LoadedClassifier::open(&path).unwrap();
     let texts = texts();

@@ -3,8 +3,9 @@
 //! members' share and the thresholds chosen on a tuning file.
 
 use crate::eval::thresholds::{tune_global, Objective, Thresholds, MIN_SUPPORT};
-use crate::infer::classifier::{member_order, mix, score, LoadedClassifier};
-use crate::store::layout::MEMBERS_DIR;
+use crate::infer::classifier::{member_order, mix, score, LoadedClassifier, MemberModel};
+use crate::store::atomic::write_atomic;
+use crate::store::layout::{CONFIG_FILE, MEMBERS_DIR};
 use crate::store::model_dir::{member_weights_fit, write_labels, ModelKind, ModelMeta};
 use crate::store::output_dir::OutputDir;
 use crate::text::labelled::{read_examples, Example};
@@ -21,6 +22,9 @@ pub struct EnsembleSpec {
     pub out: PathBuf,
     /// Multi-label decision threshold (default: the first member's global threshold).
     pub threshold: Option<f64>,
+    /// The neural members read this many pieces instead of their trained `max_len` (written
+    /// into their copied `config.toml`, so the ensemble reads them so whatever command uses it).
+    pub max_len: Option<usize>,
     /// Replace an existing output directory.
     pub overwrite: bool,
 }
@@ -58,7 +62,7 @@ pub fn build(spec: &EnsembleSpec, tuning: Option<&EnsembleTuning>) -> Result<(Pa
     }
     let tune_data = tuning.map(|t| read_examples(&t.file)).transpose()?;
     // every member is loaded here, so a broken one fails before anything is written
-    let loaded = spec.models.iter().map(|p| LoadedClassifier::open(p)).collect::<Result<Vec<_>>>()?;
+    let loaded = spec.models.iter().map(|p| LoadedClassifier::open(p)?.with_max_len(spec.max_len)).collect::<Result<Vec<_>>>()?;
     let first = &loaded[0];
     let mut names = Vec::new();
     for (i, (path, clf)) in spec.models.iter().zip(&loaded).enumerate() {
@@ -71,12 +75,18 @@ pub fn build(spec: &EnsembleSpec, tuning: Option<&EnsembleTuning>) -> Result<(Pa
         names.push(format!("{MEMBERS_DIR}/{i:02}-{base}"));
     }
     let out = OutputDir::create(&spec.out, spec.overwrite)?;
-    for (path, name) in spec.models.iter().zip(&names) {
+    for ((path, name), clf) in spec.models.iter().zip(&names).zip(&loaded) {
         copy_model(path, &out.path().join(name))?;
+        if let (Some(_), MemberModel::Neural { dir, .. }) = (spec.max_len, &clf.members[0].model) {
+            write_atomic(&out.path().join(name).join(CONFIG_FILE), dir.config.to_toml().as_bytes())?;
+        }
     }
     write_labels(out.path(), &first.labels)?;
     let threshold = spec.threshold.unwrap_or(first.meta.threshold);
-    let info = serde_json::json!({ "sources": spec.models.iter().map(|p| p.display().to_string()).collect::<Vec<_>>() });
+    let mut info = serde_json::json!({ "sources": spec.models.iter().map(|p| p.display().to_string()).collect::<Vec<_>>() });
+    if let Some(n) = spec.max_len {
+        info["max_len"] = n.into();
+    }
     let mut meta = ModelMeta::new(ModelKind::Ensemble, Some(first.problem), threshold, info);
     meta.members = names;
     meta.member_weights = spec.weights.clone();

@@ -39,6 +39,11 @@ pub struct EnsembleArgs {
     /// shared threshold, for micro-F1. A member that only hurts gets weight 0.
     #[arg(long, requires = "tune_on", conflicts_with_all = ["weights", "tune_linear_share"])]
     pub tune_weights: bool,
+    /// The neural members read texts up to this many pieces instead of their trained `max_len`
+    /// (kept in the ensemble: every command that uses it reads them so; a Transformer's position
+    /// table must have the rows, e.g. an imported BERT's 512). The tuning reads them so too.
+    #[arg(long)]
+    pub max_len: Option<usize>,
     /// Replace an existing output directory.
     #[arg(long)]
     pub overwrite: bool,
@@ -46,7 +51,7 @@ pub struct EnsembleArgs {
 
 /// Runs `ensemble`.
 pub fn run(a: EnsembleArgs) -> Result<()> {
-    let spec = EnsembleSpec { models: a.model.clone(), weights: a.weights.clone(), out: a.out.clone(), threshold: a.threshold, overwrite: a.overwrite };
+    let spec = EnsembleSpec { models: a.model.clone(), weights: a.weights.clone(), out: a.out.clone(), threshold: a.threshold, max_len: a.max_len, overwrite: a.overwrite };
     let weights = if a.tune_weights {
         WeightTuning::Every
     } else if a.tune_linear_share {
