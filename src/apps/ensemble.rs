@@ -1,6 +1,7 @@
 //! The `ensemble` command's pipeline: several classifiers of one label set copied into one
-//! directory whose probabilities are the members' (weighted) mean; optionally the linear
-//! members' share and the thresholds chosen on a tuning file.
+//! directory whose probabilities are the members' (weighted) mean; optionally the member
+//! weights (the linear members' share, or every member's) and the thresholds chosen on a tuning
+//! file.
 
 use crate::eval::thresholds::{tune_global, Objective, Thresholds, MIN_SUPPORT};
 use crate::infer::classifier::{member_order, mix, score, LoadedClassifier, MemberModel};
