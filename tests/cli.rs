@@ -917,7 +917,8 @@ fn linear_model_learns_reloads_and_joins_an_ensemble() {
     let line = log.lines().find(|l| l.starts_with("member weights")).unwrap_or_else(|| panic!("{log}"));
     let tuned: f64 = line.split("micro-F1 ").nth(1).unwrap()[..6].parse().unwrap();
     let equal: f64 = line.split('(').last().unwrap()[..6].parse().unwrap();
-    assert!(tuned >= equal, "{line}");
+    let alone: Vec<f64> = line.split("alone: ").nth(1).unwrap().trim_end_matches(')').split(", ").map(|x| x.parse().unwrap()).collect();
+    assert!(alone.len() == 2 && alone.iter().all(|&a| tuned >= a) && tuned >= equal, "{line}");
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("enw").join("model.json")).unwrap()).unwrap();
     let w: Vec<f64> = meta["member_weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(w.len() == 2 && (w[0] + w[1] - 1.0).abs() < 1e-9, "{w:?}");

@@ -139,7 +139,11 @@ fn tune_weights(clf: &LoadedClassifier, examples: &[Example], fallback: f64, how
             let groups: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
             let found = search_shares(vec![1.0 / n as f64; n], &groups, MAX_PASSES, micro);
             let shown: Vec<String> = found.weights.iter().map(|w| format!("{w:.2}")).collect();
-            let line = format!("member weights {} (in --model order; {} passes): micro-F1 {:.4} on the tuning data at threshold {:.2} ({:.4} with equal weights)", shown.join(", "), found.passes, found.micro_f1, found.threshold, found.start_f1);
+            let alone: Vec<String> = (0..n).map(|i| format!("{:.4}", micro(&with_share(&found.weights, &[i], 1.0)).0)).collect();
+            let line = format!(
+                "member weights {} (in --model order; {} passes): micro-F1 {:.4} on the tuning data at threshold {:.2} ({:.4} with equal weights; each member alone: {})",
+                shown.join(", "), found.passes, found.micro_f1, found.threshold, found.start_f1, alone.join(", ")
+            );
             (found.weights, line)
         }
         WeightTuning::Given => (clf.member_weights().iter().map(|&w| w as f64).collect(), "member weights as given".into()),
