@@ -36,15 +36,14 @@ pub struct EnsembleTuning {
     pub file: PathBuf,
     /// Micro-F1 (one shared threshold) or macro-F1 (one a label).
     pub objective: Objective,
-    /// Which member weights to choose first (with the shared threshold, for micro-F1).
-    pub weights: WeightTuning,
+    /// Which member weights to choose first (with the shared threshold, for micro-F1); `None`:
+    /// the weights given (or equal).
+    pub weights: Option<WeightTuning>,
 }
 
 /// Which member weights `--tune-on` chooses before the thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightTuning {
-    /// None: the weights given (or equal).
-    Given,
     /// The `bertlu linear` members' share of the mean, the fine-tuned members sharing the rest
     /// equally.
     LinearShare,
@@ -96,8 +95,8 @@ pub fn build(spec: &EnsembleSpec, tuning: Option<&EnsembleTuning>) -> Result<(Pa
     if let (Some(t), Some(examples)) = (tuning, &tune_data) {
         // loaded once (members and all) for the share search and the thresholds
         let mut clf = LoadedClassifier::open(out.path())?;
-        if t.weights != WeightTuning::Given {
-            let (weights, line) = tune_weights(&clf, examples, threshold, t.weights)?;
+        if let Some(how) = t.weights {
+            let (weights, line) = tune_weights(&clf, examples, threshold, how)?;
             said.push(line);
             clf.meta.member_weights = weights;
             clf.meta.write(out.path())?;
@@ -146,7 +145,6 @@ fn tune_weights(clf: &LoadedClassifier, examples: &[Example], fallback: f64, how
             );
             (found.weights, line)
         }
-        WeightTuning::Given => (clf.member_weights().iter().map(|&w| w as f64).collect(), "member weights as given".into()),
     })
 }
 

@@ -53,11 +53,11 @@ pub struct EnsembleArgs {
 pub fn run(a: EnsembleArgs) -> Result<()> {
     let spec = EnsembleSpec { models: a.model.clone(), weights: a.weights.clone(), out: a.out.clone(), threshold: a.threshold, max_len: a.max_len, overwrite: a.overwrite };
     let weights = if a.tune_weights {
-        WeightTuning::Every
+        Some(WeightTuning::Every)
     } else if a.tune_linear_share {
-        WeightTuning::LinearShare
+        Some(WeightTuning::LinearShare)
     } else {
-        WeightTuning::Given
+        None
     };
     let tuning = a.tune_on.clone().map(|file| EnsembleTuning { file, objective: a.objective, weights });
     let (dir, said) = build(&spec, tuning.as_ref())?;
