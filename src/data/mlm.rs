@@ -173,9 +173,14 @@ impl Masking {
         (0..seq.len()).filter(move |&i| !specials.is_structural(seq[i]))
     }
 
-    /// How many positions [`Self::apply`] chooses in `seq` (with whole words, at most this many).
-    pub fn predictions_in(&self, seq: &[u32]) -> usize {
-        self.num_predictions(self.candidates(seq).count())
+    /// How many positions [`Self::apply`] chooses in `seq`: the budget, or with whole words the
+    /// count of one draw from `rng` — a word that does not fit the budget's rest is passed over,
+    /// so a sequence often falls short of it; summed over a corpus, the expected count.
+    pub fn predictions_in<R: Rng>(&self, seq: &[u32], rng: &mut R) -> usize {
+        match self.whole_words {
+            None => self.num_predictions(self.candidates(seq).count()),
+            Some(_) => self.apply(seq, rng).positions.len(),
+        }
     }
 
     /// Masks one sequence: chooses positions among the non-special ones, then corrupts them as
@@ -346,6 +351,14 @@ mod tests {
         let mean = chosen_total as f64 / 2000.0;
         assert!(mean > 4.0 && mean <= 5.0, "mean chosen {mean}");
         assert!(per_word.iter().all(|&c| c > 300), "every word gets chosen: {per_word:?}");
+        // words of two pieces each: a budget of 5 takes two of them; the count an epoch's loss
+        // scale divides by is what is drawn, not the budget
+        let seq: Vec<u32> = std::iter::once(CLS).chain(tok.encode("playing games played playing games played")).chain(std::iter::once(SEP)).collect();
+        let m = Masking { prob: 0.4, ..m };
+        assert_eq!(m.num_predictions(seq.len() - 2), 5);
+        let drawn: Vec<usize> = (0..200).map(|_| m.predictions_in(&seq, &mut rng)).collect();
+        assert!(drawn.iter().all(|&n| n == 4), "{drawn:?}");
+        assert_eq!(Masking { whole_words: None, ..m }.predictions_in(&seq, &mut rng), 5, "without whole words, the budget");
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub mod streams {
     pub const PAIRS: u64 = 4;
     /// ELECTRA generator samples of a step.
     pub const SAMPLES: u64 = 5;
+    /// The masking draws that count an epoch's masked pieces (whole-word masking).
+    pub const COUNTING: u64 = 6;
 }
 
 /// Logs a line to stdout unless quiet (as `{"event": "message", "text": …}` with JSON logs).

@@ -324,13 +324,14 @@ pub fn pretrain<D: DocumentSource + ?Sized>(cfg: &Config, docs: &D, tokenizer: &
     let (mut held, mut hash) = (Vec::new(), Fnv::default());
     let (mut n_train, mut tokens, mut fill, mut steps_per_epoch, mut n_next, mut masked) = (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
     let mut counting = Pass::new(docs, tokenizer, cfg)?;
+    let mut counting_rng = StdRng::seed_from_u64(derived_seed(p.optim.seed, streams::COUNTING, 0));
     while let Some(chunk) = counting.next_chunk()? {
         for s in &chunk.train {
             hash.sequence(&s.ids, s.is_next);
             tokens += s.ids.len();
             n_next += usize::from(s.is_next == Some(true));
             if masks(p) {
-                masked += masking.predictions_in(&s.ids);
+                masked += masking.predictions_in(&s.ids, &mut counting_rng);
             }
         }
         n_train += chunk.train.len();
