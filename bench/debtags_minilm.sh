@@ -15,7 +15,9 @@
 #
 # MINILM: where the checkpoint is or goes (default ~/.cache/bertlu/all-MiniLM-L6-v2, fetched with
 # ../shared/models/fetch-minilm.sh when absent); BUDGET: the continued pre-training's wall time
-# (default 20m); PRECISION: the fine-tuning's products, f32 (default) or bf16 (the six-epoch
+# (default 20m); DAPT_EPOCHS: instead of a budget, that many whole passes over the corpus (the
+# one-epoch (b): DAPT_EPOCHS=1 EPOCHS=8 EMA=0.999 AVERAGE=3,4,5 MAX_LEN=384, its best epochs
+# being 3-5 where (a)'s were 4-6); PRECISION: the fine-tuning's products, f32 (default) or bf16 (the six-epoch
 # numbers: EPOCHS=6 PRECISION=bf16); EMA: the fine-tuning's weight-average decay, 0 (off, the
 # default) or e.g. 0.999 (the eight-epoch numbers: EPOCHS=8 EMA=0.999); AVERAGE: epochs whose
 # models are kept (`--keep-epochs`) and averaged into one more model per arm, NAME-avg (`bertlu
@@ -27,6 +29,7 @@ DEFAULT_W=runs/debtags-minilm
 M=${MINILM:-$HOME/.cache/bertlu/all-MiniLM-L6-v2}
 EPOCHS=${EPOCHS:-2}
 BUDGET=${BUDGET:-20m}
+if [ -n "${DAPT_EPOCHS:-}" ]; then DAPT_LENGTH=(--epochs "$DAPT_EPOCHS"); else DAPT_LENGTH=(--time-budget "$BUDGET"); fi
 PRECISION=${PRECISION:-f32}
 EMA=${EMA:-0}
 AVERAGE=${AVERAGE:-}
@@ -56,7 +59,7 @@ finetune a-direct --init "$W/minilm" --lr 3e-3 --backbone-lr-scale 0.1
 with_linear a-direct
 [ -z "$AVERAGE" ] || with_linear a-direct-avg
 done_model "$W/dapt" || timed dapt "$B" pretrain --init "$W/minilm" --corpus "$D/corpus.txt.gz" --out "$W/dapt" \
-    --tasks mlm --lr 1e-4 --time-budget "$BUDGET" --set model.max_len=128 --seed 42 $(resume "$W/dapt")
+    --tasks mlm --lr 1e-4 "${DAPT_LENGTH[@]}" --set model.max_len=128 --seed 42 $(resume "$W/dapt")
 finetune b-dapt --init "$W/dapt" --lr 3e-3 --backbone-lr-scale 0.1
 with_linear b-dapt
 [ -z "$AVERAGE" ] || with_linear b-dapt-avg
