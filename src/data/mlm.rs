@@ -179,13 +179,30 @@ impl Masking {
     pub fn predictions_in<R: Rng>(&self, seq: &[u32], rng: &mut R) -> usize {
         match self.whole_words {
             None => self.num_predictions(self.candidates(seq).count()),
-            Some(_) => self.apply(seq, rng).positions.len(),
+            Some(_) => self.choose(seq, rng).len(),
         }
     }
 
     /// Masks one sequence: chooses positions among the non-special ones, then corrupts them as
     /// `split` says (BERT: 80 % [MASK], 10 % a random word piece, 10 % unchanged).
     pub fn apply<R: Rng>(&self, seq: &[u32], rng: &mut R) -> MlmExample {
+        let positions = self.choose(seq, rng);
+        let mut input_ids = seq.to_vec();
+        let targets = positions.iter().map(|&p| seq[p]).collect();
+        for &p in &positions {
+            let r: f64 = rng.random();
+            if r < self.split.mask_below {
+                input_ids[p] = self.specials.mask;
+            } else if r < self.split.random_below {
+                input_ids[p] = self.random_piece(rng);
+            }
+        }
+        MlmExample { input_ids, positions, targets }
+    }
+
+    /// The positions [`Self::apply`] masks in `seq`, in order: the budget's worth of non-special
+    /// positions, or with whole words the words that fit it.
+    fn choose<R: Rng>(&self, seq: &[u32], rng: &mut R) -> Vec<usize> {
         let candidates: Vec<usize> = self.candidates(seq).collect();
         let n = self.num_predictions(candidates.len());
         let mut positions: Vec<usize> = match &self.whole_words {
@@ -207,17 +224,7 @@ impl Masking {
             }
         };
         positions.sort_unstable();
-        let mut input_ids = seq.to_vec();
-        let targets = positions.iter().map(|&p| seq[p]).collect();
-        for &p in &positions {
-            let r: f64 = rng.random();
-            if r < self.split.mask_below {
-                input_ids[p] = self.specials.mask;
-            } else if r < self.split.random_below {
-                input_ids[p] = self.random_piece(rng);
-            }
-        }
-        MlmExample { input_ids, positions, targets }
+        positions
     }
 
     /// A word piece drawn uniformly from the ids that are none of the five special tokens.
