@@ -479,8 +479,8 @@ fn bench_measures_each_case_in_its_own_process() {
     // the matrix products' FLOPs of an iteration: a forward pass a sequence; a training step three
     use bertlu::{apps::bench, config::HeadKind, model::flops};
     let cfg = bench::Setting::TinyTextcnn.model();
-    assert_eq!(ms[0]["flops"].as_f64().unwrap(), flops::classifier_forward(&cfg, 128, bench::LABELS, HeadKind::Pooled, true));
-    assert_eq!(ms[1]["flops"].as_f64().unwrap(), 3.0 * 32.0 * flops::classifier_forward(&cfg, 128, bench::LABELS, HeadKind::Pooled, false));
+    assert_eq!(ms[0]["flops"].as_f64().unwrap(), flops::classifier_forward(&cfg, 128, bench::LABELS, HeadKind::Pooled, flops::Pass::Folded));
+    assert_eq!(ms[1]["flops"].as_f64().unwrap(), 3.0 * 32.0 * flops::classifier_forward(&cfg, 128, bench::LABELS, HeadKind::Pooled, flops::Pass::Training));
     // the table: GFLOP/s and the share of the peak measured in the same run
     let table = ok(&["bench", "--setting", "tiny-textcnn", "--case", "infer1", "--iters", "2", "--warmup", "0"]);
     assert!(table.contains("| GFLOP/s | of peak |") && table.contains(" % |") && table.contains("1024³"), "{table}");

@@ -5,6 +5,8 @@ use crate::store::weights::load_weights;
 use crate::store::model_dir::{read_labels, ModelDir, ModelKind, ModelMeta};
 use crate::eval::metrics::{F1Accumulator, Scores};
 use crate::infer::linear::LinearClassifier;
+use crate::model::backbone::textcnn::FoldedConvs;
+use crate::model::flops::Pass;
 use crate::model::Classifier;
 use crate::data::classify::{LabelSet, Problem};
 use crate::text::labelled::Example;
@@ -15,14 +17,15 @@ use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 
 /// Label probabilities `[n][labels]` of already-wrapped sequences (padded with `specials.pad`),
-/// in input order.
-pub fn probabilities(model: &Classifier, seqs: &[Vec<u32>], specials: SpecialIds, problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
+/// in input order; a TextCNN's through `folded` when given (see [`Classifier::folded`]).
+#[allow(clippy::too_many_arguments)]
+pub fn probabilities(model: &Classifier, folded: Option<&FoldedConvs>, seqs: &[Vec<u32>], specials: SpecialIds, problem: Problem, batch_size: usize, device: &Device) -> Vec<Vec<f32>> {
     let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
     let mut out = vec![Vec::new(); seqs.len()];
     for idx in eval_batches(&lengths, batch_size) {
         let batch: Vec<&[u32]> = idx.iter().map(|&i| seqs[i].as_slice()).collect();
         let tokens = TokenBatch::new(&batch, specials, device);
-        let probs = Classifier::probabilities(model.forward(&tokens), problem);
+        let probs = Classifier::probabilities(model.predict(&tokens, folded), problem);
         let [b, c] = probs.dims();
         let flat: Vec<f32> = probs.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
         for (k, &i) in idx.iter().enumerate().take(b) {
@@ -109,6 +112,9 @@ pub enum MemberModel {
         dir: Box<ModelDir>,
         /// The model on the plain device.
         model: Classifier,
+        /// A TextCNN's convolutions folded into its embeddings, for prediction (see
+        /// [`Classifier::folded`]).
+        folded: Option<FoldedConvs>,
     },
     /// A TF-IDF + linear SVM classifier.
     Linear(LinearClassifier),
@@ -141,7 +147,8 @@ impl Member {
                 let labels = dir.labels.clone().expect("classifier has labels");
                 let model = Classifier::init_with_head(&dir.config.model, dir.config.finetune.head, labels.len(), device);
                 let model = load_weights(model, &dir.weights(), dir.meta.weights_bytes)?;
-                Ok(Self { path: path.to_path_buf(), meta: dir.meta.clone(), labels, model: MemberModel::Neural { dir: Box::new(dir), model }, order: None })
+                let folded = model.folded();
+                Ok(Self { path: path.to_path_buf(), meta: dir.meta.clone(), labels, model: MemberModel::Neural { dir: Box::new(dir), model, folded }, order: None })
             }
             ModelKind::Linear => {
                 let labels = read_labels(path)?;
@@ -175,9 +182,10 @@ impl Member {
     /// FLOPs of its forward pass over each text as prediction runs it (`model::flops`); `None`
     /// for a linear member.
     pub fn forward_flops(&self, texts: &[String]) -> Option<Vec<f64>> {
-        let MemberModel::Neural { dir, .. } = &self.model else { return None };
+        let MemberModel::Neural { dir, folded, .. } = &self.model else { return None };
         let config = &dir.config;
-        Some(self.encode(texts)?.iter().map(|s| crate::model::flops::classifier_forward(&config.model, s.len(), self.labels.len(), config.finetune.head, true)).collect())
+        let pass = if folded.is_some() { Pass::Folded } else { Pass::Prediction };
+        Some(self.encode(texts)?.iter().map(|s| crate::model::flops::classifier_forward(&config.model, s.len(), self.labels.len(), config.finetune.head, pass)).collect())
     }
 
     /// Its label probabilities of texts, in its own label order.
@@ -189,9 +197,9 @@ impl Member {
     /// to its `max_len` (never, for a linear member).
     fn outputs(&self, texts: &[String], problem: Problem, batch_size: usize, device: &Device) -> (Vec<Vec<f32>>, Vec<bool>) {
         match &self.model {
-            MemberModel::Neural { dir, model } => {
+            MemberModel::Neural { dir, model, folded } => {
                 let (seqs, cut) = crate::data::classify::encode_texts_flagged(texts, &dir.tokenizer, dir.config.model.max_len);
-                (probabilities(model, &seqs, dir.tokenizer.specials(), problem, batch_size, device), cut)
+                (probabilities(model, folded.as_ref(), &seqs, dir.tokenizer.specials(), problem, batch_size, device), cut)
             }
             MemberModel::Linear(m) => (m.probabilities(texts, problem), vec![false; texts.len()]),
         }
@@ -258,7 +266,9 @@ impl LoadedClassifier {
     /// The same classifier predicting with `precision`: with bf16 the neural members' linear
     /// layers and convolutions take bf16 inputs and sum in f32 (AVX-512 BF16 CPUs; elsewhere f32,
     /// see [`crate::model::kernels::bf16::supported`]) — faster, and the probabilities move by
-    /// bf16's rounding (about 1e-3), so a label near its threshold can change.
+    /// bf16's rounding (about 1e-3), so a label near its threshold can change. A TextCNN whose
+    /// convolutions are folded into its embeddings ([`Classifier::folded`]) computes them in f32
+    /// either way: it reads them from its table.
     pub fn with_precision(self, precision: Precision) -> Self {
         Self { precision, ..self }
     }

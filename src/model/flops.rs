@@ -36,16 +36,34 @@ pub fn cls_only(config: &ModelConfig, head: HeadKind) -> bool {
     config.backbone == BackboneKind::Transformer && config.transformer.pooling == Pooling::Cls && head == HeadKind::Pooled
 }
 
+/// How a classifier's forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Every state of every layer (training).
+    Training,
+    /// As prediction computes it: a `[CLS]`-pooled Transformer's last layer for `[CLS]` alone
+    /// (see [`cls_only`]).
+    Prediction,
+    /// Prediction of a TextCNN whose convolutions are folded into its embedding table
+    /// (`FoldedConvs`): its products are read from the table, none computed.
+    Folded,
+}
+
 /// FLOPs of a classifier's forward pass over one sequence of `n` word pieces, `labels` outputs,
-/// a `head` head; `inference`: as prediction computes it (see [`cls_only`]).
-pub fn classifier_forward(config: &ModelConfig, n: usize, labels: usize, head: HeadKind, inference: bool) -> f64 {
+/// a `head` head, run as `pass`.
+pub fn classifier_forward(config: &ModelConfig, n: usize, labels: usize, head: HeadKind, pass: Pass) -> f64 {
     let o = config.output_dim() as f64;
     let pooled = 2.0 * o * o + 2.0 * o * labels as f64;
     let attention = match head {
         HeadKind::LabelAttention => 4.0 * labels as f64 * n as f64 * o,
         HeadKind::Pooled => 0.0,
     };
-    backbone(config, n, inference && cls_only(config, head)) + pooled + attention
+    let backbone = match pass {
+        Pass::Training => backbone(config, n, false),
+        Pass::Prediction => backbone(config, n, cls_only(config, head)),
+        Pass::Folded => 0.0,
+    };
+    backbone + pooled + attention
 }
 
 /// FLOPs of a training step (forward and backward: three times the forward pass's products) of
@@ -73,12 +91,15 @@ mod tests {
         assert_eq!(backbone(&c, 10, true), layer + last);
         assert!(cls_only(&c, HeadKind::Pooled) && !cls_only(&c, HeadKind::LabelAttention));
         // the head: dense d × d and output d × labels
-        assert_eq!(classifier_forward(&c, 10, 5, HeadKind::Pooled, true), layer + last + 2.0 * d * d + 2.0 * d * 5.0);
-        assert_eq!(classifier_forward(&c, 10, 5, HeadKind::Pooled, false), 2.0 * layer + 2.0 * d * d + 2.0 * d * 5.0);
+        assert_eq!(classifier_forward(&c, 10, 5, HeadKind::Pooled, Pass::Prediction), layer + last + 2.0 * d * d + 2.0 * d * 5.0);
+        assert_eq!(classifier_forward(&c, 10, 5, HeadKind::Pooled, Pass::Training), 2.0 * layer + 2.0 * d * d + 2.0 * d * 5.0);
         // TextCNN: each width's filters see width × d inputs a position
         let t = Config::preset(Preset::Tiny).with_backbone(BackboneKind::TextCnn).model;
         let per = 2.0 * 64.0 * (t.textcnn.filter_widths.iter().sum::<usize>() * t.textcnn.filters) as f64;
         assert_eq!(backbone(&t, 7, true), 7.0 * per);
+        // folded into the embedding table: the head's products alone
+        let o = t.output_dim() as f64;
+        assert_eq!(classifier_forward(&t, 7, 5, HeadKind::Pooled, Pass::Folded), 2.0 * o * o + 2.0 * o * 5.0);
         // a masked-LM step: three forward passes' worth, the vocabulary projection of each masked position
         let v = c.vocab_size as f64;
         assert_eq!(masked_lm_step(&c, 2, 10, 3), 3.0 * 2.0 * (2.0 * layer + 3.0 * (2.0 * d * d + 2.0 * d * v)));

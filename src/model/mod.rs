@@ -244,6 +244,25 @@ impl Classifier {
         self
     }
 
+    /// A TextCNN classifier's convolutions folded into its embedding table for prediction
+    /// ([`backbone::textcnn::FoldedConvs`]), where its head reads the pooled vector alone and
+    /// the fold applies; `None` otherwise (prediction then runs [`Classifier::forward`]).
+    pub fn folded(&self) -> Option<backbone::textcnn::FoldedConvs> {
+        match &self.backbone {
+            Backbone::TextCnn(cnn) if !self.head.reads_states() => backbone::textcnn::FoldedConvs::of(cnn),
+            _ => None,
+        }
+    }
+
+    /// Logits `[batch, labels]` for prediction: through `folded` (made by [`Classifier::folded`]
+    /// from this model's weights) when given, else [`Classifier::forward`].
+    pub fn predict(&self, tokens: &TokenBatch, folded: Option<&backbone::textcnn::FoldedConvs>) -> Tensor<2> {
+        match folded {
+            Some(f) => self.head.forward_pooled(f.pooled(tokens)),
+            None => self.forward(tokens),
+        }
+    }
+
     /// Logits `[batch, labels]`.
     pub fn forward(&self, tokens: &TokenBatch) -> Tensor<2> {
         if !self.head.reads_states() {

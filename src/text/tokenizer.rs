@@ -256,13 +256,13 @@ impl WordPieceTokenizer {
     /// Word-piece ids of one text, without special tokens.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         // The pipeline has no failing stage for valid UTF-8 input; an error would be a bug.
-        self.inner.encode(text, false).map(|e| e.get_ids().to_vec()).unwrap_or_default()
+        self.inner.encode_fast(text, false).map(|e| e.get_ids().to_vec()).unwrap_or_default()
     }
 
     /// Word-piece ids of many texts, encoded in parallel.
     pub fn encode_batch(&self, texts: &[String]) -> Vec<Vec<u32>> {
         let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-        match self.inner.encode_batch(refs, false) {
+        match self.inner.encode_batch_fast(refs, false) {
             Ok(encs) => encs.iter().map(|e| e.get_ids().to_vec()).collect(),
             Err(_) => texts.iter().map(|t| self.encode(t)).collect(),
         }

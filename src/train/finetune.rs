@@ -111,7 +111,8 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     let hash = data_hash(&enc_train, &enc_valid, &labels);
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
     let evaluate = |m: &Classifier| -> Evaluation {
-        let probs = probabilities(&m.valid(), &valid_seqs, tokenizer.specials(), problem, 64, &plain);
+        let m = m.valid();
+        let probs = probabilities(&m, m.folded().as_ref(), &valid_seqs, tokenizer.specials(), problem, 64, &plain);
         score(&probs, valid, &valid_gold, &labels, problem, &Thresholds::Global(f.threshold))
     };
     let mut ema = None;

@@ -10,6 +10,7 @@ use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, PaddingConfig1d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use burn::tensor::TensorData;
 
 /// Larger than the Transformer's 0.02: with no LayerNorm after the embedding, 0.02 leaves the
 /// convolutions' output dominated by their biases at the start. Measured on the Debtags demo
@@ -74,6 +75,93 @@ impl TextCnnBackbone {
         let (weight, bias, widths, filters) = stacked_weights(&self.convs, x.dims()[2]);
         kernels::conv_windows_max(x, weight, bias, keep, &widths, filters)
     }
+}
+
+/// Largest table a segment that [`FoldedConvs`] builds, in bytes: 256 MiB, a vocabulary of
+/// 43,000 pieces at the small preset's 1,536 product columns. Larger, prediction multiplies.
+const FOLDED_TABLE_BYTES: usize = 256 << 20;
+
+/// A TextCNN's convolutions folded into its embedding table, for prediction. The products at a
+/// position, `(e_v + s) W` for every shifted weight block `W`, depend on its word piece `v` and
+/// segment `s` alone, so they are computed once for the whole vocabulary (a table a segment,
+/// built on first use: ≈ 3 GFLOP at the small preset, the products of ≈ 2,000 texts) and
+/// prediction reads rows of it instead of multiplying (`kernels::table_windows_max`); the
+/// shifted sums, bias, ReLU and maximum are as before. A snapshot of the weights it was made
+/// from: a model trained further needs a new one.
+pub struct FoldedConvs {
+    /// The token embeddings `[vocab, d]`.
+    embedding: Tensor<2>,
+    /// The segment embeddings `[segments, d]` (`None`: the model has none).
+    segments: Option<Tensor<2>>,
+    /// Every width's every shift side by side, `[d, Σ w · filters]`.
+    weight: Tensor<2>,
+    /// `[widths · filters]`.
+    bias: Vec<f32>,
+    widths: Vec<usize>,
+    filters: usize,
+    /// Segment `s`'s table `[vocab, Σ w · filters]`, once built.
+    tables: Vec<std::sync::OnceLock<Vec<f32>>>,
+}
+
+impl FoldedConvs {
+    /// The folded convolutions of `backbone`, or `None` where prediction keeps multiplying: off
+    /// the flex CPU device, a convolution without bias, or a table over [`FOLDED_TABLE_BYTES`].
+    pub fn of(backbone: &TextCnnBackbone) -> Option<Self> {
+        Self::within(backbone, FOLDED_TABLE_BYTES)
+    }
+
+    /// [`FoldedConvs::of`] with tables of at most `bytes` each.
+    fn within(backbone: &TextCnnBackbone, bytes: usize) -> Option<Self> {
+        let embedding = backbone.token_embedding.weight.val();
+        let [vocab, d] = embedding.dims();
+        if !by_product(&backbone.convs, &embedding.clone().unsqueeze::<3>()) {
+            return None;
+        }
+        let (weight, bias, widths, filters) = stacked_weights(&backbone.convs, d);
+        if vocab * weight.dims()[1] * std::mem::size_of::<f32>() > bytes {
+            return None;
+        }
+        let segments = backbone.segment_embedding.as_ref().map(|s| s.weight.val());
+        let tables = (0..segments.as_ref().map_or(1, |s| s.dims()[0])).map(|_| std::sync::OnceLock::new()).collect();
+        Some(Self { embedding, segments, weight, bias: bias.into_data().convert::<f32>().try_into_vec().expect("f32 biases"), widths, filters, tables })
+    }
+
+    /// Segment `s`'s table: `(E + S[s]) W`, `[vocab, Σ w · filters]` flattened.
+    fn table(&self, s: usize) -> &[f32] {
+        self.tables[s].get_or_init(|| {
+            let x = match &self.segments {
+                Some(seg) => {
+                    let d = seg.dims()[1];
+                    self.embedding.clone() + seg.clone().slice([s..s + 1, 0..d])
+                }
+                None => self.embedding.clone(),
+            };
+            x.matmul(self.weight.clone()).into_data().convert::<f32>().try_into_vec().expect("f32 products")
+        })
+    }
+
+    /// `tokens` `[batch, seq]` → the pooled vector, `[batch, filters × widths]`: what
+    /// [`TextCnnBackbone::pooled`] gives, to float rounding.
+    pub fn pooled(&self, tokens: &TokenBatch) -> Tensor<2> {
+        let [b, l] = tokens.dims();
+        let vocab = self.embedding.dims()[0];
+        let ids: Vec<u32> = int_values(&tokens.ids);
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            panic!("word piece id {id} outside the model's vocabulary of {vocab}");
+        }
+        let keep: Vec<f32> = tokens.pad_mask.to_data().convert::<bool>().try_into_vec::<bool>().expect("bool mask").into_iter().map(|pad| if pad { 0.0 } else { 1.0 }).collect();
+        // a model without segments reads pairs as one text; a batch without pairs is segment 0
+        let segments = tokens.segments.as_ref().filter(|_| self.segments.is_some()).map(int_values);
+        let used = segments.as_ref().map_or(1, |seg| seg.iter().max().map_or(1, |&m| m as usize + 1));
+        let tables: Vec<&[f32]> = (0..used.min(self.tables.len())).map(|s| self.table(s)).collect();
+        let pooled = kernels::table_windows_max(&tables, &ids, segments.as_deref(), &keep, l, &self.bias, &self.widths, self.filters);
+        Tensor::from_data(TensorData::new(pooled, [b, self.widths.len() * self.filters]), &self.embedding.device())
+    }
+}
+
+/// An integer tensor's values as `u32`.
+fn int_values(t: &Tensor<2, Int>) -> Vec<u32> {
+    t.to_data().convert::<i64>().try_into_vec::<i64>().expect("integer data").into_iter().map(|v| v as u32).collect()
 }
 
 /// The `convs` (`d` → `filters` each, "same" padding) with ReLU over `x` `[b, l, d]`, concatenated:
@@ -164,5 +252,55 @@ mod tests {
                 assert!(diff < 1e-5, "lengths {lengths:?}: {name}: max difference {diff}");
             }
         }
+    }
+
+    #[test]
+    fn folded_convolutions_give_the_pooled_vector_of_texts_and_pairs() {
+        let device = Device::flex();
+        device.seed(17);
+        let mut config = crate::config::Config::preset(crate::config::Preset::Tiny).model;
+        // 40 filters: one block of the kernel's lanes and a tail; even and odd widths
+        (config.vocab_size, config.textcnn.filter_widths, config.textcnn.filters) = (60, vec![1, 2, 3, 5], 40);
+        let specials = crate::text::tokenizer::SpecialIds::BERTLU;
+        for segments in [2, 0] {
+            config.type_vocab_size = segments;
+            let mut model = TextCnnBackbone::init(&config, &device);
+            for conv in &mut model.convs {
+                let n = conv.weight.dims()[0];
+                conv.bias = Some(burn::module::Param::from_tensor(Tensor::random([n], Distribution::Normal(0.0, 0.5), &device)));
+            }
+            if let Some(seg) = &mut model.segment_embedding {
+                // segments that matter (they start at zero)
+                seg.weight = burn::module::Param::from_tensor(Tensor::random([2, config.d_model], Distribution::Normal(0.0, 0.3), &device));
+            }
+            let folded = FoldedConvs::of(&model).expect("a small table on the plain device");
+            let reference_model = model.clone().to_device(&device.clone().autodiff());
+            let body = |s: usize, n: usize| -> Vec<u32> { (0..n).map(|t| 5 + ((s * 11 + t * 7) % 55) as u32).collect() };
+            let single: Vec<Vec<u32>> = [9, 1, 4, 23].iter().enumerate().map(|(s, &n)| crate::data::classify::wrap(&body(s, n), 64, specials)).collect();
+            let pairs: Vec<Vec<u32>> = [(3, 5), (1, 1), (8, 2)].iter().enumerate().map(|(s, &(a, b))| crate::data::nsp::wrap_pair(&body(s, a), &body(s + 3, b), 64, specials)).collect();
+            for (what, seqs) in [("texts", &single), ("pairs", &pairs)] {
+                let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+                let tokens = TokenBatch::new(&refs, specials, &device);
+                assert_eq!(tokens.segments.is_some(), what == "pairs");
+                let got = folded.pooled(&tokens);
+                assert_eq!(got.dims(), [seqs.len(), 4 * 40]);
+                // the products computed, and Burn's convolutions
+                let by_product = model.pooled(&tokens);
+                let reference = reference_model.forward(&TokenBatch::new(&refs, specials, &device.clone().autodiff())).pooled.inner();
+                for (name, other) in [("products", by_product), ("Burn's convolutions", reference)] {
+                    let diff: f32 = (got.clone() - other).abs().max().into_scalar();
+                    assert!(diff < 1e-5, "{segments} segments, {what}: {name}: max difference {diff}");
+                }
+                // single texts build segment 0's table alone
+                if what == "texts" && segments == 2 {
+                    assert!(folded.tables[0].get().is_some() && folded.tables[1].get().is_none());
+                }
+            }
+        }
+        // no fold where a table would be too large
+        let model = TextCnnBackbone::init(&config, &device);
+        let bytes = 60 * (1 + 2 + 3 + 5) * 40 * 4;
+        assert!(FoldedConvs::within(&model, bytes).is_some(), "a table of {bytes} bytes");
+        assert!(FoldedConvs::within(&model, bytes - 1).is_none(), "a table over the limit");
     }
 }

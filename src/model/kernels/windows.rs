@@ -8,6 +8,10 @@
 //! padding positions. A task is one sequence: its products (`[l, Σ w · filters]`, a few hundred
 //! KB) stay in cache between the two, where the whole batch's would be tens of MB written to
 //! memory and read back; rows after the last real position are neither multiplied nor summed.
+//!
+//! When `x` is an embedding lookup, a position's products are those of its word piece alone, so
+//! they can be computed once for the whole vocabulary and read from that table
+//! ([`table_windows_max`]): prediction then does no product at all.
 
 use super::values;
 use burn::backend::tensor::FloatTensor;
@@ -15,14 +19,11 @@ use burn::backend::Flex;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-/// Rows of states a sequence's maximum is taken over at a time (`pooled`): a few KB, in L1.
-const POOLED_ROWS: usize = 8;
-
 /// `x` `[b, l, d]` (0 at padding positions), `weight` `[d, Σ w · filters]` (column
 /// `base_c + o · filters + f` holding `W_o` of convolution `c`), `bias` `[widths · filters]`, `keep`
 /// `[b, l]` (1 real, 0 padding) → ReLU states `[b, l, widths · filters]`, 0 at padding positions;
 /// with `pooled`, only their maximum over the positions, `[b, widths · filters]` (the states are
-/// then never written out: a few rows at a time, in cache, into the sequence's maximum).
+/// then never written out: each summed into the sequence's maximum as it is made).
 /// With `bf16`, the products take bf16 inputs, the weights packed once for every sequence
 /// ([`super::bf16::PackedRight`]).
 #[allow(clippy::too_many_arguments)]
@@ -57,28 +58,122 @@ pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>,
             }
             products.set_len(n * cols);
         }
-        if !pooled {
-            window_rows(&products, &bv, &k[..n], 0, widths, filters, &mut o[..n * width]);
-            return;
-        }
-        // ReLU states are ≥ 0 and padding states 0: the maximum starts at 0
-        let mut rows = vec![0.0f32; POOLED_ROWS * width];
-        for t0 in (0..n).step_by(POOLED_ROWS) {
-            let block = &mut rows[..(n - t0).min(POOLED_ROWS) * width];
-            block.fill(0.0);
-            window_rows(&products, &bv, &k[..n], t0, widths, filters, block);
-            super::max_rows(block, o);
+        let rows: Vec<&[f32]> = products.chunks_exact(cols).collect();
+        if pooled {
+            max_of_windows(&rows, &bv, &k[..n], widths, filters, o);
+        } else {
+            window_rows(&rows, &bv, &k[..n], 0, widths, filters, &mut o[..n * width]);
         }
     });
     let shape = if pooled { vec![b, width] } else { vec![b, l, width] };
     FloatTensor::<Flex>::from_data(TensorData::new(out, shape))
 }
 
-// One sequence's positions `first ..` (as many as `out` has rows): `products` `[l, cols]`,
-// `keep` `[l]` → `out` `[rows, widths · filters]` (rows of padding left as they are).
-simd_dispatch!(window_rows(products: &[f32], bias: &[f32], keep: &[f32], first: usize, widths: &[usize], filters: usize, out: &mut [f32]) {
+/// Convolutions from rows already multiplied by every shifted weight block, in the windows'
+/// tables: `tables[s]` `[vocab, Σ w · filters]` holds each word piece's embedding (plus segment
+/// `s`'s) times those blocks ([`crate::model::backbone::textcnn::FoldedConvs`]), so a sequence's
+/// product rows are rows of a table picked by its ids: `ids` and `keep` `[b, l]`, `segments`
+/// `[b, l]` (`None`: table 0) → the ReLU states' maximum over each sequence's positions,
+/// `[b, widths · filters]`, as [`windows_forward`] with `pooled` computes it — with no product.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn table_windows_max(tables: &[&[f32]], ids: &[u32], segments: Option<&[u32]>, keep: &[f32], l: usize, bias: &[f32], widths: &[usize], filters: usize) -> Vec<f32> {
+    let cols = widths.iter().sum::<usize>() * filters;
+    let width = widths.len() * filters;
+    let b = if l == 0 { 0 } else { keep.len() / l };
+    // padding positions read zeros, as their zeroed inputs give zero products
+    let zeros = vec![0.0f32; cols];
+    let mut out = vec![0.0f32; b * width];
+    out.par_chunks_mut(width).enumerate().for_each(|(s, o)| {
+        let k = &keep[s * l..(s + 1) * l];
+        let n = k.iter().rposition(|&v| v != 0.0).map_or(0, |t| t + 1);
+        let rows: Vec<&[f32]> = (s * l..s * l + n)
+            .map(|i| match keep[i] != 0.0 {
+                true => {
+                    let table = tables[segments.map_or(0, |seg| seg[i] as usize)];
+                    let at = ids[i] as usize * cols;
+                    &table[at..at + cols]
+                }
+                false => &zeros[..],
+            })
+            .collect();
+        max_of_windows(&rows, bias, &k[..n], widths, filters, o);
+    });
+    out
+}
+
+/// Filters summed at a time in [`max_of_windows`]: four AVX2 registers of partial sums kept
+/// over every shift of a window, where summing whole rows of filters goes through memory.
+const LANES: usize = 32;
+
+/// Positions ahead of the windows whose input row [`max_of_windows`] asks the caches for: a row
+/// of a folded table (`table_windows_max`) is a random row of tens of MB, so its first reads
+/// would wait on memory.
+const PREFETCH_AHEAD: usize = 2;
+
+/// Asks the caches for every line of `row`.
+#[inline(always)]
+fn prefetch(row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in row.chunks(16) {
+        // SAFETY: a prefetch is a hint; it reads nothing and faults on no address.
+        #[allow(unused_unsafe)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
+// One sequence's states' maximum over its positions into `o` (which starts at 0: ReLU states are
+// ≥ 0 and padding states 0, so the maximum of the sums is that of the states and ReLU is not
+// applied), without writing the states: `rows` and `keep` as [`window_rows`] takes them. The
+// sums are [`window_rows`]' in the same order, so the result is the maximum of its states.
+simd_dispatch!(max_of_windows(rows: &[&[f32]], bias: &[f32], keep: &[f32], widths: &[usize], filters: usize, o: &mut [f32]) {
     let l = keep.len();
-    let cols = products.len() / l.max(1);
+    // the last input position a window at t reads is t + reach
+    let reach = widths.iter().map(|&w| w - 1 - (w - 1) / 2).max().unwrap_or(0);
+    for t in 0..l {
+        if let Some(ahead) = rows.get(t + reach + PREFETCH_AHEAD) {
+            prefetch(ahead);
+        }
+        if keep[t] == 0.0 {
+            continue;
+        }
+        let mut base = 0;
+        for (c, &w) in widths.iter().enumerate() {
+            let pad = (w - 1) / 2;
+            // the shifts whose input position t + shift - pad lies inside the sequence
+            let shifts = pad.saturating_sub(t)..w.min(l + pad - t);
+            let (b, m) = (&bias[c * filters..(c + 1) * filters], &mut o[c * filters..(c + 1) * filters]);
+            let mut f0 = 0;
+            while f0 + LANES <= filters {
+                let mut acc: [f32; LANES] = b[f0..f0 + LANES].try_into().expect("LANES biases");
+                for shift in shifts.clone() {
+                    let row = &rows[t + shift - pad][base + shift * filters + f0..][..LANES];
+                    for (a, &y) in acc.iter_mut().zip(row) {
+                        *a += y;
+                    }
+                }
+                for (m, a) in m[f0..f0 + LANES].iter_mut().zip(acc) {
+                    *m = m.max(a);
+                }
+                f0 += LANES;
+            }
+            for f in f0..filters {
+                let a = shifts.clone().fold(b[f], |a, shift| a + rows[t + shift - pad][base + shift * filters + f]);
+                m[f] = m[f].max(a);
+            }
+            base += w * filters;
+        }
+    }
+});
+
+// One sequence's positions `first ..` (as many as `out` has rows): `rows` its `l` positions'
+// products, `[Σ w · filters]` each, `keep` `[l]` → `out` `[rows, widths · filters]` (rows of
+// padding left as they are).
+simd_dispatch!(window_rows(rows: &[&[f32]], bias: &[f32], keep: &[f32], first: usize, widths: &[usize], filters: usize, out: &mut [f32]) {
+    let l = keep.len();
     let width = widths.len() * filters;
     for (t, o) in out.chunks_exact_mut(width).enumerate() {
         let t = first + t;
@@ -93,8 +188,8 @@ simd_dispatch!(window_rows(products: &[f32], bias: &[f32], keep: &[f32], first: 
             for shift in 0..w {
                 // input position t + shift - pad, when inside the sequence's padded length
                 let Some(src) = (t + shift).checked_sub(pad).filter(|&u| u < l) else { continue };
-                let at = src * cols + base + shift * filters;
-                for (a, &y) in acc.iter_mut().zip(&products[at..at + filters]) {
+                let at = base + shift * filters;
+                for (a, &y) in acc.iter_mut().zip(&rows[src][at..at + filters]) {
                     *a += y;
                 }
             }
