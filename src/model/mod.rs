@@ -257,8 +257,8 @@ impl Classifier {
     /// Logits `[batch, labels]` for prediction: through `folded` (made by [`Classifier::folded`]
     /// from this model's weights) when given, else [`Classifier::forward`].
     pub fn predict(&self, tokens: &TokenBatch, folded: Option<&backbone::textcnn::FoldedConvs>) -> Tensor<2> {
-        match folded {
-            Some(f) => self.head.forward_pooled(f.pooled(tokens)),
+        match folded.and_then(|f| f.pooled(tokens)) {
+            Some(pooled) => self.head.forward_pooled(pooled),
             None => self.forward(tokens),
         }
     }

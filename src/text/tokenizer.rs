@@ -347,6 +347,12 @@ pub(crate) mod tests {
         tok.save(&p).unwrap();
         let tok2 = WordPieceTokenizer::load(&p).unwrap();
         assert_eq!(tok.encode("parsing unbelievable 北京"), tok2.encode("parsing unbelievable 北京"));
+        // encoding without offsets (what encode and encode_batch do) gives the ids of encoding with
+        // them: accents, capitals, control and zero-width characters, CJK, unknown characters
+        let texts = ["Ünbelievable  PARSING\tof\u{200b} café\u{0007}s", "我爱北京。Tools!", "ß∂ƒ x", ""].map(String::from);
+        let with_offsets: Vec<Vec<u32>> = texts.iter().map(|t| tok.inner.encode(t.as_str(), false).unwrap().get_ids().to_vec()).collect();
+        assert_eq!(tok.encode_batch(&texts), with_offsets);
+        assert_eq!(texts.iter().map(|t| tok.encode(t)).collect::<Vec<_>>(), with_offsets);
     }
 
     /// Many distinct, equally frequent words: the trainer meets ties at every step.
