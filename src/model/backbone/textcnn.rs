@@ -241,19 +241,28 @@ mod tests {
     use super::*;
     use burn::tensor::{Distribution, TensorData};
 
+    /// A tiny TextCNN (tiny preset, `vocab` pieces, `segments` segment rows) with even and odd
+    /// widths (1, 2, 3, 5) of `filters` each, biases of both signs (so some windows are cut to 0
+    /// by ReLU and others are not) and segment rows that matter (they start at zero).
+    fn tiny_model(device: &Device, vocab: usize, filters: usize, segments: usize) -> TextCnnBackbone {
+        let mut config = crate::config::Config::preset(crate::config::Preset::Tiny).model;
+        (config.vocab_size, config.textcnn.filter_widths, config.textcnn.filters, config.type_vocab_size) = (vocab, vec![1, 2, 3, 5], filters, segments);
+        let mut model = TextCnnBackbone::init(&config, device);
+        for conv in &mut model.convs {
+            conv.bias = Some(burn::module::Param::from_tensor(Tensor::random([filters], Distribution::Normal(0.0, 0.5), device)));
+        }
+        if let Some(seg) = &mut model.segment_embedding {
+            seg.weight = burn::module::Param::from_tensor(Tensor::random([segments, config.d_model], Distribution::Normal(0.0, 0.3), device));
+        }
+        model
+    }
+
     #[test]
     fn the_pooled_vector_alone_equals_the_maximum_of_the_states() {
         let device = Device::flex();
         device.seed(13);
-        let mut config = crate::config::Config::preset(crate::config::Preset::Tiny).model;
-        // even and odd widths, a filter count off the vector width
-        (config.vocab_size, config.textcnn.filter_widths, config.textcnn.filters) = (50, vec![1, 2, 3, 5], 7);
-        let mut model = TextCnnBackbone::init(&config, &device);
-        // biases of both signs, so some windows are cut to 0 by ReLU and others are not
-        for conv in &mut model.convs {
-            let n = conv.weight.dims()[0];
-            conv.bias = Some(burn::module::Param::from_tensor(Tensor::random([n], Distribution::Normal(0.0, 0.5), &device)));
-        }
+        // a filter count off the vector width
+        let model = tiny_model(&device, 50, 7, 2);
         let ad = device.clone().autodiff();
         let on_autodiff = model.clone().to_device(&ad);
         // (lengths, padded length): longer than a block of pooled rows, batch 1 of length 1,
@@ -280,21 +289,10 @@ mod tests {
     fn folded_convolutions_give_the_pooled_vector_of_texts_and_pairs() {
         let device = Device::flex();
         device.seed(17);
-        let mut config = crate::config::Config::preset(crate::config::Preset::Tiny).model;
-        // 40 filters: one block of the kernel's lanes and a tail; even and odd widths
-        (config.vocab_size, config.textcnn.filter_widths, config.textcnn.filters) = (60, vec![1, 2, 3, 5], 40);
         let specials = crate::text::tokenizer::SpecialIds::BERTLU;
+        // 40 filters: one block of the kernel's lanes and a tail
         for segments in [2, 0] {
-            config.type_vocab_size = segments;
-            let mut model = TextCnnBackbone::init(&config, &device);
-            for conv in &mut model.convs {
-                let n = conv.weight.dims()[0];
-                conv.bias = Some(burn::module::Param::from_tensor(Tensor::random([n], Distribution::Normal(0.0, 0.5), &device)));
-            }
-            if let Some(seg) = &mut model.segment_embedding {
-                // segments that matter (they start at zero)
-                seg.weight = burn::module::Param::from_tensor(Tensor::random([2, config.d_model], Distribution::Normal(0.0, 0.3), &device));
-            }
+            let model = tiny_model(&device, 60, 40, segments);
             let folded = FoldedConvs::of(&model).expect("a small table on the plain device").eager();
             let reference_model = model.clone().to_device(&device.clone().autodiff());
             let body = |s: usize, n: usize| -> Vec<u32> { (0..n).map(|t| 5 + ((s * 11 + t * 7) % 55) as u32).collect() };
@@ -320,7 +318,7 @@ mod tests {
             }
         }
         // not eager: the table waits for as many positions as the vocabulary has pieces (60)
-        let model = TextCnnBackbone::init(&config, &device);
+        let model = tiny_model(&device, 60, 40, 2);
         let lazy = FoldedConvs::of(&model).unwrap();
         let texts: Vec<Vec<u32>> = [20, 14].iter().map(|&n| crate::data::classify::wrap(&(5..5 + n).collect::<Vec<u32>>(), 64, specials)).collect();
         let refs: Vec<&[u32]> = texts.iter().map(|s| s.as_slice()).collect();
