@@ -73,25 +73,33 @@ fn learns_one_batch(cfg: &Config, tok: &WordPieceTokenizer) {
 #[test]
 fn save_load_gives_identical_predictions() {
     let tok = tokenizer();
-    let cfg = tiny_config(&tok);
-    let device = Device::flex();
-    device.seed(11);
     let labels = LabelSet::from_names(vec!["a".into(), "b".into(), "c".into()]);
-    let model = Classifier::init(&cfg.model, labels.len(), &device);
-    let dir = tempfile::tempdir().unwrap();
-    let meta = ModelMeta::new(ModelKind::Classifier, Some(Problem::MultiLabel), 0.5, serde_json::Value::Null);
-    ModelDir::write(dir.path(), &cfg, &tok, &model, meta, Some(&labels)).unwrap();
     let input = seqs(&tok, 20);
-    let before = probabilities(&model, &input, SpecialIds::BERTLU, Problem::MultiLabel, 7, &device);
-    let loaded = LoadedClassifier::open(dir.path()).unwrap();
-    assert_eq!(loaded.labels, labels);
-    let bertlu::infer::classifier::MemberModel::Neural { model: reloaded, .. } = &loaded.members[0].model else { panic!("a fine-tuned model loads as a neural member") };
-    let after = probabilities(reloaded, &input, SpecialIds::BERTLU, Problem::MultiLabel, 7, &loaded.device);
-    assert_eq!(before, after);
-    // a fresh model with another seed predicts differently, so the equality above means something
-    device.seed(12);
-    let other = Classifier::init(&cfg.model, labels.len(), &device);
-    assert_ne!(before, probabilities(&other, &input, SpecialIds::BERTLU, Problem::MultiLabel, 7, &device));
+    for backbone in [BackboneKind::Transformer, BackboneKind::TextCnn] {
+        let cfg = tiny_config(&tok).with_backbone(backbone);
+        let device = Device::flex();
+        device.seed(11);
+        let model = Classifier::init(&cfg.model, labels.len(), &device);
+        // prediction's path: a TextCNN folded into its embedding table (built within these 20
+        // texts, which hold more positions than the vocabulary has pieces)
+        let folded = model.folded();
+        assert_eq!(folded.is_some(), backbone == BackboneKind::TextCnn);
+        let dir = tempfile::tempdir().unwrap();
+        let meta = ModelMeta::new(ModelKind::Classifier, Some(Problem::MultiLabel), 0.5, serde_json::Value::Null);
+        ModelDir::write(dir.path(), &cfg, &tok, &model, meta, Some(&labels)).unwrap();
+        let before = probabilities(&model, folded.as_ref(), &input, SpecialIds::BERTLU, Problem::MultiLabel, 7, &device);
+        let loaded = LoadedClassifier::open(dir.path()).unwrap();
+        assert_eq!(loaded.labels, labels);
+        let bertlu::infer::classifier::MemberModel::Neural { model: reloaded, folded: refolded, .. } = &loaded.members[0].model else { panic!("a fine-tuned model loads as a neural member") };
+        assert_eq!(refolded.is_some(), folded.is_some());
+        let after = probabilities(reloaded, refolded.as_ref(), &input, SpecialIds::BERTLU, Problem::MultiLabel, 7, &loaded.device);
+        assert_eq!(before, after, "{backbone:?}");
+        assert_eq!((folded.map_or(0, |f| f.tables_built()), refolded.as_ref().map_or(0, |f| f.tables_built())), if backbone == BackboneKind::TextCnn { (1, 1) } else { (0, 0) });
+        // a fresh model with another seed predicts differently, so the equality above means something
+        device.seed(12);
+        let other = Classifier::init(&cfg.model, labels.len(), &device);
+        assert_ne!(before, probabilities(&other, other.folded().as_ref(), &input, SpecialIds::BERTLU, Problem::MultiLabel, 7, &device));
+    }
 }
 
 #[test]
