@@ -69,12 +69,12 @@ pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>,
     FloatTensor::<Flex>::from_data(TensorData::new(out, shape))
 }
 
-/// Convolutions from rows already multiplied by every shifted weight block, in the windows'
-/// tables: `tables[s]` `[vocab, Σ w · filters]` holds each word piece's embedding (plus segment
-/// `s`'s) times those blocks ([`crate::model::backbone::textcnn::FoldedConvs`]), so a sequence's
-/// product rows are rows of a table picked by its ids: `ids` and `keep` `[b, l]`, `segments`
-/// `[b, l]` (`None`: table 0) → the ReLU states' maximum over each sequence's positions,
-/// `[b, widths · filters]`, as [`windows_forward`] with `pooled` computes it — with no product.
+/// [`windows_forward`] with `pooled` for sequences whose products are read, not computed:
+/// `tables[s]` `[vocab, Σ w · filters]` holds each word piece's embedding (plus segment `s`'s)
+/// times every shifted weight block ([`crate::model::backbone::textcnn::FoldedConvs`]), so a
+/// sequence's product rows are rows of a table picked by its ids: `ids` and `keep` `[b, l]`,
+/// `segments` `[b, l]` (`None`: table 0) → the ReLU states' maximum over each sequence's
+/// positions, `[b, widths · filters]`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn table_windows_max(tables: &[&[f32]], ids: &[u32], segments: Option<&[u32]>, keep: &[f32], l: usize, bias: &[f32], widths: &[usize], filters: usize) -> Vec<f32> {
     let cols = widths.iter().sum::<usize>() * filters;
