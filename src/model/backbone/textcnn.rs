@@ -156,7 +156,11 @@ impl FoldedConvs {
         let keep: Vec<f32> = tokens.pad_mask.to_data().convert::<bool>().try_into_vec::<bool>().expect("bool mask").into_iter().map(|pad| if pad { 0.0 } else { 1.0 }).collect();
         // a model without segments reads pairs as one text; a batch without pairs is segment 0
         let segments = tokens.segments.as_ref().filter(|_| self.segments.is_some()).map(int_values);
-        let used = segments.as_ref().map_or(1, |seg| seg.iter().max().map_or(1, |&m| m as usize + 1)).min(self.tables.len());
+        let used = segments.as_ref().map_or(1, |seg| seg.iter().max().map_or(1, |&m| m as usize + 1));
+        if used > self.tables.len() {
+            // a segment id the table has no row for: the multiplying path says what happens
+            return None;
+        }
         if (0..used).any(|s| self.tables[s].get().is_none()) {
             // a table costs the products of `vocab` positions: built once that many have been
             // multiplied without it, so a few short texts never pay for it
