@@ -19,8 +19,10 @@ pub struct ServeArgs {
     /// Most texts run through the model together; a request may carry four times as many.
     #[arg(long, default_value_t = 64)]
     pub max_batch: usize,
-    /// Longest wait, in milliseconds, for more requests to join a batch.
-    #[arg(long, default_value_t = 5)]
+    /// Longest wait, in milliseconds, for more requests to join a batch. 0: a round takes what
+    /// is waiting and runs at once (requests that arrive during a round wait for the next one),
+    /// measured best at 1 and 16 clients and level at 64 for the small models.
+    #[arg(long, default_value_t = 0)]
     pub max_wait_ms: u64,
     /// Most texts waiting for the model; beyond, requests get 503 with Retry-After.
     #[arg(long, default_value_t = 1024)]
