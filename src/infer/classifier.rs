@@ -179,12 +179,13 @@ impl Member {
         }
     }
 
-    /// FLOPs of its forward pass over each text as prediction runs it (`model::flops`); `None`
-    /// for a linear member.
+    /// FLOPs of its forward pass over each text as prediction runs it now (`model::flops`);
+    /// `None` for a linear member.
     pub fn forward_flops(&self, texts: &[String]) -> Option<Vec<f64>> {
         let MemberModel::Neural { dir, folded, .. } = &self.model else { return None };
         let config = &dir.config;
-        let pass = if folded.is_some() { Pass::Folded } else { Pass::Prediction };
+        // folded only once a table is built (before, prediction multiplies)
+        let pass = if folded.as_ref().is_some_and(|f| f.tables_built() > 0) { Pass::Folded } else { Pass::Prediction };
         Some(self.encode(texts)?.iter().map(|s| crate::model::flops::classifier_forward(&config.model, s.len(), self.labels.len(), config.finetune.head, pass)).collect())
     }
 
