@@ -194,15 +194,6 @@ pub fn conv_windows_max(x: Tensor<3>, weight: Tensor<2>, bias: Tensor<1>, keep: 
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_conv_windows(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), keep.into_dispatch(), widths.to_vec(), filters, bf16, true))
 }
 
-/// [`conv_windows_max`] with each position's products read from a table instead of computed:
-/// `tables[s]` `[vocab, Σ w · filters]` (row `v`: embedding of piece `v` plus segment `s`'s,
-/// times every shifted weight block), `ids`, `segments` (`None`: table 0) and `keep` (1 real, 0
-/// padding) `[b, l]` flattened → `[b · widths · filters]`, the rows of `[b, widths · filters]`.
-#[allow(clippy::too_many_arguments)]
-pub fn table_windows_max(tables: &[&[f32]], ids: &[u32], segments: Option<&[u32]>, keep: &[f32], l: usize, bias: &[f32], widths: &[usize], filters: usize) -> Vec<f32> {
-    windows::table_windows_max(tables, ids, segments, keep, l, bias, widths, filters)
-}
-
 /// The feature-wise maximum over the positions of each sequence, `x` `[b, l, d]` → `[b, d]`
 /// (Burn's `max_dim(1)`): for inference (where [`inference_kernels_apply`]), rows compared with
 /// vector instructions in one pass a sequence — flex's reduction over a middle dimension runs
@@ -395,6 +386,7 @@ mod rows;
 mod windows;
 
 pub use product::{product_into, product_of_stored, product_threads, Stored};
+pub use windows::table_windows_max;
 use product::{gemm_stored, linear_backward, linear_forward, LinearState};
 use rows::*;
 

@@ -59,11 +59,7 @@ pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>,
             products.set_len(n * cols);
         }
         let rows: Vec<&[f32]> = products.chunks_exact(cols).collect();
-        if pooled {
-            max_of_windows(&rows, &bv, &k[..n], widths, filters, o);
-        } else {
-            window_rows(&rows, &bv, &k[..n], 0, widths, filters, &mut o[..n * width]);
-        }
+        window_sums(&rows, &bv, &k[..n], widths, filters, pooled, if pooled { o } else { &mut o[..n * width] });
     });
     let shape = if pooled { vec![b, width] } else { vec![b, l, width] };
     FloatTensor::<Flex>::from_data(TensorData::new(out, shape))
@@ -76,7 +72,7 @@ pub(super) fn windows_forward(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>,
 /// `segments` `[b, l]` (`None`: table 0) → the ReLU states' maximum over each sequence's
 /// positions, `[b, widths · filters]`.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn table_windows_max(tables: &[&[f32]], ids: &[u32], segments: Option<&[u32]>, keep: &[f32], l: usize, bias: &[f32], widths: &[usize], filters: usize) -> Vec<f32> {
+pub fn table_windows_max(tables: &[&[f32]], ids: &[u32], segments: Option<&[u32]>, keep: &[f32], l: usize, bias: &[f32], widths: &[usize], filters: usize) -> Vec<f32> {
     let cols = widths.iter().sum::<usize>() * filters;
     let width = widths.len() * filters;
     let b = if l == 0 { 0 } else { keep.len() / l };
@@ -96,16 +92,16 @@ pub(super) fn table_windows_max(tables: &[&[f32]], ids: &[u32], segments: Option
                 false => &zeros[..],
             })
             .collect();
-        max_of_windows(&rows, bias, &k[..n], widths, filters, o);
+        window_sums(&rows, bias, &k[..n], widths, filters, true, o);
     });
     out
 }
 
-/// Filters summed at a time in [`max_of_windows`]: four AVX2 registers of partial sums kept
+/// Filters summed at a time in [`window_sums`]: four AVX2 registers of partial sums kept
 /// over every shift of a window, where summing whole rows of filters goes through memory.
 const LANES: usize = 32;
 
-/// Positions ahead of the windows whose input row [`max_of_windows`] asks the caches for: a row
+/// Positions ahead of the windows whose input row [`window_sums`] asks the caches for: a row
 /// of a folded table (`table_windows_max`) is a random row of tens of MB, so its first reads
 /// would wait on memory.
 const PREFETCH_AHEAD: usize = 2;
@@ -125,12 +121,15 @@ fn prefetch(row: &[f32]) {
     let _ = row;
 }
 
-// One sequence's states' maximum over its positions into `o` (which starts at 0: ReLU states are
-// ≥ 0 and padding states 0, so the maximum of the sums is that of the states and ReLU is not
-// applied), without writing the states: `rows` and `keep` as [`window_rows`] takes them. The
-// sums are [`window_rows`]' in the same order, so the result is the maximum of its states.
-simd_dispatch!(max_of_windows(rows: &[&[f32]], bias: &[f32], keep: &[f32], widths: &[usize], filters: usize, o: &mut [f32]) {
+// One sequence's windows: `rows` its `l` positions' products, `[Σ w · filters]` each, `keep` `[l]`
+// → with `pooled`, the states' maximum over the positions into `out` `[widths · filters]` (which
+// starts at 0: ReLU states are ≥ 0 and padding states 0, so the maximum of the sums is that of
+// the states and ReLU is not applied; the states are never written); else the ReLU states into
+// `out` `[l, widths · filters]` (rows of padding left as they are). Each window is summed from
+// its bias over its shifts in order, the same sums either way.
+simd_dispatch!(window_sums(rows: &[&[f32]], bias: &[f32], keep: &[f32], widths: &[usize], filters: usize, pooled: bool, out: &mut [f32]) {
     let l = keep.len();
+    let width = widths.len() * filters;
     // the last input position a window at t reads is t + reach
     let reach = widths.iter().map(|&w| w - 1 - (w - 1) / 2).max().unwrap_or(0);
     for t in 0..l {
@@ -140,6 +139,7 @@ simd_dispatch!(max_of_windows(rows: &[&[f32]], bias: &[f32], keep: &[f32], width
         if keep[t] == 0.0 {
             continue;
         }
+        let o = if pooled { &mut out[..width] } else { &mut out[t * width..(t + 1) * width] };
         let mut base = 0;
         for (c, &w) in widths.iter().enumerate() {
             let pad = (w - 1) / 2;
@@ -156,45 +156,13 @@ simd_dispatch!(max_of_windows(rows: &[&[f32]], bias: &[f32], keep: &[f32], width
                     }
                 }
                 for (m, a) in m[f0..f0 + LANES].iter_mut().zip(acc) {
-                    *m = m.max(a);
+                    *m = if pooled { m.max(a) } else { a.max(0.0) };
                 }
                 f0 += LANES;
             }
             for f in f0..filters {
                 let a = shifts.clone().fold(b[f], |a, shift| a + rows[t + shift - pad][base + shift * filters + f]);
-                m[f] = m[f].max(a);
-            }
-            base += w * filters;
-        }
-    }
-});
-
-// One sequence's positions `first ..` (as many as `out` has rows): `rows` its `l` positions'
-// products, `[Σ w · filters]` each, `keep` `[l]` → `out` `[rows, widths · filters]` (rows of
-// padding left as they are).
-simd_dispatch!(window_rows(rows: &[&[f32]], bias: &[f32], keep: &[f32], first: usize, widths: &[usize], filters: usize, out: &mut [f32]) {
-    let l = keep.len();
-    let width = widths.len() * filters;
-    for (t, o) in out.chunks_exact_mut(width).enumerate() {
-        let t = first + t;
-        if keep[t] == 0.0 {
-            continue;
-        }
-        let mut base = 0;
-        for (c, &w) in widths.iter().enumerate() {
-            let acc = &mut o[c * filters..(c + 1) * filters];
-            acc.copy_from_slice(&bias[c * filters..(c + 1) * filters]);
-            let pad = (w - 1) / 2;
-            for shift in 0..w {
-                // input position t + shift - pad, when inside the sequence's padded length
-                let Some(src) = (t + shift).checked_sub(pad).filter(|&u| u < l) else { continue };
-                let at = base + shift * filters;
-                for (a, &y) in acc.iter_mut().zip(&rows[src][at..at + filters]) {
-                    *a += y;
-                }
-            }
-            for a in acc.iter_mut() {
-                *a = a.max(0.0);
+                m[f] = if pooled { m[f].max(a) } else { a.max(0.0) };
             }
             base += w * filters;
         }
