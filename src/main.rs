@@ -22,9 +22,12 @@ fn main() {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            // clap's first line names the argument and the problem; the rest is a usage hint.
+            // clap's first paragraph names the problem and the arguments (a missing one on the
+            // lines under it); the rest is a usage hint.
             let rendered = e.render().to_string();
-            eprintln!("{} (see --help)", rendered.lines().next().unwrap_or("error: invalid arguments").trim_end());
+            let first: Vec<&str> = rendered.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let first = if first.is_empty() { "error: invalid arguments".to_string() } else { first.join(" ") };
+            eprintln!("{first} (see --help)");
             std::process::exit(2);
         }
     };

@@ -77,7 +77,7 @@ fn every_backbone_learns_the_toy_task() {
         cfg.model.max_len = 10;
         cfg.model.transformer.pooling = bertlu::config::Pooling::Mean;
         cfg.finetune.optim.epochs = 8;
-        let report = finetune(&cfg, Init::Scratch, &tok, &train, &valid, Problem::SingleLabel, None, &RunOptions { quiet: true, ..Default::default() }).unwrap();
+        let report = finetune(&cfg, Init::Scratch, &tok, &train, &valid, Problem::SingleLabel, None, None, &RunOptions { quiet: true, ..Default::default() }).unwrap();
         let best = report.epochs.iter().map(|e| e.micro_f1).fold(0.0, f64::max);
         let first = report.epochs[0].micro_f1;
         eprintln!("{kind}: toy accuracy epoch 1 {first:.3}, best {best:.3}");

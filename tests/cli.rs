@@ -957,3 +957,50 @@ fn linear_model_learns_reloads_and_joins_an_ensemble() {
     let blocks = |m: &str| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p(m).join("linear.json")).unwrap()).unwrap()["blocks"].as_array().unwrap().len();
     assert_eq!((blocks("words"), blocks("lin2")), (1, 2), "{log}");
 }
+
+#[test]
+fn a_student_learns_what_its_teacher_says_not_only_the_gold() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    // a teacher that learnt the rule with `net` and `gfx` swapped: it calls a network tool gfx
+    let train = common::labelled_lines(500, 2);
+    let swapped = train.replace("__label__net", "__label__@").replace("__label__gfx", "__label__net").replace("__label__@", "__label__gfx");
+    write(d.path(), "swapped.txt", swapped.as_bytes());
+    ok(&["linear", "--train", s(&p("swapped.txt")), "--valid", s(&p("valid.txt")), "--out", s(&p("teacher"))]);
+    write(d.path(), "input.txt", b"a network tool for the user\n");
+    let probs = |m: &str| first_line_probs(&ok(&["predict", "--model", s(&p(m)), s(&p("input.txt")), "--threshold", "0", "--probs"]));
+    let t = probs("teacher");
+    assert!(t["__label__gfx"] > 0.5 && t["__label__net"] < 0.5, "{t:?}");
+    let (tr, va, cfg) = (p("train.txt.gz"), p("valid.txt"), p("tiny.toml"));
+    let student = |out: &str, extra: &[&str]| {
+        let out = p(out);
+        let args = [&["finetune", "--train", s(&tr), "--valid", s(&va), "--out", s(&out), "--preset", "tiny", "--config", s(&cfg), "--backbone", "textcnn", "--vocab-size", "120", "--seed", "5"][..], extra].concat();
+        ok(&args)
+    };
+    // on the true gold alone the student calls it net; towards the teacher's probabilities alone, gfx
+    student("gold", &[]);
+    let log = student("distilled", &["--teacher", s(&p("teacher")), "--teacher-weight", "1"]);
+    assert!(log.contains("teacher") && log.contains("knows 4 of the 4 labels"), "{log}");
+    let (g, s1) = (probs("gold"), probs("distilled"));
+    assert!(g["__label__net"] > 0.5 && g["__label__gfx"] < 0.5, "{g:?}");
+    assert!(s1["__label__gfx"] > 0.5 && s1["__label__net"] < 0.5, "{s1:?}");
+    // the weight is recorded, the teacher is an input of the run
+    assert!(std::fs::read_to_string(p("distilled").join("config.toml")).unwrap().contains("teacher_weight = 1"));
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("distilled").join("run.json")).unwrap()).unwrap();
+    assert!(run["inputs"].as_array().unwrap().iter().any(|i| i["role"] == "teacher"), "{run}");
+    assert!(!std::fs::read_to_string(p("gold").join("config.toml")).unwrap().contains("teacher_weight"));
+
+    // refused, one line each, nothing written: a weight outside [0, 1], a teacher of another
+    // problem type, a teacher that is not a model, a weight without a teacher
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("bad")), "--teacher", s(&p("teacher")), "--teacher-weight", "1.5"]);
+    assert!(e.contains("teacher_weight"), "{e}");
+    let single: String = train.lines().map(|l| l.split(" __label__").take(2).collect::<Vec<_>>().join(" __label__") + "\n").collect();
+    write(d.path(), "single.txt", single.as_bytes());
+    let e = fails(&["finetune", "--train", s(&p("single.txt")), "--valid", s(&p("single.txt")), "--out", s(&p("bad")), "--teacher", s(&p("teacher"))]);
+    assert!(e.contains("--teacher") && e.contains("cannot teach"), "{e}");
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("bad")), "--teacher", s(&p("nowhere"))]);
+    assert!(e.contains("--teacher") && e.contains("nowhere"), "{e}");
+    let e = fails(&["finetune", "--train", s(&p("train.txt.gz")), "--valid", s(&p("valid.txt")), "--out", s(&p("bad")), "--teacher-weight", "0.5"]);
+    assert!(e.contains("--teacher"), "{e}");
+    assert!(!p("bad").exists());
+}

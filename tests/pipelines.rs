@@ -45,6 +45,7 @@ fn finetune(dir: &Path, train: &[PathBuf], out: &str, settings: &[&str]) -> anyh
         vocab: None,
         vocab_size: 120,
         word_vectors: None,
+        teacher: None,
         tune_thresholds: None,
         overwrite: false,
         options: RunOptions { quiet: true, ..Default::default() },

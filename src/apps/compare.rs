@@ -242,7 +242,7 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
                     None => Init::Scratch,
                     Some((pre, _)) => Init::Pretrained(pre),
                 };
-                let report = finetune(&cfg, init, &tok, data.train, data.valid, problem, Some(&dir), opts)?;
+                let report = finetune(&cfg, init, &tok, data.train, data.valid, problem, None, Some(&dir), opts)?;
                 runs.push(LrRun { lr, report, dir });
             }
             // The first of equal scores wins, so ties go to the smaller grid entry given first.

@@ -13,9 +13,9 @@ use crate::store::run_info::{InputFile, RunInfo};
 use crate::text::labelled::Example;
 use crate::text::tokenizer::{VocabOptions, WordPieceTokenizer};
 use crate::text::word_vectors::WordVectors;
-use crate::train::finetune::{finetune, FinetuneReport, Init};
+use crate::train::finetune::{finetune, FinetuneReport, Init, Teacher};
 use crate::train::RunOptions;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Everything a fine-tuning run reads and writes, besides its config and its examples.
@@ -34,6 +34,9 @@ pub struct FinetuneJob {
     pub vocab_size: usize,
     /// Word vectors for the token embeddings of a model from scratch.
     pub word_vectors: Option<PathBuf>,
+    /// A trained classifier (a model, an ensemble or a linear model) whose probabilities on the
+    /// training texts become the targets, mixed with the gold labels (`finetune.teacher_weight`).
+    pub teacher: Option<PathBuf>,
     /// Tune the thresholds on the validation examples after training (multi-label only).
     pub tune_thresholds: Option<Objective>,
     /// Replace an existing output directory once the run has succeeded.
@@ -72,6 +75,7 @@ pub fn run(mut cfg: Config, job: &FinetuneJob, train: &[Example], valid: &[Examp
     if job.tune_thresholds.is_some() && problem != Problem::MultiLabel {
         bail!("--tune-thresholds applies to multi-label problems only");
     }
+    let teacher = job.teacher.as_deref().map(|path| teacher_probabilities(path, train, problem, &job.options)).transpose()?;
     // after every check that can refuse the run, so a refused run prints its error alone
     warn_overlap(train, valid, &job.valid_file);
     crate::train::interrupt::install_interrupt_handler();
@@ -83,8 +87,11 @@ pub fn run(mut cfg: Config, job: &FinetuneJob, train: &[Example], valid: &[Examp
     if let Some(path) = &job.word_vectors {
         inputs.push(InputFile::of("word-vectors", path)?);
     }
+    if let Some(path) = &job.teacher {
+        inputs.push(InputFile::of("teacher", &path.join("model.json"))?);
+    }
     let mut info = RunInfo::start(out.path(), "finetune", &cfg, cfg.finetune.optim.seed, inputs)?;
-    let result = finetune(&cfg, init, &tokenizer, train, valid, problem, Some(out.path()), &job.options);
+    let result = finetune(&cfg, init, &tokenizer, train, valid, problem, teacher.as_ref(), Some(out.path()), &job.options);
     info.finish(out.path(), &outcome(&result))?;
     let report = result?;
     let tuned = match job.tune_thresholds {
@@ -95,6 +102,21 @@ pub fn run(mut cfg: Config, job: &FinetuneJob, train: &[Example], valid: &[Examp
         None => None,
     };
     Ok(Finetuned { report, dir: out.commit()?, tuned })
+}
+
+/// Texts scored together by the teacher.
+const TEACHER_BATCH: usize = 64;
+
+/// The classifier at `path` scores every training text once, before training.
+fn teacher_probabilities(path: &Path, train: &[Example], problem: Problem, opts: &RunOptions) -> Result<Teacher> {
+    let teacher = LoadedClassifier::open(path).with_context(|| format!("--teacher {}", path.display()))?;
+    if teacher.problem != problem {
+        bail!("--teacher {}: a {:?} classifier cannot teach a {:?} one", path.display(), teacher.problem, problem);
+    }
+    crate::train::say(opts, &format!("finetune: the teacher {} scores the {} training texts", path.display(), train.len()));
+    let texts: Vec<String> = train.iter().map(|e| e.text.clone()).collect();
+    let probabilities = teacher.probabilities(&texts, TEACHER_BATCH);
+    Ok(Teacher { labels: teacher.labels.names().to_vec(), probabilities })
 }
 
 /// Validation texts that are also training texts make every validation score (and the epoch

@@ -44,6 +44,16 @@ pub struct FinetuneArgs {
     /// Multi-label decision threshold stored with the model.
     #[arg(long)]
     pub threshold: Option<f64>,
+    /// Distil this trained classifier (a model, an ensemble or a linear model, with the same
+    /// problem type): its probabilities on the training texts become the targets, mixed with
+    /// the gold labels by `--teacher-weight`. With a teacher's pseudo-labelled corpus as extra
+    /// training data, the new model learns the teacher's view of unlabelled texts too.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// The teacher's share of each target (`finetune.teacher_weight`, default 0.5; 1: its
+    /// probabilities alone).
+    #[arg(long, requires = "teacher")]
+    pub teacher_weight: Option<f64>,
     /// Multi-label training loss: `bce` (binary cross-entropy) or `asl` (asymmetric loss; its
     /// exponents and margin are `finetune.asl_*` in a config file).
     #[arg(long, value_enum)]
@@ -105,6 +115,9 @@ fn configure(a: &FinetuneArgs, base: Option<&ModelDir>) -> Result<Config> {
     if a.keep_epochs {
         f.keep_epochs = true;
     }
+    if let Some(v) = a.teacher_weight {
+        f.teacher_weight = v;
+    }
     a.common.cap(&mut cfg);
     cfg.validate()?;
     Ok(cfg)
@@ -125,6 +138,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         vocab: a.vocab.clone(),
         vocab_size: a.vocab_size,
         word_vectors: a.word_vectors.clone(),
+        teacher: a.teacher.clone(),
         tune_thresholds: a.tune_thresholds,
         overwrite: a.common.overwrite,
         options: a.common.run_options(),

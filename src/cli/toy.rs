@@ -48,7 +48,7 @@ pub fn run(a: ToyArgs) -> Result<()> {
     let train = toy::examples(a.examples, a.len, a.seed);
     let valid = toy::examples(a.examples / 4, a.len, a.seed.wrapping_add(1));
     println!("toy: {} train / {} valid sequences of {} digits, label 1 when the sum exceeds {}; {} backbone (tiny)", train.len(), valid.len(), a.len, 9 * a.len / 2, a.backbone);
-    let report = finetune(&cfg, Init::Scratch, &tokenizer, &train, &valid, Problem::SingleLabel, None, &RunOptions { quiet: a.quiet, ..Default::default() })?;
+    let report = finetune(&cfg, Init::Scratch, &tokenizer, &train, &valid, Problem::SingleLabel, None, None, &RunOptions { quiet: a.quiet, ..Default::default() })?;
     let best = report.epochs.iter().find(|e| e.epoch == report.best_epoch).expect("best epoch is logged");
     // Single-label with one gold label an example: micro-F1 equals accuracy.
     println!("toy: best validation accuracy {:.4} (epoch {} of {}, {:.0}s)", best.micro_f1, best.epoch, a.epochs, report.epochs.last().map_or(0.0, |e| e.seconds));

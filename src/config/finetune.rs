@@ -85,6 +85,20 @@ pub struct FinetuneConfig {
     /// one model of several of them. Not written when off, so configs read as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_epochs: bool,
+    /// With a teacher (`finetune --teacher`): its share of each training target,
+    /// `teacher_weight · p_teacher + (1 − teacher_weight) · gold` (knowledge distillation;
+    /// 1: the teacher's probabilities alone). Not written at its default, so configs read as
+    /// before.
+    #[serde(default = "default_teacher_weight", skip_serializing_if = "is_default_teacher_weight")]
+    pub teacher_weight: f64,
+}
+
+pub(super) fn default_teacher_weight() -> f64 {
+    0.5
+}
+
+fn is_default_teacher_weight(w: &f64) -> bool {
+    *w == default_teacher_weight()
 }
 
 impl FinetuneConfig {
@@ -102,6 +116,9 @@ impl FinetuneConfig {
         }
         if !(0.0..=1.0).contains(&self.backbone_lr_scale) {
             bail!("finetune.backbone_lr_scale must be in [0, 1] (got {})", self.backbone_lr_scale);
+        }
+        if !(0.0..=1.0).contains(&self.teacher_weight) {
+            bail!("finetune.teacher_weight must be in [0, 1] (got {})", self.teacher_weight);
         }
         if !(0.0..1.0).contains(&self.ema) {
             bail!("finetune.ema must be in [0, 1) (got {}; 0 turns the weight average off)", self.ema);

@@ -14,7 +14,7 @@ pub use optim::{OptimConfig, Precision};
 pub use pretrain::{Objective, PretrainConfig, DEFAULT_GENERATOR_SIZE, DEFAULT_RTD_WEIGHT};
 
 use anyhow::{bail, Context, Result};
-use finetune::{default_asl_clip, default_asl_gamma_neg, default_backbone_lr_scale};
+use finetune::{default_asl_clip, default_asl_gamma_neg, default_backbone_lr_scale, default_teacher_weight};
 use model::default_filter_widths;
 use pretrain::{default_short_seq_prob, default_tasks};
 use serde::{Deserialize, Serialize};
@@ -108,6 +108,7 @@ impl Config {
                 ema: 0.0,
                 keep_epochs: false,
                 head: HeadKind::Pooled,
+                teacher_weight: default_teacher_weight(),
             },
         }
     }

@@ -29,8 +29,20 @@ impl LabelLoss {
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<1> {
         match *self {
             LabelLoss::Bce => BinaryCrossEntropyLossConfig::new().with_logits(true).init(&logits.device()).forward(logits, targets),
+            LabelLoss::Asymmetric { .. } => self.forward_soft(logits, targets.float()),
+        }
+    }
+
+    /// [`Self::forward`] against targets anywhere in [0, 1] (a teacher's probabilities, for
+    /// distillation): every cell costs `y ·` its positive term `+ (1 − y) ·` its negative term,
+    /// which for 0/1 targets is the same loss.
+    pub fn forward_soft(&self, logits: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
+        match *self {
+            LabelLoss::Bce => {
+                let ones = y.ones_like();
+                (y.clone() * log_sigmoid(logits.clone()) + (ones - y) * log_sigmoid(logits.neg())).mean().neg()
+            }
             LabelLoss::Asymmetric { gamma_neg, gamma_pos, clip } => {
-                let y = targets.float();
                 let p = sigmoid(logits.clone());
                 let mut pos = log_sigmoid(logits.clone());
                 if gamma_pos > 0.0 {
@@ -107,6 +119,41 @@ mod tests {
         let bce: f32 = LabelLoss::Bce.forward(l.clone(), t.clone()).into_scalar();
         let asl: f32 = LabelLoss::Asymmetric { gamma_neg: 0.0, gamma_pos: 0.0, clip: 0.0 }.forward(l, t).into_scalar();
         assert!((bce - asl).abs() < 1e-6, "{bce} vs {asl}");
+    }
+
+    #[test]
+    fn soft_targets_of_zero_or_one_are_the_hard_loss_and_between_them_mix_its_terms() {
+        let d = Device::flex();
+        let xs = [1.5f32, -0.7, 0.2, -2.5, 4.0, 0.0];
+        let ys = [1i64, 0, 0, 1, 0, 1];
+        let (l, t) = tensors(&xs, &ys, &d);
+        let asl = LabelLoss::Asymmetric { gamma_neg: 4.0, gamma_pos: 1.0, clip: 0.05 };
+        for loss in [LabelLoss::Bce, asl] {
+            let hard: f32 = loss.forward(l.clone(), t.clone()).into_scalar();
+            let soft: f32 = loss.forward_soft(l.clone(), t.clone().float()).into_scalar();
+            assert!((hard - soft).abs() < 1e-6, "{loss:?}: {hard} vs {soft}");
+        }
+        // BCE against y = 0.3: −(0.3 · log p + 0.7 · log(1 − p)) a cell, by hand
+        let y = 0.3f64;
+        let want: f64 = xs.iter().map(|&x| -(y * sig(x as f64).ln() + (1.0 - y) * (1.0 - sig(x as f64)).ln())).sum::<f64>() / xs.len() as f64;
+        let soft = Tensor::<2>::from_data(TensorData::new(vec![y as f32; xs.len()], [1, xs.len()]), &d);
+        let got: f32 = LabelLoss::Bce.forward_soft(l, soft).into_scalar();
+        assert!((got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn the_soft_bce_gradient_is_the_distance_to_the_target() {
+        let d = Device::flex().autodiff();
+        let xs = [2.0f32, -1.0, 0.5, -3.0];
+        let ys = [0.9f32, 0.2, 0.5, 0.0];
+        let l = Tensor::<2>::from_data(TensorData::new(xs.to_vec(), [2, 2]), &d).require_grad();
+        let y = Tensor::<2>::from_data(TensorData::new(ys.to_vec(), [2, 2]), &d);
+        let grads = LabelLoss::Bce.forward_soft(l.clone(), y).backward();
+        let g: Vec<f32> = l.grad(&grads).unwrap().into_data().convert::<f32>().try_into_vec().unwrap();
+        for ((&x, &y), g) in xs.iter().zip(&ys).zip(g) {
+            let want = (sig(x as f64) - y as f64) / xs.len() as f64;
+            assert!((g as f64 - want).abs() < 1e-6, "{g} vs {want}");
+        }
     }
 
     #[test]

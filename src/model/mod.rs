@@ -303,4 +303,17 @@ impl Classifier {
             }
         }
     }
+
+    /// Mean loss of logits `[batch, labels]` against target distributions `targets` (row-major,
+    /// `batch × labels`, each cell in [0, 1]; a single-label row sums to 1): cross-entropy
+    /// `−Σ t · log softmax` for single-label, `multi` cell by cell for multi-label. With one-hot
+    /// rows it is [`Self::loss`].
+    pub fn soft_loss(logits: Tensor<2>, targets: Vec<f32>, problem: Problem, multi: loss::LabelLoss) -> Tensor<1> {
+        let [b, c] = logits.dims();
+        let t = Tensor::<2>::from_data(TensorData::new(targets, [b, c]), &logits.device());
+        match problem {
+            Problem::SingleLabel => (t * burn::tensor::activation::log_softmax(logits, 1)).sum_dim(1).mean().neg(),
+            Problem::MultiLabel => multi.forward_soft(logits, t),
+        }
+    }
 }

@@ -17,7 +17,7 @@ use crate::data::classify::{encode_examples, EncodedExample, LabelSet, Problem};
 use crate::text::labelled::Example;
 use crate::text::tokenizer::WordPieceTokenizer;
 use crate::eval::thresholds::Thresholds;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
@@ -78,9 +78,65 @@ pub enum Init<'a> {
     WordVectors(&'a crate::text::word_vectors::WordVectors),
 }
 
-/// Fine-tunes on `train`, selects by validation micro-F1, writes the best model into `out` (when given).
+/// A trained classifier's probabilities for the training examples: fine-tuned towards them, the
+/// new model learns what the teacher makes of every label of every text, not only its gold labels
+/// (knowledge distillation, Hinton et al. 2015) — a way to put an ensemble into one model.
+pub struct Teacher {
+    /// The teacher's label names: the columns of `probabilities`.
+    pub labels: Vec<String>,
+    /// One row a training example, in the order of the training examples.
+    pub probabilities: Vec<Vec<f32>>,
+}
+
+impl Teacher {
+    /// Training targets, one row of `labels.len()` a training example: `weight · p + (1 − weight)
+    /// · gold`, with `p` the teacher's probability of the label. For multi-label problems a label
+    /// the teacher does not know keeps its gold target; for single-label ones the teacher's
+    /// probabilities over the labels both know are scaled to sum to 1 (a label it does not know
+    /// has 0), so every row stays a distribution.
+    pub fn targets(&self, gold: &[EncodedExample], labels: &LabelSet, problem: Problem, weight: f64) -> Result<Vec<Vec<f32>>> {
+        if self.probabilities.len() != gold.len() {
+            bail!("teacher: {} rows of probabilities for {} training examples", self.probabilities.len(), gold.len());
+        }
+        let known: Vec<Option<usize>> = (0..labels.len()).map(|j| self.labels.iter().position(|n| n == labels.name(j))).collect();
+        let w = weight as f32;
+        Ok(self
+            .probabilities
+            .iter()
+            .zip(gold)
+            .map(|(p, e)| {
+                let mut t = vec![0.0f32; labels.len()];
+                for &g in &e.labels {
+                    t[g] = 1.0;
+                }
+                let scale = match problem {
+                    Problem::SingleLabel => {
+                        let mass: f32 = known.iter().flatten().map(|&k| p[k]).sum();
+                        if mass > 0.0 { 1.0 / mass } else { 0.0 }
+                    }
+                    Problem::MultiLabel => 1.0,
+                };
+                for (j, k) in known.iter().enumerate() {
+                    match (problem, *k) {
+                        (Problem::MultiLabel, Some(k)) => t[j] = w * p[k] + (1.0 - w) * t[j],
+                        // a multi-label teacher has no opinion of a label it does not know
+                        (Problem::MultiLabel, None) => {}
+                        // a single-label teacher with no mass on these labels leaves the gold
+                        (Problem::SingleLabel, _) if scale == 0.0 => {}
+                        (Problem::SingleLabel, k) => t[j] = w * k.map_or(0.0, |k| p[k] * scale) + (1.0 - w) * t[j],
+                    }
+                }
+                t
+            })
+            .collect())
+    }
+}
+
+/// Fine-tunes on `train`, selects by validation micro-F1, writes the best model into `out` (when
+/// given); with a `teacher`, towards its probabilities (mixed with the gold labels by
+/// `finetune.teacher_weight`) instead of the gold labels alone.
 #[allow(clippy::too_many_arguments)]
-pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train: &[Example], valid: &[Example], problem: Problem, out: Option<&Path>, opts: &RunOptions) -> Result<FinetuneReport> {
+pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train: &[Example], valid: &[Example], problem: Problem, teacher: Option<&Teacher>, out: Option<&Path>, opts: &RunOptions) -> Result<FinetuneReport> {
     let (device, plain) = devices();
     let f = &cfg.finetune;
     device.seed(f.optim.seed);
@@ -106,9 +162,14 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             rare.len(), labels.len(), shown.join(", "), if rare.len() > shown.len() { ", …" } else { "" }
         );
     }
+    let soft = teacher.map(|t| t.targets(&enc_train, &labels, problem, f.teacher_weight)).transpose()?;
+    if let Some(t) = teacher {
+        let shared = (0..labels.len()).filter(|&j| t.labels.iter().any(|n| n == labels.name(j))).count();
+        say(opts, &format!("finetune: distilling a teacher that knows {shared} of the {} labels (teacher weight {})", labels.len(), f.teacher_weight));
+    }
     let mut model = Classifier::init_with_head(&cfg.model, f.head, labels.len(), &device).with_prior_bias(&frequencies, problem);
     let mut optim = adamw(f.optim.weight_decay, f.optim.grad_clip);
-    let hash = data_hash(&enc_train, &enc_valid, &labels);
+    let hash = data_hash(&enc_train, &enc_valid, &labels, soft.as_deref());
     let mut at = Position { step: 0, epoch: 1, batch: 0, seconds: 0.0, state: LoopState::default() };
     let evaluate = |m: &Classifier| -> Evaluation {
         let m = m.valid();
@@ -172,7 +233,7 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
     let total = steps_per_epoch * f.optim.epochs.max(1);
     let schedule = Schedule::new(f.optim.lr, f.optim.warmup_ratio, total);
     let lengths: Vec<usize> = enc_train.iter().map(|e| e.input_ids.len()).collect();
-    let mut task = FinetuneTask { cfg, tokenizer, out, opts, problem, labels: &labels, train: &enc_train, lengths, steps_per_epoch, ema, evaluate, device: device.clone() };
+    let mut task = FinetuneTask { cfg, tokenizer, out, opts, problem, labels: &labels, train: &enc_train, soft: soft.as_deref(), lengths, steps_per_epoch, ema, evaluate, device: device.clone() };
     let run = Run { cfg, tokenizer, out, opts, hash: &hash, seed: f.optim.seed, schedule: &schedule };
     let (_, at) = drive(&mut task, model, optim, at, &run, &device)?;
     let s = at.state;
@@ -188,6 +249,8 @@ struct FinetuneTask<'a, E: Fn(&Classifier) -> Evaluation> {
     problem: Problem,
     labels: &'a LabelSet,
     train: &'a [EncodedExample],
+    /// With a teacher: each training example's target row (see [`Teacher::targets`]).
+    soft: Option<&'a [Vec<f32>]>,
     lengths: Vec<usize>,
     steps_per_epoch: usize,
     /// The moving average of the weights, with `finetune.ema`.
@@ -220,9 +283,15 @@ impl<'a, E: Fn(&Classifier) -> Evaluation> Task<'a> for FinetuneTask<'a, E> {
     fn step(&mut self, model: Classifier, optim: &mut ModuleOptimizer, idx: Vec<usize>, step: usize, lr: f64, s: &mut LoopState) -> Result<Classifier> {
         let f = &self.cfg.finetune;
         let seqs: Vec<&[u32]> = idx.iter().map(|&k| self.train[k].input_ids.as_slice()).collect();
-        let gold: Vec<Vec<usize>> = idx.iter().map(|&k| self.train[k].labels.clone()).collect();
         let logits = model.forward(&TokenBatch::new(&seqs, self.tokenizer.specials(), &self.device));
-        let loss = Classifier::loss(logits, &gold, self.problem, crate::model::loss::LabelLoss::of(f));
+        let multi = crate::model::loss::LabelLoss::of(f);
+        let loss = match self.soft {
+            Some(soft) => Classifier::soft_loss(logits, idx.iter().flat_map(|&k| soft[k].iter().copied()).collect(), self.problem, multi),
+            None => {
+                let gold: Vec<Vec<usize>> = idx.iter().map(|&k| self.train[k].labels.clone()).collect();
+                Classifier::loss(logits, &gold, self.problem, multi)
+            }
+        };
         let value: f32 = loss.clone().into_scalar();
         if !value.is_finite() {
             return Err(diverged("fine-tuning", step, value, "finetune.lr"));
@@ -351,7 +420,7 @@ impl Default for LoopState {
 }
 
 /// Hash of the encoded training and validation data and the label list.
-fn data_hash(train: &[EncodedExample], valid: &[EncodedExample], labels: &LabelSet) -> String {
+fn data_hash(train: &[EncodedExample], valid: &[EncodedExample], labels: &LabelSet, soft: Option<&[Vec<f32>]>) -> String {
     let mut h = Fnv::default();
     for e in train.iter().chain(valid) {
         h.ids(&e.input_ids);
@@ -360,6 +429,10 @@ fn data_hash(train: &[EncodedExample], valid: &[EncodedExample], labels: &LabelS
     for i in 0..labels.len() {
         h.bytes(labels.name(i).as_bytes());
         h.bytes(&[0]);
+    }
+    // a run resumed with another teacher (or weight) would train towards other targets
+    for row in soft.unwrap_or_default() {
+        h.ids(&row.iter().map(|v| v.to_bits() as u64).collect::<Vec<_>>());
     }
     h.hex()
 }
@@ -458,5 +531,64 @@ mod tests {
         // Adam's first step is lr·g/|g|: half the rate is half the move, and 0 freezes the backbone
         assert!(b1.iter().zip(&bh).all(|(a, b)| (0.5 * a - b).abs() < 1e-6));
         assert!(b0.iter().all(|&d| d == 0.0));
+    }
+
+    fn example(labels: &[usize]) -> EncodedExample {
+        EncodedExample { input_ids: vec![2, 5, 3], labels: labels.to_vec() }
+    }
+
+    #[test]
+    fn teacher_targets_mix_its_probabilities_with_the_gold_by_label_name() {
+        let labels = LabelSet::from_names(vec!["a".into(), "b".into(), "c".into()]);
+        // the teacher knows b and a (in its own order) and a label the student has not, not c
+        let teacher = Teacher { labels: vec!["b".into(), "x".into(), "a".into()], probabilities: vec![vec![0.8, 0.5, 0.1], vec![0.2, 0.9, 0.6]] };
+        let gold = [example(&[0, 2]), example(&[1])];
+        let t = teacher.targets(&gold, &labels, Problem::MultiLabel, 0.75).unwrap();
+        // a: 0.75 · 0.1 + 0.25 · 1; b: 0.75 · 0.8 + 0; c: the gold alone
+        let want = [[0.325f32, 0.6, 1.0], [0.45, 0.4, 0.0]];
+        for (row, w) in t.iter().zip(want) {
+            assert!(row.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-6), "{row:?} vs {w:?}");
+        }
+        assert_eq!(teacher.targets(&gold, &labels, Problem::MultiLabel, 0.0).unwrap(), vec![vec![1.0, 0.0, 1.0], vec![0.0, 1.0, 0.0]]);
+        // single-label: the teacher's mass on the labels both know, scaled to 1 (x's 0.5 left
+        // out, c has none); a teacher with all its mass on x leaves the gold
+        let single = Teacher { labels: teacher.labels.clone(), probabilities: vec![vec![0.3, 0.5, 0.2], vec![0.0, 1.0, 0.0]] };
+        let t = single.targets(&[example(&[2]), example(&[1])], &labels, Problem::SingleLabel, 0.5).unwrap();
+        let want = [[0.5f32 * 0.4, 0.5 * 0.6, 0.5], [0.0, 1.0, 0.0]];
+        for (row, w) in t.iter().zip(want) {
+            assert!(row.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-6), "{row:?} vs {w:?}");
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        let e = teacher.targets(&gold[..1], &labels, Problem::MultiLabel, 0.5).unwrap_err().to_string();
+        assert!(e.contains("2 rows") && e.contains("1 training"), "{e}");
+    }
+
+    #[test]
+    fn soft_single_label_loss_is_cross_entropy_against_the_distribution() {
+        let (device, _) = devices();
+        let logits = || Tensor::<2>::from_data(burn::tensor::TensorData::new(vec![1.0f32, -0.5, 2.0, 0.3, 0.3, -1.0], [2, 3]), &device);
+        let bce = crate::model::loss::LabelLoss::Bce;
+        let hard: f32 = Classifier::loss(logits(), &[vec![2], vec![0]], Problem::SingleLabel, bce).into_scalar();
+        let one_hot: f32 = Classifier::soft_loss(logits(), vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0], Problem::SingleLabel, bce).into_scalar();
+        assert!((hard - one_hot).abs() < 1e-6, "{hard} vs {one_hot}");
+        // by hand: −Σ t · log softmax, averaged over the rows
+        let rows = [([1.0f64, -0.5, 2.0], [0.2, 0.3, 0.5]), ([0.3, 0.3, -1.0], [0.6, 0.4, 0.0])];
+        let want: f64 = rows.iter().map(|(x, t)| {
+            let z: f64 = x.iter().map(|v| v.exp()).sum::<f64>().ln();
+            -x.iter().zip(t).map(|(v, t)| t * (v - z)).sum::<f64>()
+        }).sum::<f64>() / 2.0;
+        let got: f32 = Classifier::soft_loss(logits(), vec![0.2, 0.3, 0.5, 0.6, 0.4, 0.0], Problem::SingleLabel, bce).into_scalar();
+        assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    #[test]
+    fn a_teachers_targets_change_the_resume_fingerprint_and_none_leave_it_as_it_was() {
+        let labels = LabelSet::from_names(vec!["a".into(), "b".into()]);
+        let (train, valid) = ([example(&[0]), example(&[1])], [example(&[1])]);
+        let plain = data_hash(&train, &valid, &labels, None);
+        let one = data_hash(&train, &valid, &labels, Some(&[vec![0.9, 0.1], vec![0.2, 0.7]]));
+        let other = data_hash(&train, &valid, &labels, Some(&[vec![0.9, 0.1], vec![0.2, 0.8]]));
+        assert!(plain != one && one != other);
+        assert_eq!(plain, data_hash(&train, &valid, &labels, Some(&[])));
     }
 }
