@@ -173,7 +173,7 @@ pub fn restore<M: Module, S: DeserializeOwned>(ckpt: &Path, cfg: &Config, data_h
         bail!("{}: the interrupted run used another configuration (config, preset or command-line settings differ); resume with the same command", ckpt.display());
     }
     if state.data_hash != data_hash {
-        bail!("{}: the interrupted run trained on other data (hash {} vs {data_hash}); resume with the same files", ckpt.display(), state.data_hash);
+        bail!("{}: the interrupted run trained on other data or towards another teacher (hash {} vs {data_hash}); resume with the same files and teacher", ckpt.display(), state.data_hash);
     }
     let model = load_weights(model, &ckpt.join(WEIGHTS_FILE), state.weights_bytes)?;
     let ids = list_param_ids(&model);
