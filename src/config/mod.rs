@@ -34,6 +34,7 @@ const UNWRITTEN_AT_DEFAULT: &[(&str, &str)] = &[
     ("pretrain", "precision"),
     ("finetune", "precision"),
     ("finetune", "keep_epochs"),
+    ("finetune", "teacher_weight"),
 ];
 
 /// Everything a run needs; saved as `config.toml` beside every checkpoint.
@@ -240,15 +241,16 @@ mod tests {
     #[test]
     fn settings_left_out_at_their_default_can_still_be_given() {
         // each key a config file omits at its default, given a non-default value…
-        let given = ["model.max_positions=512", "model.activation=\"gelu-tanh\"", "model.layer_norm_eps=1e-5", "model.activation_dropout=0", "pretrain.generator_size=0.5", "pretrain.rtd_weight=20", "pretrain.time_budget=60", "pretrain.kept_heads=[\"nsp\"]", "pretrain.precision=bf16", "finetune.precision=bf16"];
+        let given = ["model.max_positions=512", "model.activation=\"gelu-tanh\"", "model.layer_norm_eps=1e-5", "model.activation_dropout=0", "pretrain.generator_size=0.5", "pretrain.rtd_weight=20", "pretrain.time_budget=60", "pretrain.kept_heads=[\"nsp\"]", "pretrain.precision=bf16", "finetune.precision=bf16", "finetune.teacher_weight=0.8"];
         let c = Config::preset(Preset::Tiny).with_settings(&given.map(String::from)).unwrap();
         assert_eq!((c.model.max_positions, c.model.transformer.activation, c.model.transformer.layer_norm_eps), (512, Activation::GeluTanh, 1e-5));
         assert_eq!((c.model.activation_dropout(), c.model.dropout), (0.0, 0.1));
         assert_eq!((c.pretrain.generator_size, c.pretrain.rtd_weight, c.pretrain.time_budget), (0.5, 20.0, 60.0));
         assert_eq!(c.pretrain.kept_heads, vec![Objective::Nsp]);
         assert_eq!((c.pretrain.optim.precision, c.finetune.optim.precision), (Precision::Bf16, Precision::Bf16));
+        assert_eq!(c.finetune.teacher_weight, 0.8);
         // …or its default, in a --config file and in a saved model's config.toml
-        let defaults = "[model]\nmax_positions = 0\nactivation = \"gelu\"\nlayer_norm_eps = 1e-12\n[pretrain]\ngenerator_size = 0.25\nrtd_weight = 50.0\ntime_budget = 0.0\nkept_heads = []\nprecision = \"f32\"\n[finetune]\nprecision = \"f32\"\n";
+        let defaults = "[model]\nmax_positions = 0\nactivation = \"gelu\"\nlayer_norm_eps = 1e-12\n[pretrain]\ngenerator_size = 0.25\nrtd_weight = 50.0\ntime_budget = 0.0\nkept_heads = []\nprecision = \"f32\"\n[finetune]\nprecision = \"f32\"\nteacher_weight = 0.5\n";
         assert_eq!(Config::preset(Preset::Tiny).merged(defaults).unwrap(), Config::preset(Preset::Tiny));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
