@@ -43,8 +43,14 @@ done_model "$W/teacher" || timed teacher "$B" ensemble --model "$W/tr-avg,$W/cnn
     --exclude "$D/train.txt.gz,$VALID,$D/test.txt.gz" --out "$W/pseudo.txt"
 # the student sees 2.4 times as many examples an epoch (train + pseudo) as the teacher Transformer
 finetune student pre-tr "$D/train.txt.gz,$W/pseudo.txt" "${STUDENT_EPOCHS:-4}" 1e-3 --pooling mean --keep-epochs
+# the same student towards the teacher's probabilities, half and half with the (pseudo-)labels:
+# distillation (`finetune --teacher`); and a TextCNN student both ways
+finetune distilled pre-tr "$D/train.txt.gz,$W/pseudo.txt" "${DISTILLED_EPOCHS:-6}" 1e-3 --pooling mean --keep-epochs \
+    --teacher "$W/teacher" --teacher-weight "${TEACHER_WEIGHT:-0.5}"
+finetune cnn-student pre-cnn "$D/train.txt.gz,$W/pseudo.txt" 5 3e-3
+finetune cnn-distilled pre-cnn "$D/train.txt.gz,$W/pseudo.txt" 5 3e-3 --teacher "$W/teacher" --teacher-weight "${CNN_TEACHER_WEIGHT:-0.5}"
 
-for m in tr tr-avg cnn lin teacher student; do
+for m in tr tr-avg cnn lin teacher student distilled cnn-student cnn-distilled; do
     printf '%s ' "$m"
     "$B" eval --model "$W/$m" --data "$D/test.txt.gz" --json
 done | tee "$W/test.txt"
