@@ -106,7 +106,9 @@ impl Teacher {
             .zip(gold)
             .map(|(p, e)| {
                 let mut t = vec![0.0f32; labels.len()];
-                for &g in &e.labels {
+                // single-label training reads the first label alone, as `Classifier::loss` does
+                let gold = if problem == Problem::SingleLabel { &e.labels[..e.labels.len().min(1)] } else { &e.labels[..] };
+                for &g in gold {
                     t[g] = 1.0;
                 }
                 let scale = match problem {
@@ -553,7 +555,7 @@ mod tests {
         // single-label: the teacher's mass on the labels both know, scaled to 1 (x's 0.5 left
         // out, c has none); a teacher with all its mass on x leaves the gold
         let single = Teacher { labels: teacher.labels.clone(), probabilities: vec![vec![0.3, 0.5, 0.2], vec![0.0, 1.0, 0.0]] };
-        let t = single.targets(&[example(&[2]), example(&[1])], &labels, Problem::SingleLabel, 0.5).unwrap();
+        let t = single.targets(&[example(&[2, 0]), example(&[1])], &labels, Problem::SingleLabel, 0.5).unwrap();
         let want = [[0.5f32 * 0.4, 0.5 * 0.6, 0.5], [0.0, 1.0, 0.0]];
         for (row, w) in t.iter().zip(want) {
             assert!(row.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-6), "{row:?} vs {w:?}");
