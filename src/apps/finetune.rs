@@ -91,7 +91,7 @@ pub fn run(mut cfg: Config, job: &FinetuneJob, train: &[Example], valid: &[Examp
         inputs.push(InputFile::of("teacher", &path.join("model.json"))?);
     }
     let mut info = RunInfo::start(out.path(), "finetune", &cfg, cfg.finetune.optim.seed, inputs)?;
-    let result = finetune(&cfg, init, &tokenizer, train, valid, problem, teacher.as_ref(), Some(out.path()), &job.options);
+    let result = finetune(&cfg, init, &tokenizer, train, valid, problem, teacher, Some(out.path()), &job.options);
     info.finish(out.path(), &outcome(&result))?;
     let report = result?;
     let tuned = match job.tune_thresholds {

@@ -52,7 +52,7 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// The defaults for a model: 127.0.0.1:8080, batches of 64, 5 ms, a queue of 1,024 texts, 1 MiB
+    /// The defaults for a model: 127.0.0.1:8080, batches of 64, no wait for more requests, a queue of 1,024 texts, 1 MiB
     /// bodies, f32.
     pub fn new(model: PathBuf) -> Self {
         Self { model, addr: SocketAddr::from(([127, 0, 0, 1], 8080)), max_batch: 64, max_wait: Duration::ZERO, max_queue: 1024, max_body: 1 << 20, api_key_file: None, precision: Precision::F32, max_len: None }

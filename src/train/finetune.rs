@@ -89,6 +89,12 @@ pub struct Teacher {
 }
 
 impl Teacher {
+    /// For each of the student's `labels`, its column among the teacher's (`None`: a label the
+    /// teacher does not know), matched by name.
+    pub fn columns(&self, labels: &LabelSet) -> Vec<Option<usize>> {
+        (0..labels.len()).map(|j| self.labels.iter().position(|n| n == labels.name(j))).collect()
+    }
+
     /// Training targets, one row of `labels.len()` a training example: `weight · p + (1 − weight)
     /// · gold`, with `p` the teacher's probability of the label. For multi-label problems a label
     /// the teacher does not know keeps its gold target; for single-label ones the teacher's
@@ -98,7 +104,7 @@ impl Teacher {
         if self.probabilities.len() != gold.len() {
             bail!("teacher: {} rows of probabilities for {} training examples", self.probabilities.len(), gold.len());
         }
-        let known: Vec<Option<usize>> = (0..labels.len()).map(|j| self.labels.iter().position(|n| n == labels.name(j))).collect();
+        let known = self.columns(labels);
         let w = weight as f32;
         Ok(self
             .probabilities
@@ -138,7 +144,7 @@ impl Teacher {
 /// given); with a `teacher`, towards its probabilities (mixed with the gold labels by
 /// `finetune.teacher_weight`) instead of the gold labels alone.
 #[allow(clippy::too_many_arguments)]
-pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train: &[Example], valid: &[Example], problem: Problem, teacher: Option<&Teacher>, out: Option<&Path>, opts: &RunOptions) -> Result<FinetuneReport> {
+pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train: &[Example], valid: &[Example], problem: Problem, teacher: Option<Teacher>, out: Option<&Path>, opts: &RunOptions) -> Result<FinetuneReport> {
     let (device, plain) = devices();
     let f = &cfg.finetune;
     device.seed(f.optim.seed);
@@ -164,11 +170,15 @@ pub fn finetune(cfg: &Config, init: Init, tokenizer: &WordPieceTokenizer, train:
             rare.len(), labels.len(), shown.join(", "), if rare.len() > shown.len() { ", …" } else { "" }
         );
     }
-    let soft = teacher.map(|t| t.targets(&enc_train, &labels, problem, f.teacher_weight)).transpose()?;
-    if let Some(t) = teacher {
-        let shared = (0..labels.len()).filter(|&j| t.labels.iter().any(|n| n == labels.name(j))).count();
-        say(opts, &format!("finetune: distilling a teacher that knows {shared} of the {} labels (teacher weight {})", labels.len(), f.teacher_weight));
-    }
+    // the teacher's probabilities are dropped once they are targets
+    let soft = match teacher {
+        Some(t) => {
+            let shared = t.columns(&labels).iter().flatten().count();
+            say(opts, &format!("finetune: distilling a teacher that knows {shared} of the {} labels (teacher weight {})", labels.len(), f.teacher_weight));
+            Some(t.targets(&enc_train, &labels, problem, f.teacher_weight)?)
+        }
+        None => None,
+    };
     let mut model = Classifier::init_with_head(&cfg.model, f.head, labels.len(), &device).with_prior_bias(&frequencies, problem);
     let mut optim = adamw(f.optim.weight_decay, f.optim.grad_clip);
     let hash = data_hash(&enc_train, &enc_valid, &labels, soft.as_deref());
