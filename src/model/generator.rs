@@ -17,6 +17,7 @@ use burn::nn::conv::Conv1d;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use rand::Rng;
+use rayon::prelude::*;
 
 /// The generator's shape: the discriminator's `config` narrowed by `size` (in (0, 1]).
 pub fn generator_config(config: &ModelConfig, size: f64) -> ModelConfig {
@@ -98,37 +99,39 @@ impl Generator {
     }
 }
 
-/// One id a row of `logits` (`[n, vocab]`, row-major), drawn from the row's softmax, never one of
-/// `excluded` (the structural special tokens: a replacement is always a word piece of the
-/// vocabulary). A row with no finite weight gives its largest allowed logit's id.
-pub fn sample<R: Rng>(logits: &[f32], vocab: usize, excluded: &[u32], rng: &mut R) -> Vec<u32> {
-    let allowed = |j: usize| !excluded.contains(&(j as u32));
-    let mut weights = vec![0f64; vocab];
-    logits
-        .chunks(vocab)
-        .map(|row| {
-            let max = (0..vocab).filter(|&j| allowed(j)).map(|j| row[j]).fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0.0;
-            for (j, w) in weights.iter_mut().enumerate() {
-                *w = if allowed(j) { ((row[j] - max) as f64).exp() } else { 0.0 };
-                total += *w;
-            }
-            if !(total.is_finite() && total > 0.0) {
-                return (0..vocab).filter(|&j| allowed(j)).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0) as u32;
-            }
-            let mut u = rng.random::<f64>() * total;
-            for (j, &w) in weights.iter().enumerate() {
-                if w > 0.0 {
-                    if u < w {
-                        return j as u32;
-                    }
-                    u -= w;
-                }
-            }
-            // rounding left u just above the last weight: the last allowed id with weight
-            weights.iter().rposition(|&w| w > 0.0).unwrap_or(0) as u32
-        })
-        .collect()
+/// One id a row of `probs` (`[n, vocab]`, row-major: the generator's softmax), drawn from the
+/// row's distribution renormalised over the allowed ids — never one of `excluded` (the
+/// structural special tokens: a replacement is always a word piece of the vocabulary). A row
+/// with no finite mass on an allowed id gives the first allowed id. The uniform draws come
+/// from `rng` in row order, so the result does not depend on how the rows are spread over
+/// threads.
+pub fn sample<R: Rng>(probs: &[f32], vocab: usize, excluded: &[u32], rng: &mut R) -> Vec<u32> {
+    let draws: Vec<f64> = (0..probs.len() / vocab).map(|_| rng.random::<f64>()).collect();
+    probs.par_chunks_exact(vocab).zip(draws).map(|(row, u)| sample_row(row, excluded, u)).collect()
+}
+
+/// The id at which the cumulative allowed mass of `row` passes `u` times the whole allowed mass.
+fn sample_row(row: &[f32], excluded: &[u32], u: f64) -> u32 {
+    // the excluded ids weigh nothing; the scans below then need no test of each id
+    let mut weights = row.to_vec();
+    for &e in excluded {
+        if let Some(w) = weights.get_mut(e as usize) {
+            *w = 0.0;
+        }
+    }
+    let total: f64 = weights.iter().map(|&p| f64::from(p)).sum();
+    if !(total.is_finite() && total > 0.0) {
+        return (0..row.len()).find(|&j| !excluded.contains(&(j as u32))).unwrap_or(0) as u32;
+    }
+    let mut left = u * total;
+    for (j, &p) in weights.iter().enumerate() {
+        if left < f64::from(p) {
+            return j as u32;
+        }
+        left -= f64::from(p);
+    }
+    // rounding left a sliver above the last weight: the last allowed id with weight
+    weights.iter().rposition(|&p| p > 0.0).unwrap_or(0) as u32
 }
 
 /// Puts `samples` at `positions` of the flattened ids `ids` (positions and original word pieces
@@ -157,10 +160,10 @@ mod tests {
 
     #[test]
     fn samples_follow_the_softmax_and_skip_excluded_ids() {
-        // vocab 4: id 0 excluded though it has the largest logit; ids 1..3 with weights 1 : 2 : 1
-        let row = [10.0f32, 0.0, 2f32.ln(), 0.0];
-        let logits: Vec<f32> = row.iter().copied().cycle().take(4 * 20_000).collect();
-        let got = sample(&logits, 4, &[0], &mut StdRng::seed_from_u64(1));
+        // vocab 4: id 0 excluded though it has the largest probability; ids 1..3 weigh 1 : 2 : 1
+        let row = [0.6f32, 0.1, 0.2, 0.1];
+        let probs: Vec<f32> = row.iter().copied().cycle().take(4 * 20_000).collect();
+        let got = sample(&probs, 4, &[0], &mut StdRng::seed_from_u64(1));
         let mut counts = [0usize; 4];
         for &id in &got {
             counts[id as usize] += 1;
@@ -168,11 +171,36 @@ mod tests {
         assert_eq!(counts[0], 0);
         let share = |k: usize| counts[k] as f64 / got.len() as f64;
         assert!((share(2) - 0.5).abs() < 0.02 && (share(1) - 0.25).abs() < 0.02 && (share(3) - 0.25).abs() < 0.02, "{counts:?}");
-        // not the argmax: a sample, the same for the same seed
-        assert_eq!(got, sample(&logits, 4, &[0], &mut StdRng::seed_from_u64(1)));
-        // NaN logits still give an allowed id
-        let id = sample(&[f32::NAN; 4], 4, &[0, 1], &mut StdRng::seed_from_u64(1))[0];
-        assert!(id == 2 || id == 3, "{id}");
+        // not the argmax: a sample, the same for the same seed (whatever the threads)
+        assert_eq!(got, sample(&probs, 4, &[0], &mut StdRng::seed_from_u64(1)));
+        // row by row: the draw u picks the id whose cumulative allowed mass passes u · 0.4
+        assert_eq!((sample_row(&row, &[0], 0.0), sample_row(&row, &[0], 0.24), sample_row(&row, &[0], 0.26)), (1, 1, 2));
+        assert_eq!((sample_row(&row, &[0], 0.74), sample_row(&row, &[0], 0.76), sample_row(&row, &[0], 1.0)), (2, 3, 3));
+        // NaN rows (a diverged generator) still give an allowed id
+        assert_eq!(sample(&[f32::NAN; 4], 4, &[0, 1], &mut StdRng::seed_from_u64(1)), vec![2]);
+    }
+
+    #[test]
+    fn samples_of_the_generator_softmax_match_a_reference_draw() {
+        // the probabilities from bertlu's softmax kernel give the ids an f64 softmax of the logits
+        // gives for the same uniform draws (ties at a boundary aside, which these draws avoid)
+        let device = Default::default();
+        let logits = [[2.0f32, -1.0, 0.5, 3.0, 0.0, 1.0], [0.0, 0.0, 4.0, -2.0, 1.0, 0.5]];
+        let t = Tensor::<2>::from_data(logits, &device);
+        let probs: Vec<f32> = crate::model::kernels::softmax_last(t).into_data().to_vec().unwrap();
+        let draws = [0.1, 0.5, 0.9, 0.99];
+        for (r, l) in logits.iter().enumerate() {
+            let weights: Vec<f64> = l.iter().enumerate().map(|(j, &x)| if j == 3 { 0.0 } else { f64::from(x).exp() }).collect();
+            let total: f64 = weights.iter().sum();
+            for &u in &draws {
+                let mut acc = 0.0;
+                let want = weights.iter().position(|w| {
+                    acc += w / total;
+                    acc > u
+                });
+                assert_eq!(Some(sample_row(&probs[r * 6..r * 6 + 6], &[3], u) as usize), want, "row {r} u {u}");
+            }
+        }
     }
 
     #[test]

@@ -165,8 +165,9 @@ impl PretrainModel {
         let (positions, targets) = (ints(&batch.positions), ints(&batch.targets));
         let mut ids = ints(&tokens.ids.clone().reshape([b * l]));
         let samples = if n > 0 {
-            let scores: Vec<f32> = logits.clone().detach().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits");
-            generator::sample(&scores, vocab, &[specials.pad, specials.cls, specials.sep, specials.mask], rng)
+            // the softmax on the tensor (vectorised, rows in parallel), the draws on its rows
+            let probs: Vec<f32> = kernels::softmax_last(logits.clone().detach()).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 probabilities");
+            generator::sample(&probs, vocab, &[specials.pad, specials.cls, specials.sep, specials.mask], rng)
         } else {
             Vec::new()
         };
