@@ -269,3 +269,73 @@ fn a_time_budget_becomes_steps_that_resume_and_repeat_exactly() {
     assert_eq!(metric_columns(&plain), metric_columns(&budget));
     assert!(common::weights_payload(&plain) == common::weights_payload(&budget), "weights differ from the budget's equal");
 }
+
+#[test]
+fn an_interrupted_comparison_resumes_reusing_its_finished_parts() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let (corpus, train, valid, voc, toml) = (p("corpus.txt"), p("train.txt"), p("valid.txt"), p("voc"), p("tiny.toml"));
+    let base = [
+        "compare", "--corpus", s(&corpus), "--train", s(&train), "--valid", s(&valid), "--test", s(&valid),
+        "--vocab", s(&voc), "--preset", "tiny", "--config", s(&toml), "--backbone", "textcnn", "--lr-grid", "1e-3,3e-3",
+        "--epochs", "3", "--pretrain-max-steps", "40", "--checkpoint-every", "4", "--keep-checkpoints", "50",
+    ];
+    let full = p("full");
+    ok(&refs(&args(&base, &full, &["-q"])));
+    // stopped in the second fine-tuning run: the pre-training and the first run have finished
+    let stopped = p("stopped");
+    let mut child = spawn(&args(&base, &stopped, &["-q"]));
+    let work = p(".stopped.partial");
+    let ckpt = work.join("runs").join("textcnn-scratch-lr3e-3").join("checkpoints").join(format!("step-{:09}", 20));
+    let start = Instant::now();
+    while !ckpt.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the comparison ended before its second run's checkpoint");
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint in the second run");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    assert!(work.join("pretrained-textcnn").join("compare-part.json").is_file() && work.join("runs/textcnn-scratch-lr1e-3/compare-part.json").is_file());
+
+    // the same command without --resume keeps what was done and says how to go on
+    let e = fails(&refs(&args(&base, &stopped, &[])));
+    assert!(e.contains("--resume") && e.contains("--overwrite"), "{e}");
+    assert!(work.join("runs/textcnn-scratch-lr1e-3/compare-part.json").is_file());
+    // another job is not resumed into these parts
+    let mut other = args(&base, &stopped, &["--resume"]);
+    let grid = other.iter().position(|a| a == "--lr-grid").unwrap() + 1;
+    other[grid] = "1e-3,2e-3".into();
+    let e = fails(&refs(&other));
+    assert!(e.contains("other settings"), "{e}");
+
+    let resumed = ok(&refs(&args(&base, &stopped, &["--resume"])));
+    assert!(resumed.contains("pre-training (mlm) finished before, reused"), "{resumed}");
+    assert!(resumed.contains("scratch, lr 1e-3: finished before, reused"), "{resumed}");
+    assert!(resumed.contains("scratch, lr 3e-3, resumed") && resumed.contains("resumed from"), "{resumed}");
+    assert!(!work.exists() && stopped.join("compare.md").is_file());
+    // every run ends where the uninterrupted comparison's did: scores, choices, test scores, weights
+    let without_time = |dir: &Path| {
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
+        for arm in v[0]["arms"].as_array_mut().unwrap() {
+            arm["pretrain"].as_object_mut().map(|m| m.remove("seconds"));
+            arm["pretrain"].as_object_mut().map(|m| m.remove("dir"));
+            for run in arm["runs"].as_array_mut().unwrap() {
+                run.as_object_mut().unwrap().remove("dir");
+                for e in run["report"]["epochs"].as_array_mut().unwrap() {
+                    e.as_object_mut().unwrap().remove("seconds");
+                }
+            }
+        }
+        v
+    };
+    assert_eq!(without_time(&stopped), without_time(&full));
+    for run in ["textcnn-scratch-lr1e-3", "textcnn-scratch-lr3e-3", "textcnn-pre-trained-lr3e-3"] {
+        assert!(common::weights_payload(&stopped.join("runs").join(run)) == common::weights_payload(&full.join("runs").join(run)), "{run} differs after resume");
+    }
+    // a finished comparison has nothing to resume
+    let e = fails(&refs(&args(&base, &stopped, &["--resume"])));
+    assert!(e.contains("nothing to resume"), "{e}");
+}

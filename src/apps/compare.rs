@@ -30,7 +30,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use crate::store::layout::{COMPARE_EPOCHS_FILE, COMPARE_JSON_FILE, COMPARE_TABLE_FILE};
+use crate::store::checkpoints::has_checkpoint;
+use crate::store::layout::{COMPARE_EPOCHS_FILE, COMPARE_JOB_FILE, COMPARE_JSON_FILE, COMPARE_PART_FILE, COMPARE_TABLE_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use crate::store::run_info::InputFile;
 
 
 /// The arm that starts from random weights.
@@ -182,6 +184,55 @@ impl PretrainSummary {
     }
 }
 
+/// Where one pre-training or fine-tuning run of a comparison stands. Without `--resume` every
+/// part is new; with it, a part that finished (its [`COMPARE_PART_FILE`] written) is reused, one
+/// with a checkpoint continues from it, and the others start afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    New,
+    Interrupted,
+    Finished,
+}
+
+impl Part {
+    fn of(dir: &Path, opts: &RunOptions) -> Self {
+        if !opts.resume {
+            Part::New
+        } else if dir.join(COMPARE_PART_FILE).is_file() {
+            Part::Finished
+        } else if has_checkpoint(dir) {
+            Part::Interrupted
+        } else {
+            Part::New
+        }
+    }
+
+    /// A new part's directory emptied (what a run stopped before its first checkpoint left).
+    fn prepare(self, dir: &Path) -> Result<()> {
+        if self == Part::New && dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("{}: cannot clear", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))
+    }
+
+    /// The run's options: resuming only an interrupted part.
+    fn options(self, opts: &RunOptions) -> RunOptions {
+        RunOptions { resume: self == Part::Interrupted, ..opts.clone() }
+    }
+
+    fn resuming(self) -> &'static str {
+        if self == Part::Interrupted { ", resumed" } else { "" }
+    }
+}
+
+/// Whether the work directory `dir` of a comparison holds a finished or interrupted part (a
+/// pre-training directory or fine-tuning run with its [`COMPARE_PART_FILE`] or a checkpoint).
+pub fn holds_parts(dir: &Path) -> bool {
+    let part = |d: &Path| d.join(COMPARE_PART_FILE).is_file() || has_checkpoint(d);
+    let subdirs = |d: &Path| -> Vec<PathBuf> { std::fs::read_dir(d).map(|r| r.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect()).unwrap_or_default() };
+    subdirs(dir).iter().any(|d| part(d)) || subdirs(&dir.join("runs")).iter().any(|d| part(d))
+}
+
 /// Runs the comparison, writing every model under `out` (`pretrained-B/`, `runs/B-ARM-lrX/`).
 pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordPieceTokenizer, problem: Problem, out: &Path, opts: &RunOptions) -> Result<Vec<BackboneResult>> {
     if settings.lr_grid.is_empty() || settings.backbones.is_empty() {
@@ -214,9 +265,16 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
                     cfg.validate()?;
                     let label = tasks_label(&cfg.pretrain.tasks);
                     let dir = if sets.len() == 1 { out.join(format!("pretrained-{backbone}")) } else { out.join(format!("pretrained-{backbone}-{label}")) };
-                    std::fs::create_dir_all(&dir)?;
-                    say(opts, &format!("\n== {backbone}: pre-training ({label}) =="));
-                    pretrain(&cfg, data.docs, tokenizer, None, &dir, opts)?;
+                    match Part::of(&dir, opts) {
+                        Part::Finished => say(opts, &format!("\n== {backbone}: pre-training ({label}) finished before, reused ==")),
+                        part => {
+                            part.prepare(&dir)?;
+                            say(opts, &format!("\n== {backbone}: pre-training ({label}){} ==", part.resuming()));
+                            pretrain(&cfg, data.docs, tokenizer, None, &dir, &part.options(opts))?;
+                            let summary = PretrainSummary::of(&ModelDir::open(&dir)?, false);
+                            write_atomic(&dir.join(COMPARE_PART_FILE), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+                        }
+                    }
                     pretrained.push((cfg, tokenizer.clone(), ModelDir::open(&dir)?, false));
                 }
             }
@@ -236,13 +294,23 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
                 // Every arm runs all epochs so the per-epoch curves are comparable.
                 cfg.finetune.patience = 0;
                 let dir = out.join("runs").join(format!("{backbone}-{arm}-lr{lr:e}"));
-                std::fs::create_dir_all(&dir)?;
-                say(opts, &format!("\n== {backbone}, {arm}, lr {lr:e} =="));
-                let init = match &start {
-                    None => Init::Scratch,
-                    Some((pre, _)) => Init::Pretrained(pre),
+                let part = Part::of(&dir, opts);
+                let report = if part == Part::Finished {
+                    say(opts, &format!("\n== {backbone}, {arm}, lr {lr:e}: finished before, reused =="));
+                    let file = dir.join(COMPARE_PART_FILE);
+                    let text = std::fs::read_to_string(&file).with_context(|| format!("{}: cannot read", file.display()))?;
+                    serde_json::from_str(&text).with_context(|| format!("{}: not a fine-tuning record", file.display()))?
+                } else {
+                    part.prepare(&dir)?;
+                    say(opts, &format!("\n== {backbone}, {arm}, lr {lr:e}{} ==", part.resuming()));
+                    let init = match &start {
+                        None => Init::Scratch,
+                        Some((pre, _)) => Init::Pretrained(pre),
+                    };
+                    let report = finetune(&cfg, init, &tok, data.train, data.valid, problem, None, Some(&dir), &part.options(opts))?;
+                    write_atomic(&dir.join(COMPARE_PART_FILE), serde_json::to_string_pretty(&report)?.as_bytes())?;
+                    report
                 };
-                let report = finetune(&cfg, init, &tok, data.train, data.valid, problem, None, Some(&dir), opts)?;
                 runs.push(LrRun { lr, report, dir });
             }
             // The first of equal scores wins, so ties go to the smaller grid entry given first.
@@ -440,8 +508,41 @@ pub struct CompareJob {
     pub test_mode: bool,
     /// Replace an existing output directory once the run has succeeded.
     pub overwrite: bool,
-    /// Logging options.
+    /// Logging options; `resume`: continue the interrupted comparison in `out` (finished parts
+    /// reused, interrupted ones continued from their checkpoints).
     pub options: RunOptions,
+}
+
+impl CompareJob {
+    /// What this job asks for, as a JSON value: `base`, the settings, and each input file's
+    /// size and hash — an interrupted comparison resumes only the same job.
+    fn record(&self, base: &Config) -> Result<serde_json::Value> {
+        let mut inputs = vec![InputFile::of("corpus", &self.corpus)?];
+        for t in &self.train {
+            inputs.push(InputFile::of("train", t)?);
+        }
+        inputs.push(InputFile::of("valid", &self.valid)?);
+        if let Some(t) = &self.test {
+            inputs.push(InputFile::of("test", t)?);
+        }
+        for (_, dir) in &self.reuse {
+            inputs.push(InputFile::of("pretrained", &ModelDir::open(dir)?.path.join(WEIGHTS_FILE))?);
+        }
+        if let Some(v) = &self.vocab {
+            inputs.push(InputFile::of("vocab", &if v.is_dir() { v.join(TOKENIZER_FILE) } else { v.clone() })?);
+        }
+        let objectives: Vec<String> = self.objectives.iter().map(|t| tasks_label(t)).collect();
+        Ok(serde_json::json!({
+            "config": base.to_toml(),
+            "backbones": self.backbones,
+            "lr_grid": self.lr_grid,
+            "objectives": objectives,
+            "vocab_size": self.vocab_size,
+            "problem": self.problem,
+            "test_mode": self.test_mode,
+            "inputs": inputs,
+        }))
+    }
 }
 
 /// Runs `compare` for `base` (every arm's settings are checked before the first one trains);
@@ -472,10 +573,31 @@ pub fn run(base: Config, job: &CompareJob) -> Result<PathBuf> {
     if let Some(t) = test.as_mut() {
         test_mode::cut(job.test_mode, t, test_mode::EVAL);
     }
-    let out = OutputDir::create(&job.out, job.overwrite)?;
+    // Ctrl-C: the part under way saves a checkpoint, and --resume continues from there
+    crate::train::interrupt::install_interrupt_handler();
+    let record = job.record(&base)?;
+    let resume = job.options.resume;
+    let out = if resume { OutputDir::resume_parts(&job.out, holds_parts)? } else { OutputDir::create_parts(&job.out, job.overwrite, holds_parts)? };
+    let record_file = out.path().join(COMPARE_JOB_FILE);
+    if resume {
+        let text = std::fs::read_to_string(&record_file).with_context(|| format!("{}: cannot read the interrupted comparison's settings", record_file.display()))?;
+        let before: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not a comparison's settings", record_file.display()))?;
+        if before != record {
+            bail!("{}: the interrupted comparison had other settings or input files; resume with the same command and files", record_file.display());
+        }
+    } else {
+        write_atomic(&record_file, serde_json::to_string_pretty(&record)?.as_bytes())?;
+    }
+    // a trained vocabulary is kept beside the runs, so that a resumed comparison reads it again
+    let trained = out.path().join(TOKENIZER_FILE);
     let tokenizer = match &job.vocab {
         Some(p) => load_tokenizer(p)?,
-        None => WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: job.vocab_size, ..Default::default() })?,
+        None if resume && trained.is_file() => WordPieceTokenizer::load(&trained)?,
+        None => {
+            let t = WordPieceTokenizer::train(docs.iter().cloned(), &VocabOptions { size: job.vocab_size, ..Default::default() })?;
+            t.save(&trained)?;
+            t
+        }
     };
     let settings = CompareSettings { base: base.clone(), backbones: job.backbones.clone(), lr_grid: job.lr_grid.clone(), reuse, objectives: job.objectives.clone() };
     let data = CompareData { docs: &docs, train: &train, valid: &valid, test: test.as_deref() };

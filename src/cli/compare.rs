@@ -119,9 +119,6 @@ pub fn run(a: CompareArgs) -> Result<()> {
         }
     }
     a.common.cap(&mut base);
-    if a.common.resume {
-        bail!("--resume applies to pretrain and finetune; compare reuses finished models with --pretrained");
-    }
     let job = CompareJob {
         corpus: a.corpus.clone(),
         train: a.train.clone(),

@@ -187,7 +187,7 @@ mod tests {
         let device = Default::default();
         let logits = [[2.0f32, -1.0, 0.5, 3.0, 0.0, 1.0], [0.0, 0.0, 4.0, -2.0, 1.0, 0.5]];
         let t = Tensor::<2>::from_data(logits, &device);
-        let probs: Vec<f32> = crate::model::kernels::softmax_last(t).into_data().to_vec().unwrap();
+        let probs: Vec<f32> = crate::model::kernels::softmax_last(t).into_data().try_to_vec().unwrap();
         let draws = [0.1, 0.5, 0.9, 0.99];
         for (r, l) in logits.iter().enumerate() {
             let weights: Vec<f64> = l.iter().enumerate().map(|(j, &x)| if j == 3 { 0.0 } else { f64::from(x).exp() }).collect();

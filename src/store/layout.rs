@@ -50,6 +50,12 @@ pub const COMPARE_TABLE_FILE: &str = "compare.md";
 pub const COMPARE_EPOCHS_FILE: &str = "epochs.csv";
 /// `compare`'s full record.
 pub const COMPARE_JSON_FILE: &str = "compare.json";
+/// Written into each pre-training or fine-tuning directory of a `compare` once that part has
+/// finished (a fine-tuning run's holds its scores): what `compare --resume` reuses.
+pub const COMPARE_PART_FILE: &str = "compare-part.json";
+/// What a `compare` run was asked to do (settings, inputs' sizes and hashes), checked by
+/// `compare --resume`.
+pub const COMPARE_JOB_FILE: &str = "compare-job.json";
 
 /// A HuggingFace checkpoint's model description.
 pub const HF_CONFIG_FILE: &str = "config.json";

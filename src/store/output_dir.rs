@@ -12,6 +12,9 @@ pub struct OutputDir {
     target: PathBuf,
     work: PathBuf,
     committed: bool,
+    /// For a run made of parts: whether the work directory holds finished or interrupted
+    /// parts, and is then kept when the run stops early.
+    holds_parts: Option<fn(&Path) -> bool>,
 }
 
 impl OutputDir {
@@ -33,7 +36,33 @@ impl OutputDir {
             fs::remove_dir_all(&work).with_context(|| format!("{}: cannot remove stale partial output", work.display()))?;
         }
         fs::create_dir(&work).with_context(|| format!("{}: cannot create output directory", work.display()))?;
-        Ok(Self { target: target.to_path_buf(), work, committed: false })
+        Ok(Self { target: target.to_path_buf(), work, committed: false, holds_parts: None })
+    }
+
+    /// Prepares `target` for a run made of parts that each train on their own (a comparison's
+    /// pre-training and fine-tuning runs): as [`Self::create`], and the work directory is kept
+    /// when the run stops early with parts done or interrupted (`holds_parts` tells), so that
+    /// [`Self::resume_parts`] continues it; such a directory is not silently started again.
+    pub fn create_parts(target: &Path, overwrite: bool, holds_parts: fn(&Path) -> bool) -> Result<Self> {
+        let work = Self::work_dir(target);
+        if work.exists() && holds_parts(&work) && !overwrite {
+            bail!("{}: an interrupted run left finished or interrupted parts here; add --resume to continue it, or --overwrite to start again", work.display());
+        }
+        let mut out = Self::create(target, overwrite)?;
+        out.holds_parts = Some(holds_parts);
+        Ok(out)
+    }
+
+    /// Reopens the work directory of an interrupted run made of parts (see [`Self::create_parts`]).
+    pub fn resume_parts(target: &Path, holds_parts: fn(&Path) -> bool) -> Result<Self> {
+        let work = Self::work_dir(target);
+        if !work.is_dir() {
+            if target.exists() {
+                bail!("{}: this run finished; there is nothing to resume", target.display());
+            }
+            bail!("{}: no interrupted run to resume (no {})", target.display(), work.display());
+        }
+        Ok(Self { target: target.to_path_buf(), work, committed: false, holds_parts: Some(holds_parts) })
     }
 
     /// The hidden `.NAME.partial` directory beside `target` where a run writes until it succeeds.
@@ -55,7 +84,7 @@ impl OutputDir {
             }
             bail!("{}: no interrupted run to resume (no checkpoint in {})", target.display(), work.display());
         }
-        Ok(Self { target: target.to_path_buf(), work, committed: false })
+        Ok(Self { target: target.to_path_buf(), work, committed: false, holds_parts: None })
     }
 
     /// Where files go while the run is under way.
@@ -86,8 +115,9 @@ impl OutputDir {
 
 impl Drop for OutputDir {
     fn drop(&mut self) {
-        // A run that wrote a checkpoint keeps its work directory for --resume.
-        if !self.committed && !has_checkpoint(&self.work) {
+        // A run that wrote a checkpoint, or finished or interrupted parts, keeps its work
+        // directory for --resume.
+        if !self.committed && !has_checkpoint(&self.work) && !self.holds_parts.is_some_and(|f| f(&self.work)) {
             let _ = fs::remove_dir_all(&self.work);
         }
     }

@@ -56,9 +56,10 @@ pub struct FinetuneEpoch {
 }
 
 /// What a fine-tuning run produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinetuneReport {
     /// Validation loss of the model before any step (the "loss at start").
+    #[serde(deserialize_with = "crate::store::checkpoints::f64_or_nan")]
     pub initial_valid_loss: f64,
     /// Per-epoch scores.
     pub epochs: Vec<FinetuneEpoch>,
