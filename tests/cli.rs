@@ -413,6 +413,31 @@ fn compare_writes_table_csv_json_and_plots() {
 }
 
 #[test]
+fn compare_lays_the_settings_over_a_reused_checkpoint_as_finetune_init_does() {
+    let d = setup();
+    let p = |n: &str| d.path().join(n);
+    let (toml, corpus, train, valid) = (p("tiny.toml"), p("corpus.txt.gz"), p("train.txt.gz"), p("valid.txt"));
+    ok(&["pretrain", "--corpus", s(&corpus), "--out", s(&p("pre")), "--preset", "tiny", "--config", s(&toml), "--max-steps", "10", "--vocab-size", "150", "-q"]);
+    let base = ["compare", "--corpus", s(&corpus), "--train", s(&train), "--valid", s(&valid), "--backbone", "transformer", "--lr-grid", "3e-3", "--epochs", "1", "-q"];
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        base.iter().chain(extra).copied().collect()
+    }
+    let pre = format!("transformer={}", s(&p("pre")));
+    let (cmp, cmp2) = (p("cmp"), p("cmp2"));
+    ok(&with(&base, &["--out", s(&cmp), "--pretrained", &pre, "--config", s(&toml), "--set", "model.pooling=mean"]));
+    // both arms of the reused shape read with mean pooling (the checkpoint itself has cls)
+    assert!(std::fs::read_to_string(p("pre/config.toml")).unwrap().contains("pooling = \"cls\""));
+    for arm in ["scratch", "pre-trained"] {
+        let cfg = std::fs::read_to_string(p(&format!("cmp/runs/transformer-{arm}-lr3e-3/config.toml"))).unwrap();
+        assert!(cfg.contains("pooling = \"mean\"") && cfg.contains("d_model = 32"), "{arm}: {cfg}");
+    }
+    // a setting that would reshape the checkpoint's weights is refused, not silently dropped
+    let e = fails(&with(&base, &["--out", s(&cmp2), "--pretrained", &pre, "--set", "model.d_model=64"]));
+    assert!(e.contains("--pretrained") && e.contains("differs from the pre-trained model"), "{e}");
+    assert!(!p("cmp2").exists());
+}
+
+#[test]
 fn test_mode_caps_epochs_and_textcnn_runs_from_the_cli() {
     let d = setup();
     let p = |n: &str| d.path().join(n);

@@ -11,6 +11,7 @@
 use crate::store::atomic::write_atomic;
 
 use crate::store::model_dir::ModelDir;
+use crate::apps::setup::ConfigSources;
 use crate::config::{BackboneKind, Config, Objective};
 use crate::infer::classifier::LoadedClassifier;
 use crate::eval::metrics::Scores;
@@ -80,6 +81,10 @@ pub struct CompareSettings {
     /// Objective sets to pre-train with, one pre-trained arm each, for a backbone without reused
     /// checkpoints; empty: the base config's `pretrain.tasks`.
     pub objectives: Vec<Vec<Objective>>,
+    /// The config file and settings laid over a reused checkpoint's own config, as `finetune
+    /// --init` lays them (only what shapes no weight may change: dropout, pooling, `max_len`);
+    /// its fine-tuning settings come from `base`.
+    pub reused_model: ConfigSources,
 }
 
 /// Labelled and raw data of a comparison.
@@ -249,7 +254,7 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
                     if dir.config.model.backbone != backbone {
                         bail!("{}: holds a {} model, given for {backbone}", path.display(), dir.config.model.backbone);
                     }
-                    let mut cfg = dir.config.clone();
+                    let mut cfg = settings.reused_model.from_model(&dir).with_context(|| format!("--pretrained {}", path.display()))?;
                     cfg.finetune = settings.base.finetune.clone();
                     say(opts, &format!("\n== {backbone}: reusing pre-trained model {} ==", path.display()));
                     let tok = dir.tokenizer.clone();
@@ -496,6 +501,8 @@ pub struct CompareJob {
     pub reuse: Vec<(BackboneKind, PathBuf)>,
     /// Objective sets to pre-train with, one pre-trained arm each; empty: the config's.
     pub objectives: Vec<Vec<Objective>>,
+    /// `--config` and `--set` as laid over a reused checkpoint's config (no preset, no backbone).
+    pub reused_model: ConfigSources,
     /// A tokenizer file or directory; without it one is trained on the corpus.
     pub vocab: Option<PathBuf>,
     /// Size of that vocabulary.
@@ -599,7 +606,7 @@ pub fn run(base: Config, job: &CompareJob) -> Result<PathBuf> {
             t
         }
     };
-    let settings = CompareSettings { base: base.clone(), backbones: job.backbones.clone(), lr_grid: job.lr_grid.clone(), reuse, objectives: job.objectives.clone() };
+    let settings = CompareSettings { base: base.clone(), backbones: job.backbones.clone(), lr_grid: job.lr_grid.clone(), reuse, objectives: job.objectives.clone(), reused_model: job.reused_model.clone() };
     let data = CompareData { docs: &docs, train: &train, valid: &valid, test: test.as_deref() };
     let results = compare(&settings, &data, &tokenizer, problem, out.path(), &job.options)?;
     let names = job.train.iter().map(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow::anyhow!("{}: not a file", t.display()))).collect::<Result<Vec<_>>>()?;

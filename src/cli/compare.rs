@@ -129,6 +129,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         lr_grid: a.lr_grid.clone(),
         reuse: a.pretrained.clone(),
         objectives: a.pretrain_arms.clone(),
+        reused_model: bertlu::apps::setup::ConfigSources { preset: None, backbone: None, file: a.common.config.clone(), settings: a.common.set.clone() },
         vocab: a.vocab.clone(),
         vocab_size: a.vocab_size,
         problem: a.problem,

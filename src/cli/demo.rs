@@ -93,7 +93,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         println!("demo: the Transformer's pre-trained arm is the shipped tiny Transformer pre-trained on the whole Debtags corpus (data/pretrained-transformer; --pretrain pre-trains one here instead)");
         reuse.insert(BackboneKind::Transformer, vec![dir]);
     }
-    let settings = CompareSettings { base: cfg, backbones: vec![BackboneKind::Transformer, BackboneKind::TextCnn], lr_grid: vec![a.lr], reuse, objectives: Vec::new() };
+    let settings = CompareSettings { base: cfg, backbones: vec![BackboneKind::Transformer, BackboneKind::TextCnn], lr_grid: vec![a.lr], reuse, objectives: Vec::new(), reused_model: Default::default() };
     let corpus = CompareData { docs: &docs, train: &train, valid: &valid, test: None };
     let results = compare(&settings, &corpus, &tokenizer, Problem::infer(&train), out.path(), &RunOptions { quiet: a.quiet, ..Default::default() })?;
     let title = format!("bertlu demo: tiny preset, {} fine-tuning epochs at lr {:e}, seed {} (validation scores of the embedded Debtags slice)", a.epochs, a.lr, a.seed);
