@@ -1,6 +1,7 @@
 # Shared by the bench/debtags_*.sh recipes, sourced after setting DEFAULT_W: the data directory
 # (first argument), the work directory (second, else $DEFAULT_W) and the binary ($BERTLU). Each
-# stage's output and time go to $W, and a stage whose output is complete is skipped.
+# stage's output and time go to $W (a resumed stage's log is added to), and a stage whose output is
+# complete is skipped.
 set -euo pipefail
 D=${1:-../shared/datasets/debtags}
 W=${2:-$DEFAULT_W}
@@ -13,7 +14,7 @@ resume() { compgen -G "$(dirname "$1")/.$(basename "$1").partial/checkpoints/ste
 timed() {
     local name=$1; shift
     local t0=$SECONDS
-    "$@" > "$W/$name.log" 2>&1 || { log "$name failed (see $W/$name.log)"; exit 1; }
+    "$@" >> "$W/$name.log" 2>&1 || { log "$name failed (see $W/$name.log)"; exit 1; }
     log "$name: $((SECONDS - t0)) s"
 }
 # The recipes' common start (needs D and B too): an 8,000-piece vocabulary trained on the corpus
