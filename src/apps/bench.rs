@@ -4,6 +4,7 @@
 //! size, so the command runs each case in a process of its own.
 
 use crate::data::batch::{PretrainBatch, TokenBatch};
+use crate::eval::stats::median;
 use crate::config::{BackboneKind, Config, HeadKind, ModelConfig, Preset};
 use crate::model::flops;
 use crate::model::{Classifier, PretrainModel};
@@ -312,13 +313,6 @@ pub fn measure_model(model: &std::path::Path, data: &std::path::Path, batch_size
         })
         .collect();
     Ok(ModelMeasurement { examples: texts.len(), mean_pieces: pieces as f64 / texts.len() as f64, pass_seconds, batch_size, single_seconds, pass_flops, single_flops, peak_rss_mib: peak_rss_mib(), tokenize_seconds })
-}
-
-/// The median of `v` (which must not be empty).
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
 }
 
 /// GFLOP/s of `flops` done in `seconds`, and their share of `peak` GFLOP/s, as table cells.

@@ -16,12 +16,8 @@ fn series(name: &str, rows: &[&MetricsRow], f: impl Fn(&MetricsRow) -> Option<f6
     Series { name: name.to_owned(), points: rows.iter().filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.step as f64, v))).collect() }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Some(v[v.len() / 2])
+fn median(v: Vec<f64>) -> Option<f64> {
+    (!v.is_empty()).then(|| crate::eval::stats::median(&v))
 }
 
 fn fmt(v: Option<f64>) -> String {

@@ -128,7 +128,7 @@ pub fn offline(model: &Path, texts: &[String]) -> Result<(f64, Vec<Vec<String>>)
         .iter()
         .map(|p| crate::infer::classifier::decide(p, clf.problem, &thresholds, None).into_iter().map(|(i, _)| clf.labels.name(i).to_owned()).collect())
         .collect();
-    Ok((crate::apps::bench::median(&rates), labels))
+    Ok((crate::eval::stats::median(&rates), labels))
 }
 
 /// The malformed bodies sent, in turn: each must be answered 4xx.
