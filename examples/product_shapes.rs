@@ -5,7 +5,8 @@
 //!     cargo run --release --example product_shapes
 //!
 //! (Without AVX-512 BF16 on the CPU it prints so and times f32 alone.)
-use bertlu::apps::bench::{median, timed};
+use bertlu::apps::bench::timed;
+use bertlu::eval::stats::median;
 use bertlu::model::kernels::{bf16, product_of_stored, product_threads, Stored};
 
 /// Median seconds of 9 runs of `f`.
