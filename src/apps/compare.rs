@@ -270,17 +270,20 @@ pub fn compare(settings: &CompareSettings, data: &CompareData, tokenizer: &WordP
                     cfg.validate()?;
                     let label = tasks_label(&cfg.pretrain.tasks);
                     let dir = if sets.len() == 1 { out.join(format!("pretrained-{backbone}")) } else { out.join(format!("pretrained-{backbone}-{label}")) };
-                    match Part::of(&dir, opts) {
-                        Part::Finished => say(opts, &format!("\n== {backbone}: pre-training ({label}) finished before, reused ==")),
-                        part => {
-                            part.prepare(&dir)?;
-                            say(opts, &format!("\n== {backbone}: pre-training ({label}){} ==", part.resuming()));
-                            pretrain(&cfg, data.docs, tokenizer, None, &dir, &part.options(opts))?;
-                            let summary = PretrainSummary::of(&ModelDir::open(&dir)?, false);
-                            write_atomic(&dir.join(COMPARE_PART_FILE), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-                        }
+                    let part = Part::of(&dir, opts);
+                    if part == Part::Finished {
+                        say(opts, &format!("\n== {backbone}: pre-training ({label}) finished before, reused =="));
+                    } else {
+                        part.prepare(&dir)?;
+                        say(opts, &format!("\n== {backbone}: pre-training ({label}){} ==", part.resuming()));
+                        pretrain(&cfg, data.docs, tokenizer, None, &dir, &part.options(opts))?;
                     }
-                    pretrained.push((cfg, tokenizer.clone(), ModelDir::open(&dir)?, false));
+                    let model = ModelDir::open(&dir)?;
+                    if part != Part::Finished {
+                        let summary = PretrainSummary::of(&model, false);
+                        write_atomic(&dir.join(COMPARE_PART_FILE), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+                    }
+                    pretrained.push((cfg, tokenizer.clone(), model, false));
                 }
             }
         }

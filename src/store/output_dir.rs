@@ -55,14 +55,22 @@ impl OutputDir {
 
     /// Reopens the work directory of an interrupted run made of parts (see [`Self::create_parts`]).
     pub fn resume_parts(target: &Path, holds_parts: fn(&Path) -> bool) -> Result<Self> {
+        let mut out = Self::reopen(target, |work| work.is_dir(), "no")?;
+        out.holds_parts = Some(holds_parts);
+        Ok(out)
+    }
+
+    /// The work directory of an interrupted run into `target`, when `resumable` says it is one;
+    /// the error names what is `missing` from it otherwise.
+    fn reopen(target: &Path, resumable: impl Fn(&Path) -> bool, missing: &str) -> Result<Self> {
         let work = Self::work_dir(target);
-        if !work.is_dir() {
+        if !resumable(&work) {
             if target.exists() {
                 bail!("{}: this run finished; there is nothing to resume", target.display());
             }
-            bail!("{}: no interrupted run to resume (no {})", target.display(), work.display());
+            bail!("{}: no interrupted run to resume ({missing} {})", target.display(), work.display());
         }
-        Ok(Self { target: target.to_path_buf(), work, committed: false, holds_parts: Some(holds_parts) })
+        Ok(Self { target: target.to_path_buf(), work, committed: false, holds_parts: None })
     }
 
     /// The hidden `.NAME.partial` directory beside `target` where a run writes until it succeeds.
@@ -77,14 +85,7 @@ impl OutputDir {
 
     /// Reopens the hidden work directory of an interrupted run into `target`, to continue it.
     pub fn resume(target: &Path) -> Result<Self> {
-        let work = Self::work_dir(target);
-        if !has_checkpoint(&work) {
-            if target.exists() {
-                bail!("{}: this run finished; there is nothing to resume", target.display());
-            }
-            bail!("{}: no interrupted run to resume (no checkpoint in {})", target.display(), work.display());
-        }
-        Ok(Self { target: target.to_path_buf(), work, committed: false, holds_parts: None })
+        Self::reopen(target, has_checkpoint, "no checkpoint in")
     }
 
     /// Where files go while the run is under way.
